@@ -1,0 +1,171 @@
+"""Structured config: one dataclass schema per group, registered in Hydra's ConfigStore.
+
+A typo in a key or a wrong type fails when Hydra composes the config; range and cross-field
+checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before any run exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from emergence_lab.data import LOADERS
+from emergence_lab.emergence import ACTIVITY_MODES
+from emergence_lab.models import MODELS, UNIT_LAYER_KINDS
+from emergence_lab.pruning import SCOPES, STRATEGIES
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _one_of(field_name: str, value: Any, choices: Any) -> None:
+    _check(value in choices, f"{field_name} must be one of {sorted(choices)}, got {value!r}")
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+
+    def __post_init__(self) -> None:
+        _one_of("model.name", self.name, MODELS)
+        _check(len(self.hidden) > 0, "model.hidden must list at least one width, got []")
+        for w in self.hidden:
+            _check(w > 0, f"model.hidden widths must be > 0, got {list(self.hidden)}")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    data_dir: str = "data"
+    sources: list[str] = field(default_factory=list)  # local dirs searched before downloading
+    download: bool = True
+    probe_size: int = 2048  # emergence probe: fixed, seeded subset of the training set
+    probe_seed: int = 0
+    test_fraction: float = 0.2  # data sets without an official test split (digits)
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("dataset.name", self.name, LOADERS)
+        _check(self.probe_size > 0, f"dataset.probe_size must be > 0, got {self.probe_size}")
+        _check(0 < self.test_fraction < 1,
+               f"dataset.test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass
+class PruningConfig:
+    name: str = "none"
+    amount: float = 0.0  # fraction of weights removed, in [0, 1)
+    epoch: int = 0  # prune after this many epochs
+    scope: str = "global"  # global | layerwise
+
+    def __post_init__(self) -> None:
+        _one_of("pruning.name", self.name, STRATEGIES)
+        _one_of("pruning.scope", self.scope, SCOPES)
+        _check(0 <= self.amount < 1, f"pruning.amount must be in [0, 1), got {self.amount}")
+        _check(self.name != "none" or self.amount == 0,
+               f"pruning.amount must be 0 with pruning=none, got {self.amount}")
+        _check(self.epoch >= 0, f"pruning.epoch must be >= 0, got {self.epoch}")
+
+
+@dataclass
+class ThresholdConfig:
+    theta: float = 0.05  # a unit is active when its activation exceeds theta
+    mode: str = "mean"  # mean: mean over the probe set > theta; fraction: see min_fraction
+    min_fraction: float = 0.5  # mode=fraction: active on more than this share of probe samples
+    layers: list[str] = field(default_factory=lambda: ["hidden"])  # input, hidden, output
+
+    def __post_init__(self) -> None:
+        _check(self.theta >= 0, f"threshold.theta must be >= 0, got {self.theta}")
+        _one_of("threshold.mode", self.mode, ACTIVITY_MODES)
+        _check(0 <= self.min_fraction < 1,
+               f"threshold.min_fraction must be in [0, 1), got {self.min_fraction}")
+        for kind in self.layers:
+            _one_of("threshold.layers entries", kind, UNIT_LAYER_KINDS)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    lr: float = 0.005
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when available, else cpu
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    checkpoints: bool = True  # log last and best checkpoints as artifacts
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"trainer.momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0,
+               f"trainer.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.batch_size >= 1, f"trainer.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1,
+               f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _check(self.num_threads >= 0, f"trainer.num_threads must be >= 0, got {self.num_threads}")
+        _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               f"trainer.device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlruns/mlflow.db"  # or http://host:port for a tracking server
+    experiment: str = "emergence"
+    cache_dir: str | None = None  # shared pre-prune states; default: next to the store
+    progress: bool = True  # progress bar per run (on a terminal)
+
+    def __post_init__(self) -> None:
+        _check(re.match(r"(sqlite|https?|postgresql|mysql|file)[:+]", self.uri) is not None,
+               f"tracking.uri must start with sqlite:, http(s):, postgresql:, mysql: or file:, "
+               f"got {self.uri!r}")
+        _check(bool(self.experiment), "tracking.experiment must not be empty")
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    dataset: DatasetConfig = MISSING
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.pruning.name != "none":
+            _check(self.pruning.epoch <= self.trainer.epochs,
+                   f"pruning.epoch must be <= trainer.epochs ({self.trainer.epochs}), "
+                   f"got {self.pruning.epoch}")
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; each YAML option extends its group's base_*."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="model", name="base_mlp", node=MLPConfig)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="pruning", name="base_pruning", node=PruningConfig)
+    cs.store(group="threshold", name="base_threshold", node=ThresholdConfig)
+    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The typed, checked config; raises ValueError naming the field, value and valid range."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:  # OmegaConf wraps __post_init__ errors; surface the message
+        cause = exc.__cause__ if isinstance(exc.__cause__, ValueError) else None
+        raise ValueError(str(cause) if cause else str(exc)) from exc
+    if not isinstance(obj, Config):
+        raise ValueError("config does not extend base_config; add it to the defaults list")
+    return obj

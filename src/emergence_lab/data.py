@@ -1,0 +1,173 @@
+"""Data sets loaded once into memory as tensors; batches are index slices of them.
+
+MNIST and Fashion-MNIST are read in torchvision's layout (<data_dir>/<Class>/raw). The files are
+looked for in the data dir, then in local source dirs (gunzipped into the data dir), then through
+torchvision's download; their uncompressed md5 sums are checked every time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """Train and test tensors, (N, C, H, W) float32 in [0, 1] and int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    digest: str  # identifies the exact data (md5 over the source files or arrays)
+
+    def to(self, device: torch.device) -> TensorData:
+        """The same data on `device` (one copy; batches are then slices on the device)."""
+        return TensorData(self.x_train.to(device), self.y_train.to(device),
+                          self.x_test.to(device), self.y_test.to(device),
+                          self.num_classes, self.digest)
+
+    def probe(self, size: int, seed: int) -> torch.Tensor:
+        """A fixed, seeded subset of the training inputs (the emergence probe set)."""
+        n = self.x_train.shape[0]
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(size, n)]
+        return self.x_train[idx.to(self.x_train.device)]
+
+
+# torchvision folder name, torchvision class name, and md5 of each uncompressed file.
+IDX_DATASETS = {
+    "mnist": ("MNIST", {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    }),
+    "fashion_mnist": ("FashionMNIST", {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    }),
+}
+
+
+def md5sum(path: Path) -> str:
+    """Hex md5 of a file's bytes."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_from_sources(raw: Path, fname: str, sources: Sequence[str]) -> bool:
+    """Gunzip (or copy) `fname` from the first source dir that has it; atomic for parallel jobs."""
+    for src in sources:
+        for candidate, opener in ((Path(src) / f"{fname}.gz", gzip.open), (Path(src) / fname, open)):
+            if candidate.is_file():
+                raw.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{fname}.")
+                with opener(candidate, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+                os.replace(tmp, raw / fname)
+                return True
+    return False
+
+
+def _download(name: str, data_dir: Path) -> None:
+    import torchvision.datasets as tvd
+
+    folder = IDX_DATASETS[name][0]
+    cls = getattr(tvd, folder)
+    try:
+        for train in (True, False):
+            cls(root=str(data_dir), train=train, download=True)
+    except Exception as exc:  # urllib/http errors when offline: reported below, once
+        raise FileNotFoundError(f"download failed ({type(exc).__name__}: {exc})") from None
+
+
+def ensure_idx_files(name: str, data_dir: str, sources: Sequence[str], download: bool) -> Path:
+    """The verified raw folder of an idx data set, fetched from the first place that has it."""
+    folder, md5s = IDX_DATASETS[name]
+    raw = Path(data_dir) / folder / "raw"
+    missing = [f for f in md5s if not (raw / f).is_file()]
+    missing = [f for f in missing if not _copy_from_sources(raw, f, sources)]
+    failure = ""
+    if missing and download:
+        try:
+            _download(name, Path(data_dir))
+        except FileNotFoundError as exc:
+            failure = f"\n  torchvision's download: {exc}"
+        missing = [f for f in md5s if not (raw / f).is_file()]
+    if missing:
+        hint = " (Debian: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+        raise FileNotFoundError(
+            f"{name}: missing {missing} in {raw}. Ways to get them:\n"
+            f"  1. put the idx files (or .gz) in one of dataset.sources={list(sources)}{hint};\n"
+            f"  2. put the uncompressed files in {raw};\n"
+            f"  3. set dataset.download=true on a machine with internet"
+            f" (download={download}).{failure}")
+    for fname, expected in md5s.items():
+        got = md5sum(raw / fname)
+        if got != expected:
+            raise ValueError(f"{raw / fname} is corrupt: md5 {got}, expected {expected}; "
+                             "delete it to fetch it again")
+    return raw
+
+
+def _digest(parts: Sequence[str | bytes]) -> str:
+    h = hashlib.md5()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+    return h.hexdigest()
+
+
+def _load_idx(name: str, cfg) -> TensorData:
+    import torchvision.datasets as tvd
+
+    ensure_idx_files(name, cfg.data_dir, cfg.sources, cfg.download)
+    folder, md5s = IDX_DATASETS[name]
+    cls = getattr(tvd, folder)
+    train = cls(root=cfg.data_dir, train=True, download=False)
+    test = cls(root=cfg.data_dir, train=False, download=False)
+    scale = lambda d: d.data.unsqueeze(1).float().div_(255)  # noqa: E731 - uint8 -> [0, 1]
+    return TensorData(scale(train), train.targets.long(), scale(test), test.targets.long(),
+                      len(train.classes), _digest(sorted(md5s.values())))
+
+
+def load_digits(cfg) -> TensorData:
+    """scikit-learn's bundled 8x8 digits (1,797 images) with a fixed, seeded test split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_test = int(round(len(y) * cfg.test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    digest = _digest([x.numpy().tobytes(), y.numpy().tobytes(), str(cfg.split_seed),
+                      str(cfg.test_fraction)])
+    return TensorData(x[train], y[train], x[test], y[test], 10, digest)
+
+
+LOADERS: dict[str, Callable[..., TensorData]] = {
+    "digits": load_digits,
+    "mnist": lambda cfg: _load_idx("mnist", cfg),
+    "fashion_mnist": lambda cfg: _load_idx("fashion_mnist", cfg),
+}
+
+
+def load_dataset(cfg) -> TensorData:
+    """Load the data set named by `cfg.name` (a DatasetConfig) into memory, on the CPU."""
+    if cfg.name not in LOADERS:
+        raise ValueError(f"dataset.name must be one of {sorted(LOADERS)}, got {cfg.name!r}")
+    return LOADERS[cfg.name](cfg)

@@ -1,0 +1,117 @@
+"""Models with named unit layers, and the forward hooks that read their activations.
+
+A model lists the modules whose outputs are the units that emergence counts (`unit_layers`);
+everything else here is generic, so a new architecture only adds a class and a registry line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+UNIT_LAYER_KINDS = ("input", "hidden", "output")
+
+
+class UnitModel(nn.Module):
+    """Base class: a classifier that names its input, hidden and output unit layers."""
+
+    def hidden_units(self) -> dict[str, nn.Module]:
+        """Modules whose outputs are the hidden units (post-activation), in forward order."""
+        raise NotImplementedError
+
+    def input_module(self) -> nn.Module:
+        """The module whose output is the input as the network sees it."""
+        raise NotImplementedError
+
+    def output_module(self) -> nn.Module:
+        """The module that produces the logits."""
+        raise NotImplementedError
+
+    def unit_layers(self, kinds: Sequence[str]) -> dict[str, tuple[nn.Module, Callable | None]]:
+        """(module, transform of its output) per counted layer, in forward order."""
+        unknown = sorted(set(kinds) - set(UNIT_LAYER_KINDS))
+        if unknown:
+            raise ValueError(f"unknown unit layers {unknown}; valid: {list(UNIT_LAYER_KINDS)}")
+        layers: dict[str, tuple[nn.Module, Callable | None]] = {}
+        if "input" in kinds:
+            layers["input"] = (self.input_module(), None)
+        if "hidden" in kinds:
+            layers.update({name: (m, None) for name, m in self.hidden_units().items()})
+        if "output" in kinds:
+            # The output layer's post-activation is the softmax over classes.
+            layers["output"] = (self.output_module(), lambda t: t.softmax(dim=1))
+        return layers
+
+
+class MLP(UnitModel):
+    """Fully connected ReLU network: input -> hidden widths -> classes."""
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int]):
+        super().__init__()
+        in_features = 1
+        for d in in_shape:
+            in_features *= int(d)
+        self.flatten = nn.Flatten()
+        blocks, width = [], in_features
+        for h in hidden:
+            blocks.append(nn.Sequential(nn.Linear(width, h), nn.ReLU()))
+            width = h
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def hidden_units(self) -> dict[str, nn.Module]:
+        return {f"hidden{i + 1}": block[1] for i, block in enumerate(self.blocks)}
+
+    def input_module(self) -> nn.Module:
+        return self.flatten
+
+    def output_module(self) -> nn.Module:
+        return self.head
+
+
+MODELS: dict[str, type[UnitModel]] = {"mlp": MLP}
+
+
+def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) -> UnitModel:
+    """Instantiate a registered model by name."""
+    if name not in MODELS:
+        raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](in_shape=in_shape, num_classes=num_classes, **kwargs)
+
+
+@torch.no_grad()
+def collect_activations(
+    model: UnitModel, x: torch.Tensor, kinds: Sequence[str], batch_size: int = 1024
+) -> dict[str, torch.Tensor]:
+    """Per-sample unit activations, (samples, units) per counted layer, from forward hooks.
+
+    Conv maps (samples, channels, ...) are averaged over positions: a filter is one unit.
+    """
+    layers = model.unit_layers(kinds)
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def hook_for(name: str, transform: Callable | None):
+        def hook(_module, _inputs, output):
+            out = transform(output) if transform else output
+            chunks[name].append(out.flatten(2).mean(dim=2) if out.dim() > 2 else out)
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n, t)) for n, (m, t) in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            model(x[start:start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in chunks.items()}

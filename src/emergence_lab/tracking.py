@@ -1,0 +1,162 @@
+"""Everything that talks to MLflow: the store, sweeps (parent runs), runs, metrics, artifacts.
+
+The only module that imports mlflow. Runs are driven through MlflowClient with explicit run
+ids (no fluent global state), so several runs can live in one process and in parallel jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_ERROR_CHARS = 4000
+
+
+def resolve_uri(uri: str) -> str:
+    """The tracking URI with a relative SQLite path made absolute (and its folder created)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if uri.startswith("sqlite:////"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def local_store_dir(uri: str) -> Path | None:
+    """The folder of an embedded SQLite store, None for a server or another database."""
+    uri = resolve_uri(uri)
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Call fn, retrying with jittered backoff while SQLite reports a lock."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(min(0.1 * 2**i, 5.0) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def get_client(uri: str) -> MlflowClient:
+    """A client for the store at `uri`; creates an embedded SQLite store's schema if needed."""
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name`, created (with its artifact root next to a local store)."""
+    client = get_client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    store = local_store_dir(uri)
+    location = (store / "artifacts" / name).as_uri() if store else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a parallel job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_sweep(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> str:
+    """Create the parent run of a multirun; returns its id."""
+    exp_id = ensure_experiment(uri, experiment)
+    run = get_client(uri).create_run(exp_id, run_name=name, tags={"kind": "sweep", **tags})
+    return run.info.run_id
+
+
+def end_sweep(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Terminate a parent run, unless it already ended."""
+    client = get_client(uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        _retry(lambda: client.set_terminated(run_id, status))
+
+
+def sweep_children(uri: str, parent_run_id: str) -> list[Any]:
+    """The child runs of a sweep, oldest first."""
+    client = get_client(uri)
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=10000)
+
+
+def latest_sweep(uri: str) -> Any | None:
+    """The most recently started parent run in the store, or None."""
+    client = get_client(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, filter_string="tags.kind = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+    return runs[0] if runs else None
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric of one run, by step."""
+    return sorted((m.step, m.value) for m in get_client(uri).get_metric_history(run_id, key))
+
+
+class Run:
+    """One tracked run: use as a context manager; the exit sets FINISHED, FAILED or KILLED."""
+
+    def __init__(self, uri: str, experiment: str, name: str, tags: Mapping[str, str],
+                 parent_run_id: str | None = None):
+        self.client = get_client(uri)
+        exp_id = ensure_experiment(uri, experiment)
+        tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+        self.run_id = _retry(lambda: self.client.create_run(exp_id, run_name=name, tags=tags)
+                             ).info.run_id
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            status = "FINISHED"
+        else:
+            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            message = f"{exc_type.__name__}: {exc}"[:MAX_ERROR_CHARS]
+            self.set_tags({"error": message})
+            _retry(lambda: self.client.set_tag(self.run_id, "mlflow.note.content",
+                                               f"**{status}**: {message}"))
+        _retry(lambda: self.client.set_terminated(self.run_id, status))
+        return False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts 100 params per batch
+            _retry(lambda i=i: self.client.log_batch(self.run_id, params=items[i:i + 100]))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+
+def default_cache_dir(uri: str) -> Path:
+    """Where siblings share pre-prune states: next to a local store, else ./mlruns/cache."""
+    store = local_store_dir(uri)
+    return (store if store else Path("mlruns").resolve()) / "cache"
