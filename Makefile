@@ -1,0 +1,53 @@
+# emergence-lab: `make sweep` and `make test` are the whole set-up; each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TRACKING_URI ?= sqlite:///mlruns/mlflow.db
+EXPERIMENT ?= paper_fmnist
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: help venv sweep summary ui test test-fast bench lint data clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv with the pinned stack (torch 2.14.1, torchvision 0.29.1)
+
+data:  ## install Debian's dataset-fashion-mnist when it is missing and apt-get can run
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try a download"; \
+	fi
+
+sweep: $(STAMP) data  ## run the paper's Fashion-MNIST sweep (EXPERIMENT=paper_mnist for MNIST), then summarise it
+	$(PY) scripts/train.py -m experiment=$(EXPERIMENT) tracking.uri=$(TRACKING_URI) $(ARGS)
+	$(MAKE) --no-print-directory summary
+
+summary: $(STAMP)  ## print the latest sweep's table from MLflow
+	$(PY) scripts/summary.py --tracking-uri $(TRACKING_URI)
+
+ui: $(STAMP)  ## browse the runs: MLflow UI on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+
+test: $(STAMP)  ## the whole test suite (fast and slow), offline
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## the fast tests only
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)  ## epoch time of the project's loop against a bare loop over the same tensors
+	$(PY) benchmarks/epoch_overhead.py
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check src scripts tests benchmarks
+
+clean:  ## remove Hydra outputs (keeps the MLflow store and .venv)
+	rm -rf outputs multirun
