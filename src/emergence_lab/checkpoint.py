@@ -12,20 +12,47 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from emergence_lab.pruning import prepare_for_state
+from emergence_lab.pruning import prepare_for_state, refresh_pruned_weights
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     **extra: Any) -> None:
     """Write model (with masks) and optimizer state atomically; extra holds plain values."""
-    payload = {"model": model.state_dict(),
-               "optimizer": optimizer.state_dict() if optimizer else None, **extra}
+    payload = {"model": model.state_dict(), "optimizer": optimizer_state(model, optimizer), **extra}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The optimizer's parameters by name, in its order (pruning's `_orig` suffix dropped)."""
+    names = {id(p): n.replace("_orig", "") for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict | None:
+    """The optimizer's state dict plus its parameter names.
+
+    torch keys optimizer state by position, and pruning re-registers `weight` after `bias`, so
+    positions differ between an optimizer built before pruning and one built after; names do not.
+    """
+    if optimizer is None:
+        return None
+    return {"state_dict": optimizer.state_dict(), "names": _param_names(model, optimizer)}
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a state saved by `optimizer_state`, matching parameters by name."""
+    position = {name: i for i, name in enumerate(_param_names(model, optimizer))}
+    remap = [position[name] for name in saved["names"]]
+    sd = saved["state_dict"]
+    state = {remap[i]: v for i, v in sd["state"].items()}
+    # torch pairs a group's saved ids with the live parameters by position: list them in order.
+    groups = [{**g, "params": sorted(remap[i] for i in g["params"])} for g in sd["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def load_checkpoint(path: str | Path, model: nn.Module,
@@ -41,10 +68,9 @@ def restore_state(payload: dict[str, Any], model: nn.Module,
     """Load a payload's model and optimizer states; pruning masks are re-created first."""
     prepare_for_state(model, payload["model"])
     model.load_state_dict(payload["model"])
+    refresh_pruned_weights(model)
     if optimizer is not None and payload.get("optimizer") is not None:
-        # prune renames `weight` to `weight_orig` but keeps the Parameter object, so an optimizer
-        # built before pruning still lines up with the saved per-parameter state.
-        optimizer.load_state_dict(payload["optimizer"])
+        load_optimizer_state(model, optimizer, payload["optimizer"])
 
 
 def shared_prefix(cache_dir: str | Path, key: str,

@@ -6,6 +6,7 @@ checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,11 @@ class MLPConfig:
         _check(len(self.hidden) > 0, "model.hidden must list at least one width, got []")
         for w in self.hidden:
             _check(w > 0, f"model.hidden widths must be > 0, got {list(self.hidden)}")
+
+    @property
+    def hidden_layers(self) -> int:
+        """How many hidden unit layers the model has (what emergence counts by default)."""
+        return len(self.hidden)
 
 
 @dataclass
@@ -141,6 +147,11 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
+        layers = self.threshold.layers
+        counted = (self.model.hidden_layers if "hidden" in layers else 0) + len(
+            set(layers) & {"input", "output"})
+        _check(counted >= 2, f"emergence needs at least 2 counted layers: threshold.layers={list(layers)} "
+               f"counts {counted} of this model; add hidden widths or 'output' to threshold.layers")
         if self.pruning.name != "none":
             _check(self.pruning.epoch <= self.trainer.epochs,
                    f"pruning.epoch must be <= trainer.epochs ({self.trainer.epochs}), "
@@ -168,4 +179,15 @@ def validate(cfg: DictConfig) -> Config:
         raise ValueError(str(cause) if cause else str(exc)) from exc
     if not isinstance(obj, Config):
         raise ValueError("config does not extend base_config; add it to the defaults list")
+    _reject_unknown_keys(cfg, obj)
     return obj
+
+
+def _reject_unknown_keys(cfg: DictConfig, obj: Config) -> None:
+    """Keys added with `+group.key=...` that no schema declares (to_object drops them)."""
+    for f in dataclasses.fields(obj):
+        schema = getattr(obj, f.name)
+        known = {g.name for g in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+        extra = sorted(set(cfg[f.name].keys()) - known) if known is not None else []
+        if extra:
+            raise ValueError(f"unknown key {f.name}.{extra[0]}; valid keys of {f.name}: {sorted(known)}")

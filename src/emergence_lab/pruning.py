@@ -84,3 +84,11 @@ def surviving_parameters(model: nn.Module) -> int:
             mask = getattr(m, pname[: -len("_orig")] + "_mask", None) if pname.endswith("_orig") else None
             count += p.numel() if mask is None else int(mask.sum().item())
     return count
+
+
+def refresh_pruned_weights(model: nn.Module) -> None:
+    """Recompute `weight = weight_orig * weight_mask` now rather than at the next forward."""
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(m, None)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from emergence_lab import tracking
-from emergence_lab.checkpoint import restore_state, save_checkpoint, shared_prefix
+from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.emergence import active_counts, emergence_metrics
@@ -215,7 +215,8 @@ def _train_with_prefix(c: Config, fields: dict[str, Any], device: torch.device,
 
         keep(0, measure(model, data, probe, c))
         fit(model, opt, data, probe, c, 1, pe, keep)
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
+        return {"model": model.state_dict(), "optimizer": optimizer_state(model, opt),
+                "history": history}
 
     key = prefix_key(fields, device)
     cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)

@@ -1,0 +1,37 @@
+"""Shared fixtures: composed Hydra configs for tiny runs and a temporary SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from emergence_lab.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+
+register_configs()
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    """The job config Hydra would build for these overrides (without the hydra node)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A tracking URI for a fresh SQLite store in a temporary folder."""
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tiny_overrides(store: str, tmp_path: Path) -> list[str]:
+    """A digits run small enough for the fast suite."""
+    return ["dataset=digits", "model.hidden=[32,16]", "trainer.epochs=3", "trainer.lr=0.05",
+            "trainer.batch_size=32", "trainer.device=cpu", f"tracking.uri={store}",
+            "tracking.progress=false", f"tracking.cache_dir={tmp_path / 'cache'}"]

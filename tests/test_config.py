@@ -1,0 +1,66 @@
+import pytest
+from hydra.errors import ConfigCompositionException
+from tests.conftest import compose_cfg
+
+from emergence_lab.config import Config, validate
+
+
+def test_defaults_compose_and_validate():
+    c = validate(compose_cfg([]))
+    assert isinstance(c, Config)
+    assert c.model.hidden == [512, 256]
+    assert (c.trainer.lr, c.trainer.batch_size, c.threshold.theta) == (0.005, 64, 0.05)
+    assert c.tracking.uri == "sqlite:///mlruns/mlflow.db"
+
+
+def test_paper_experiment():
+    c = validate(compose_cfg(["experiment=paper_fmnist", "pruning.amount=0.7"]))
+    assert (c.dataset.name, c.pruning.name, c.pruning.epoch, c.trainer.epochs) == (
+        "fashion_mnist", "magnitude", 5, 20)
+    assert validate(compose_cfg(["experiment=paper_mnist"])).dataset.name == "mnist"
+
+
+@pytest.mark.parametrize("override", ["model.hiden=[64]", "trainer.learning_rate=0.1"])
+def test_typo_in_a_key_fails_at_compose(override):
+    with pytest.raises(ConfigCompositionException, match="Could not override"):
+        compose_cfg([override])
+
+
+def test_added_key_that_no_schema_declares_fails_validation():
+    cfg = compose_cfg(["+pruning.amont=0.5"])
+    with pytest.raises(ValueError, match=r"unknown key pruning.amont; valid keys of pruning: \['amount'"):
+        validate(cfg)
+
+
+def test_wrong_type_fails_at_compose():
+    with pytest.raises(Exception, match="trainer.lr|lr"):
+        compose_cfg(["trainer.lr=fast"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["pruning=magnitude", "pruning.amount=1.5"], r"pruning.amount must be in \[0, 1\), got 1.5"),
+    (["pruning=magnitude", "pruning.epoch=25"],
+     r"pruning.epoch must be <= trainer.epochs \(20\), got 25"),
+    (["threshold.theta=-0.1"], r"threshold.theta must be >= 0, got -0.1"),
+    (["trainer.lr=0"], r"trainer.lr must be > 0, got 0.0"),
+    (["model.hidden=[512,0]"], r"model.hidden widths must be > 0, got \[512, 0\]"),
+    (["dataset.name=svhn"], r"dataset.name must be one of \['digits', 'fashion_mnist', 'mnist'\]"),
+    (["threshold.mode=median"], r"threshold.mode must be one of \['fraction', 'mean'\]"),
+    (["trainer.device=tpu"], "trainer.device must be one of auto, cpu, cuda"),
+    (["pruning.amount=0.3"], "must be 0 with pruning=none"),
+    (["tracking.uri=mlruns"], "tracking.uri must start with"),
+    (["model.hidden=[64]"], r"emergence needs at least 2 counted layers: threshold.layers=\['hidden'\]"),
+])
+def test_range_and_cross_field_errors_name_field_value_and_range(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        validate(compose_cfg(overrides))
+
+
+def test_one_hidden_layer_counts_with_the_output_layer():
+    c = validate(compose_cfg(["model.hidden=[64]", "threshold.layers=[hidden,output]"]))
+    assert c.threshold.layers == ["hidden", "output"]
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(Exception, match="(?s)Could not find 'pruning/lottery'.*magnitude.*none"):
+        compose_cfg(["pruning=lottery"])

@@ -1,0 +1,91 @@
+import gzip
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tests.conftest import SHARED_MNIST
+
+from emergence_lab import data
+
+
+def digits_cfg(**kw):
+    return SimpleNamespace(name="digits", split_seed=0, test_fraction=0.2, **kw)
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    a, b = data.load_dataset(digits_cfg()), data.load_dataset(digits_cfg())
+    assert a.x_train.shape == (1438, 1, 8, 8) and a.x_test.shape == (359, 1, 8, 8)
+    assert torch.equal(a.x_test, b.x_test) and a.digest == b.digest
+    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    other = data.load_dataset(SimpleNamespace(name="digits", split_seed=1, test_fraction=0.2))
+    assert not torch.equal(a.x_test, other.x_test) and a.digest != other.digest
+
+
+def test_probe_is_a_fixed_seeded_subset_of_the_training_set():
+    d = data.load_dataset(digits_cfg())
+    p1, p2, p3 = d.probe(100, seed=0), d.probe(100, seed=0), d.probe(100, seed=1)
+    assert p1.shape == (100, 1, 8, 8) and torch.equal(p1, p2) and not torch.equal(p1, p3)
+    rows = {tuple(r.flatten().tolist()) for r in d.x_train}
+    assert all(tuple(r.flatten().tolist()) in rows for r in p1)
+    assert d.probe(10_000, seed=0).shape[0] == d.x_train.shape[0]
+
+
+def mnist_cfg(tmp_path, sources, download=False):
+    return SimpleNamespace(name="mnist", data_dir=str(tmp_path / "data"), sources=sources,
+                           download=download)
+
+
+needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/datasets/mnist absent")
+
+
+@needs_mnist
+def test_mnist_from_a_local_source_is_gunzipped_and_verified(tmp_path):
+    d = data.load_dataset(mnist_cfg(tmp_path, [str(SHARED_MNIST)]))
+    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    assert d.num_classes == 10 and d.y_train.dtype == torch.long
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    assert data.md5sum(raw / "t10k-labels-idx1-ubyte") == "27ae3e4e09519cfbb04c329615203637"
+    # second load: found in the data dir, sources no longer needed
+    again = data.load_dataset(mnist_cfg(tmp_path, []))
+    assert torch.equal(again.y_test, d.y_test)
+
+
+@needs_mnist
+def test_a_corrupt_file_is_named(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in SHARED_MNIST.glob("*.gz"):
+        with gzip.open(f, "rb") as fin, open(raw / f.name[:-3], "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x07")
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte is corrupt: md5 .*expected 27ae3e"):
+        data.load_dataset(mnist_cfg(tmp_path, []))
+
+
+def test_missing_offline_names_the_ways_to_get_the_data(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        data.load_dataset(mnist_cfg(tmp_path, [str(tmp_path / "nowhere")]))
+    msg = str(err.value)
+    assert "dataset.sources" in msg and "nowhere" in msg and "dataset.download=true" in msg
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvd.MNIST, "download", offline)
+    with pytest.raises(FileNotFoundError, match=r"(?s)Ways to get them.*download failed \(URLError"):
+        data.load_dataset(mnist_cfg(tmp_path, [], download=True))
+
+
+def test_fashion_mnist_error_mentions_the_debian_package(tmp_path):
+    cfg = SimpleNamespace(name="fashion_mnist", data_dir=str(tmp_path), sources=[], download=False)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load_dataset(cfg)

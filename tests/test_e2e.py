@@ -1,0 +1,77 @@
+"""The command line as a user runs it: real Hydra multiruns (joblib, 2 jobs) into a SQLite store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import ROOT
+
+from emergence_lab import tracking
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args, cwd):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_multirun_logs_one_parent_and_finished_children(tmp_path):
+    proc = run_cli(["-m", "dataset=digits", "pruning=magnitude", "pruning.amount=0,0.5",
+                    "pruning.epoch=1", "trainer.epochs=3", "tracking.uri=sqlite:///x.db",
+                    "model.hidden=[64,32]", "hydra.launcher.n_jobs=2"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    client = tracking.get_client(uri)
+    exp = client.get_experiment_by_name("emergence")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = tracking.sweep_children(uri, parents[0].info.run_id)
+    assert sorted(c.info.run_name for c in children) == [
+        "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.tags["prefix_cache"] for c in children) == ["hit", "miss"]
+    keys = ["train/loss", "train/acc", "test/loss", "test/acc", "emergence/E",
+            "emergence/relative", "emergence/active_frac/hidden1", "pruning/sparsity",
+            "params/nonzero", "time/epoch_s"]
+    for child in children:
+        for key in keys:
+            steps = [s for s, _ in tracking.metric_history(uri, child.info.run_id, key)]
+            assert steps[-3:] == [1, 2, 3] and len(steps) == len(set(steps)), (key, steps)
+        overrides = client.download_artifacts(child.info.run_id, "overrides.txt")
+        assert "pruning.epoch=1" in Path(overrides).read_text()
+    assert (tmp_path / "artifacts").is_dir()  # artifacts next to the store
+
+
+def test_a_bad_value_anywhere_in_the_sweep_fails_before_any_run(tmp_path):
+    proc = run_cli(["-m", "dataset=digits", "pruning=magnitude", "pruning.amount=0,1.5",
+                    "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "pruning.amount must be in [0, 1), got 1.5" in proc.stderr
+    assert not (tmp_path / "x.db").exists()  # no store, no run
+
+
+def test_a_failing_job_is_failed_in_mlflow_and_the_sweep_exits_nonzero(tmp_path):
+    proc = run_cli(["-m", "dataset=digits", "trainer.lr=1e30,0.01", "trainer.epochs=2",
+                    "model.hidden=[16,8]", "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
+    assert proc.returncode != 0
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    client = tracking.get_client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
+    by_status = sorted((r.data.tags.get("kind", "run"), r.info.status) for r in runs)
+    assert by_status == [("run", "FAILED"), ("run", "FINISHED"), ("sweep", "FAILED")]
+    failed = next(r for r in runs if r.info.status == "FAILED" and "error" in r.data.tags)
+    assert "diverged" in failed.data.tags["error"]
+
+
+def test_single_run_has_no_parent(tmp_path):
+    proc = run_cli(["dataset=digits", "trainer.epochs=1", "model.hidden=[16,8]",
+                    "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = tracking.get_client(f"sqlite:///{tmp_path / 'x.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
+    assert run.info.status == "FINISHED" and tracking.PARENT_TAG not in run.data.tags

@@ -1,0 +1,98 @@
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from emergence_lab.emergence import (
+    active_counts,
+    emergence,
+    emergence_metrics,
+    relative_emergence,
+    unit_activity,
+)
+
+
+def brute_force(sizes, active):
+    """The definition, term by term: sum_{i<j} (n_i - a_i) a_j prod_{i<k<j} n_k."""
+    return sum((sizes[i] - active[i]) * active[j] * math.prod(sizes[i + 1:j])
+               for i, j in itertools.combinations(range(len(sizes)), 2))
+
+
+def test_worked_example():
+    assert emergence([4, 3, 2], [2, 2, 1]) == 11
+
+
+def test_hand_computed_two_layers():
+    # 3 inactive units of the first layer, each to 2 active units of the second.
+    assert emergence([5, 4], [2, 2]) == 6
+
+
+@pytest.mark.parametrize("sizes", [[4, 3, 2], [512, 256], [7, 1, 9, 3]])
+def test_all_or_none_active_is_zero(sizes):
+    assert emergence(sizes, sizes) == 0
+    assert emergence(sizes, [0] * len(sizes)) == 0
+
+
+def test_matches_definition_on_random_networks():
+    rng = random.Random(0)
+    for _ in range(200):
+        sizes = [rng.randint(0, 12) for _ in range(rng.randint(2, 6))]
+        active = [rng.randint(0, n) for n in sizes]
+        assert emergence(sizes, active) == brute_force(sizes, active)
+
+
+def test_exact_beyond_int64():
+    sizes = [4096] * 8
+    active = [2048] * 8
+    e = emergence(sizes, active)
+    assert e > 2**63
+    assert e == brute_force(sizes, active)
+    assert isinstance(e, int)
+
+
+@pytest.mark.parametrize("sizes, active, message", [
+    ([4, 3], [5, 1], "exceeds the layer size"),
+    ([4, -3], [1, 1], ">= 0"),
+    ([4, 3], [1, -1], ">= 0"),
+    ([4, 3, 2], [1, 1], "differ in length"),
+    ([4], [1], "at least 2"),
+    ([4.5, 3], [1, 1], "integers"),
+])
+def test_bad_input(sizes, active, message):
+    with pytest.raises(ValueError, match=message):
+        emergence(sizes, active)
+
+
+def test_relative_emergence():
+    assert relative_emergence(11, 4) == 2.75
+    with pytest.raises(ValueError, match="n_params"):
+        relative_emergence(11, 0)
+
+
+def test_unit_activity_mean_and_fraction():
+    acts = torch.tensor([[0.0, 0.2, 0.04, 1.0],
+                         [0.0, 0.0, 0.04, 1.0],
+                         [0.0, 0.0, 0.10, 0.0]])
+    # means: 0, 0.0667, 0.06, 0.6667
+    assert unit_activity(acts, 0.05, "mean").tolist() == [False, True, True, True]
+    # share of samples above 0.05: 0, 1/3, 1/3, 2/3
+    assert unit_activity(acts, 0.05, "fraction", 0.5).tolist() == [False, False, False, True]
+    assert unit_activity(acts, 0.05, "fraction", 0.3).tolist() == [False, True, True, True]
+    with pytest.raises(ValueError, match="mean"):
+        unit_activity(acts, 0.05, "median")
+    with pytest.raises(ValueError, match="samples, units"):
+        unit_activity(acts[0], 0.05)
+
+
+def test_active_counts_and_metrics():
+    acts = {"h1": torch.tensor([[1.0, 0.0, 0.0, 1.0]]),   # 4 units, 2 active
+            "h2": torch.tensor([[1.0, 1.0, 0.0]]),        # 3 units, 2 active
+            "h3": torch.tensor([[0.0, 1.0]])}             # 2 units, 1 active
+    counts = active_counts(acts, theta=0.05)
+    assert counts == {"h1": (4, 2), "h2": (3, 2), "h3": (2, 1)}
+    m = emergence_metrics(counts, n_params=22)
+    assert m["emergence/E"] == 11.0
+    assert m["emergence/relative"] == pytest.approx(0.5)
+    assert m["emergence/active_frac/h2"] == pytest.approx(2 / 3)

@@ -1,0 +1,40 @@
+import pytest
+
+from emergence_lab import tracking
+
+
+def test_relative_sqlite_uri_is_resolved_and_its_folder_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = tracking.resolve_uri("sqlite:///sub/dir/mlflow.db")
+    assert uri == f"sqlite:///{tmp_path}/sub/dir/mlflow.db"
+    assert (tmp_path / "sub" / "dir").is_dir()
+    assert tracking.local_store_dir("http://127.0.0.1:5000") is None
+    assert tracking.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("exc, status", [(RuntimeError("boom"), "FAILED"),
+                                         (KeyboardInterrupt(), "KILLED")])
+def test_run_status_on_exception(store, exc, status):
+    with pytest.raises(type(exc)):
+        with tracking.Run(store, "exp", "r", {"k": "v"}) as run:
+            run.log_metrics({"a/b": 1.0}, step=0)
+            raise exc
+    got = tracking.get_client(store).get_run(run.run_id)
+    assert got.info.status == status
+    assert got.data.tags["error"].startswith(type(exc).__name__)
+    assert got.data.metrics == {"a/b": 1.0}
+
+
+def test_sweep_parent_and_children(store):
+    parent = tracking.start_sweep(store, "exp", "sweep-1", {"sweep_dir": "/x"})
+    for name in ("a", "b"):
+        with tracking.Run(store, "exp", name, {}, parent_run_id=parent) as run:
+            run.log_params({f"p{i}": i for i in range(250)})  # more than one batch
+    tracking.end_sweep(store, parent)
+    children = tracking.sweep_children(store, parent)
+    assert [c.info.run_name for c in children] == ["a", "b"]
+    assert len(children[0].data.params) == 250
+    latest = tracking.latest_sweep(store)
+    assert latest.info.run_id == parent and latest.info.status == "FINISHED"
+    artifact_uri = tracking.get_client(store).get_experiment_by_name("exp").artifact_location
+    assert artifact_uri.endswith("mlruns/artifacts/exp")

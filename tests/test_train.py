@@ -1,0 +1,105 @@
+"""train() end to end on digits, in-process: the shared pre-prune state, determinism, FAILED runs."""
+
+import re
+
+import pytest
+import torch
+from tests.conftest import compose_cfg
+
+from emergence_lab import tracking
+from emergence_lab import train as train_mod
+from emergence_lab.checkpoint import load_checkpoint
+from emergence_lab.models import MLP
+from emergence_lab.pruning import sparsity
+
+
+@pytest.fixture
+def count_epochs(monkeypatch):
+    """Counts calls of train_epoch: the training steps a run actually takes."""
+    calls = []
+    real = train_mod.train_epoch
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", counting)
+    return calls
+
+
+def runs_by_name(uri):
+    client = tracking.get_client(uri)
+    exp = client.get_experiment_by_name("emergence")
+    return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
+def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
+    prune = ["pruning=magnitude", "pruning.epoch=2"]
+    first = train_mod.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0"]))
+    assert len(count_epochs) == 3  # trained epochs 1, 2 (prefix) and 3
+    second = train_mod.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0.5"]))
+    assert len(count_epochs) == 4  # only epoch 3: the prefix came from the cache
+    assert second["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+    runs = runs_by_name(store)
+    a, b = runs["digits-mlp-magnitude0-seed0"], runs["digits-mlp-magnitude0.5-seed0"]
+    assert (a.data.tags["prefix_cache"], b.data.tags["prefix_cache"]) == ("miss", "hit")
+    hist = {r: tracking.metric_history(store, r.info.run_id, "emergence/E") for r in (a, b)}
+    assert [s for s, _ in hist[b]] == [0, 1, 2, 3]  # the whole curve from step 0
+    assert hist[a][:3] == hist[b][:3]  # identical up to the prune epoch
+    assert first["test/acc"] != second["test/acc"] or first["emergence/E"] != second["emergence/E"]
+
+
+def test_a_run_from_the_cache_continues_exactly_like_one_trained_through(tiny_overrides, tmp_path):
+    prune = ["pruning=magnitude", "pruning.epoch=2", "pruning.amount=0.3"]
+    through = train_mod.train(compose_cfg(tiny_overrides + prune))
+    cached = train_mod.train(compose_cfg(tiny_overrides + prune))  # same key: loads the state
+    other_cache = [f"tracking.cache_dir={tmp_path / 'elsewhere'}"]
+    fresh = train_mod.train(compose_cfg(tiny_overrides + prune + other_cache))
+    for key in ("test/acc", "test/loss", "train/loss", "emergence/E"):
+        assert through[key] == cached[key] == fresh[key], key
+
+
+def test_checkpoints_are_artifacts_with_masks(tiny_overrides, store):
+    train_mod.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
+                                                  "pruning.amount=0.7"]))
+    run = next(iter(runs_by_name(store).values()))
+    client = tracking.get_client(store)
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert names == {"checkpoints/last.pt", "checkpoints/best.pt"}
+    local = client.download_artifacts(run.info.run_id, "checkpoints/last.pt")
+    model = MLP(in_shape=(1, 8, 8), num_classes=10, hidden=[32, 16])
+    payload = load_checkpoint(local, model)
+    assert payload["epoch"] == 3
+    assert sparsity(model) == pytest.approx(0.7, abs=1e-3)
+    assert (model.blocks[0][0].weight == 0).float().mean().item() > 0.3
+
+
+def test_every_metric_once_per_epoch(tiny_overrides, store):
+    train_mod.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
+                                                  "pruning.amount=0.5"]))
+    run = next(iter(runs_by_name(store).values()))
+    per_epoch = ["train/loss", "train/acc", "time/epoch_s"]
+    with_init = ["test/loss", "test/acc", "emergence/E", "emergence/relative",
+                 "emergence/active_frac/hidden1", "emergence/active_frac/hidden2",
+                 "pruning/sparsity", "params/nonzero"]
+    for key in per_epoch:
+        assert [s for s, _ in tracking.metric_history(store, run.info.run_id, key)] == [1, 2, 3]
+    for key in with_init:
+        assert [s for s, _ in tracking.metric_history(store, run.info.run_id, key)] == [0, 1, 2, 3]
+    assert run.data.params["pruning.amount"] == "0.5"
+    assert run.data.tags["config_hash"] and run.data.tags["data_digest"]
+
+
+def test_a_diverging_run_is_marked_failed_with_its_reason(tiny_overrides, store):
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train_mod.train(compose_cfg(tiny_overrides + ["trainer.lr=1e30"]))
+    run = next(iter(runs_by_name(store).values()))
+    assert run.info.status == "FAILED"
+    assert re.search(r"FloatingPointError: train/loss is (nan|inf)", run.data.tags["error"])
+
+
+def test_device_auto_and_explicit():
+    assert train_mod.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train_mod.resolve_device("auto").type == expected
