@@ -8,7 +8,7 @@ EXPERIMENT ?= paper_fmnist
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help venv sweep summary ui test test-fast bench lint data clean
+.PHONY: help venv sweep report ui test test-fast bench lint data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,12 +27,12 @@ data:  ## install Debian's dataset-fashion-mnist when it is missing and apt-get 
 		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try a download"; \
 	fi
 
-sweep: $(STAMP) data  ## run the paper's Fashion-MNIST sweep (EXPERIMENT=paper_mnist for MNIST), then summarise it
+sweep: $(STAMP) data  ## run the paper's Fashion-MNIST sweep (EXPERIMENT=paper_mnist for MNIST), then its report
 	$(PY) scripts/train.py -m experiment=$(EXPERIMENT) tracking.uri=$(TRACKING_URI) $(ARGS)
-	$(MAKE) --no-print-directory summary
+	$(MAKE) --no-print-directory report
 
-summary: $(STAMP)  ## print the latest sweep's table from MLflow
-	$(PY) scripts/summary.py --tracking-uri $(TRACKING_URI)
+report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html}, summary.csv, PNGs
+	$(PY) scripts/report.py --tracking-uri $(TRACKING_URI) $(REPORT_ARGS)
 
 ui: $(STAMP)  ## browse the runs: MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)

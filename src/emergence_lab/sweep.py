@@ -28,6 +28,7 @@ from emergence_lab.config import Config, validate
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"
+JOBS_FILE = "sweep_jobs.json"  # on the parent run: every job's overrides, to list missing cells
 
 
 def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
@@ -46,10 +47,10 @@ def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
     return jobs
 
 
-def validate_sweep(config: DictConfig) -> list[Config]:
+def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
     """Every job's checked config; the first bad one raises, naming the job's overrides."""
     checked = []
-    for overrides, job_cfg in sweep_job_configs(config):
+    for overrides, job_cfg in jobs:
         try:
             checked.append(validate(job_cfg))
         except ValueError as exc:
@@ -63,6 +64,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.uri: str | None = None
         self.run_id: str | None = None
+        self.jobs: list[tuple[list[str], DictConfig]] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
@@ -73,7 +75,8 @@ class SweepCallback(Callback):
             sys.exit(f"Sweep not started: {exc}")
 
     def _start(self, config: DictConfig) -> None:
-        jobs = validate_sweep(config)
+        self.jobs = sweep_job_configs(config)
+        jobs = validate_sweep(self.jobs)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         first = jobs[0].tracking
         if any((j.tracking.uri, j.tracking.experiment) != (first.uri, first.experiment)
@@ -84,6 +87,7 @@ class SweepCallback(Callback):
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}",
             {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
+        tracking.log_json(first.uri, self.run_id, [sorted(o) for o, _ in self.jobs], JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": self.run_id, "uri": first.uri}))
         # A job that fails aborts the sweeper before on_multirun_end: end the parent anyway.

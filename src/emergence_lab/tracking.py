@@ -6,10 +6,13 @@ ids (no fluent global state), so several runs can live in one process and in par
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -160,3 +163,58 @@ def default_cache_dir(uri: str) -> Path:
     """Where siblings share pre-prune states: next to a local store, else ./mlruns/cache."""
     store = local_store_dir(uri)
     return (store if store else Path("mlruns").resolve()) / "cache"
+
+
+def experiment_runs(uri: str, experiment: str) -> list[Any]:
+    """The training runs of an experiment (no sweep parents, no reports), oldest first."""
+    client = get_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
+                              max_results=10000)
+    return [r for r in runs if r.data.tags.get("kind") not in ("sweep", "report")]
+
+
+def metric_histories(uri: str, run_ids: list[str], keys: list[str],
+                     workers: int = 16) -> list[tuple[str, str, int, float]]:
+    """(run_id, key, step, value) of many runs and metrics, fetched concurrently."""
+    client = get_client(uri)
+
+    def one(pair: tuple[str, str]) -> list[tuple[str, str, int, float]]:
+        rid, key = pair
+        return [(rid, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
+
+    pairs = [(rid, key) for rid in run_ids for key in keys]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [row for rows in pool.map(one, pairs) for row in rows]
+
+
+def log_json(uri: str, run_id: str, obj: Any, artifact_file: str) -> None:
+    """Write a JSON artifact to a run."""
+    client = get_client(uri)
+    _retry(lambda: client.log_text(run_id, json.dumps(obj, indent=1), artifact_file))
+
+
+def load_json(uri: str, run_id: str, artifact_file: str) -> Any | None:
+    """A JSON artifact of a run, None when it has none."""
+    client = get_client(uri)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if artifact_file not in names:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, artifact_file, tmp)).read_text())
+
+
+def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str],
+               out_dir: Path, tags: Mapping[str, str]) -> str:
+    """Record a report as a run (tag kind=report) with its files as artifacts; returns its id."""
+    client = get_client(uri)
+    run = _retry(lambda: client.create_run(experiment_id, run_name=name,
+                                           tags={"kind": "report", **tags}))
+    rid = run.info.run_id
+    _retry(lambda: client.log_text(rid, json.dumps(source_run_ids, indent=1), "source_runs.json"))
+    _retry(lambda: client.set_tag(rid, "source_run_ids", ",".join(source_run_ids)[:5000]))
+    _retry(lambda: client.log_artifacts(rid, str(out_dir), "report"))
+    _retry(lambda: client.set_terminated(rid, "FINISHED"))
+    return rid

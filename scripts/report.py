@@ -1,0 +1,36 @@
+"""Pruning-versus-convergence report of a sweep, pulled from MLflow.
+
+    python scripts/report.py --tracking-uri URI [--sweep PARENT_RUN_ID | --experiment NAME] [--out DIR]
+
+By default the most recent sweep of the embedded store, written to reports/<sweep-name>/ and
+logged back to MLflow as a run tagged kind=report. Exit code 2: no store, or no runs.
+"""
+
+import argparse
+import sys
+
+from emergence_lab.render import ReportError, build_report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--sweep", help="parent run id of a sweep (default: the latest sweep)")
+    which.add_argument("--experiment", help="every training run of this MLflow experiment")
+    ap.add_argument("--out", help="output folder (default: reports/<sweep-name>/)")
+    ap.add_argument("--no-log", action="store_true", help="do not log the report back to MLflow")
+    args = ap.parse_args()
+    try:
+        out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
+                           log_back=not args.no_log)
+    except ReportError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return exc.code
+    print(f"report written to {out}/report.md, report.html, summary.csv")
+    print((out / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The report's plots (seaborn): the paper's figures 2 to 5 per group, and relative E at pruning
+against epochs to converge. Functions take tables and return matplotlib figures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the machines this runs on
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+LEVEL = "pruned"
+
+
+def curves(per_run: pd.DataFrame, hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Long table (run_id, level, seed, step, key, value) of the given metrics, plus the change
+    of test accuracy from the previous epoch as key 'test/acc_change'."""
+    h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys + ["test/acc"])].copy()
+    acc = h[h.key == "test/acc"].sort_values(["run_id", "step"]).copy()
+    acc["value"] = acc.groupby("run_id")["value"].diff()
+    acc["key"] = "test/acc_change"
+    h = pd.concat([h[h.key.isin(keys)], acc.dropna(subset=["value"])])
+    labels = per_run.set_index("run_id")[["level", "seed"]]
+    h = h.join(labels, on="run_id")
+    h[LEVEL] = h["level"].map(lambda v: f"{v:.0%}")
+    return h
+
+
+def _order(d: pd.DataFrame) -> list[str]:
+    """Pruning levels, control first, so colours and legends agree across panels."""
+    return [f"{v:.0%}" for v in sorted(d["level"].unique())]
+
+
+def _lines(ax, data: pd.DataFrame, key: str, ylabel: str, prune_epoch: int) -> None:
+    d = data[data.key == key]
+    several = d.groupby(["level", "step"]).size().max() > 1 if len(d) else False
+    sns.lineplot(data=d, x="step", y="value", hue=LEVEL, hue_order=_order(d), ax=ax, marker="o",
+                 markersize=3, errorbar=("ci", 95) if several else None, palette="viridis")
+    if prune_epoch > 0:
+        ax.axvline(prune_epoch, color="grey", linestyle="--", linewidth=1, label="pruning")
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+
+
+FIGURES = {  # file stem: (title, [(metric key, y label), ...])
+    "emergence_and_acc_change": ("Emergence and change in test accuracy vs epoch",
+                                 [("emergence/E", "emergence E"),
+                                  ("test/acc_change", "change in test accuracy")]),
+    "relative_emergence": ("Relative emergence vs epoch", [("emergence/relative", "E / parameter")]),
+    "emergence": ("Emergence vs epoch", [("emergence/E", "emergence E")]),
+    "accuracy": ("Accuracy vs epoch", [("test/acc", "test accuracy"),
+                                       ("train/acc", "training accuracy")]),
+}
+
+
+def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict[str, plt.Figure]:
+    """The figures of one group, by file stem."""
+    keys = ["emergence/E", "emergence/relative", "test/acc", "train/acc"]
+    data = curves(per_run, hist, keys)
+    prune_epoch = int(per_run.prune_epoch.max())
+    figs = {}
+    for stem, (name, panels) in FIGURES.items():
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        for ax, (key, ylabel) in zip(axes[0], panels, strict=True):
+            _lines(ax, data, key, ylabel, prune_epoch)
+        fig.suptitle(f"{name}\n{title}", fontsize=10)
+        fig.tight_layout()
+        figs[stem] = fig
+    figs["relE_vs_convergence"] = convergence_scatter(per_run, title)
+    return figs
+
+
+def convergence_scatter(per_run: pd.DataFrame, title: str) -> plt.Figure:
+    """Relative E just after pruning against epochs to reach 99 % of the final accuracy."""
+    d = per_run.assign(**{LEVEL: per_run["level"].map(lambda v: f"{v:.0%}")})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.scatterplot(data=d, x="relE_after", y="epochs_to_99pct_final", hue=LEVEL,
+                    hue_order=_order(d), s=60, ax=ax, palette="viridis")
+    ax.set(xlabel="relative emergence just after pruning",
+           ylabel="epochs after pruning to 99 % of final acc")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Relative emergence at pruning vs epochs to converge\n{title}", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,194 @@
+"""Build a report: pull runs from MLflow, compute the tables, draw the plots, write Markdown,
+HTML (images embedded) and CSV, and log the report back as an MLflow run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from emergence_lab import tracking
+from emergence_lab.figures import group_figures
+from emergence_lab.report import claims, completeness, per_run_table, summary_table
+
+METRIC_KEYS = ["test/acc", "train/acc", "emergence/E", "emergence/relative", "pruning/E_after",
+               "pruning/relative_after", "pruning/test_acc_after", "params/nonzero",
+               "pruning/sparsity", "time/epoch_s"]
+
+
+class ReportError(Exception):
+    """A report cannot be built (no store, no runs); carries the exit code."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Report:
+    name: str
+    per_run: pd.DataFrame
+    summary: pd.DataFrame
+    claims: pd.DataFrame
+    gaps: dict[str, list[str]]
+    figures: dict[str, dict[str, plt.Figure]]  # group -> stem -> figure
+
+
+def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs table, long metric history) of MLflow runs."""
+    rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "error": r.data.tags.get("error", ""), "overrides": r.data.tags.get("overrides", ""),
+             **r.data.params} for r in runs]
+    hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS)
+    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
+
+
+def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
+          expected_jobs: list[list[str]] | None) -> Report:
+    """All tables, verdicts and figures of a report (no I/O)."""
+    per_run = per_run_table(runs, hist)
+    summary = summary_table(per_run) if not per_run.empty else pd.DataFrame()
+    figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")} \
+        if not per_run.empty else {}
+    return Report(name, per_run, summary, claims(per_run, hist),
+                  completeness(runs, expected_jobs, per_run), figures)
+
+
+def _fmt(value: float, half: float, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    f = {"pct": lambda v: f"{100 * v:.1f}", "int": lambda v: f"{v:.0f}", "e": lambda v: f"{v:.4g}",
+         "f": lambda v: f"{v:.2f}"}[kind]
+    return f(value) + (f" ± {f(half)}" if isinstance(half, float) and not math.isnan(half) else "")
+
+
+COLUMNS = [  # (summary column, header, format)
+    ("final_acc", "final acc %", "pct"), ("best_acc", "best acc %", "pct"),
+    ("d_final_acc", "Δ final vs control (pts)", "pct"), ("paper_final_acc", "paper final %", "pct"),
+    ("epochs_to_99pct_final", "epochs to 99 % of final", "f"),
+    ("epochs_to_control_final", "epochs to control's final", "f"),
+    ("auc_after_prune", "AUC acc after pruning", "f"), ("E_before", "E before", "e"),
+    ("E_after", "E after", "e"), ("E_final", "E end", "e"), ("E_change_pct", "ΔE at pruning %", "f"),
+    ("relE_before", "rel E before", "e"), ("relE_after", "rel E after", "e"),
+    ("relE_final", "rel E end", "e"), ("params_surviving", "params", "int"),
+    ("sparsity", "sparsity %", "pct"), ("s_per_epoch", "s/epoch", "f"),
+]
+
+
+def display_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The formatted rows of one group: control first, mean ± 95 % half-width, n."""
+    rows = []
+    for _, r in summary[summary.group == group].sort_values("level").iterrows():
+        row = {"pruned": f"{r.level:.0%}", "n": int(r.n)}
+        for col, header, kind in COLUMNS:
+            row[header] = _fmt(r[col], r.get(f"{col}_ci", math.nan), kind)
+        if r.never_reached_control:
+            row["epochs to control's final"] += f" (never: {int(r.never_reached_control)})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80] or "all"
+
+
+def _gaps_md(gaps: dict[str, list[str]]) -> list[str]:
+    lines = []
+    for title, items in (("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),
+                         ("Incomplete groups", gaps["incomplete_groups"])):
+        if items:
+            lines += [f"### {title}", ""] + [f"- {i}" for i in items] + [""]
+    return lines or ["The sweep is complete: every cell has a FINISHED run.", ""]
+
+
+NOTES = ("Cells: mean ± half-width of the 95 % t-interval over seeds (no ± with one seed). "
+         "Accuracies are test accuracies; Δ is paired by seed with the unpruned control "
+         "(amount 0). Convergence counts epochs after the prune epoch. AUC: area under the "
+         "test-accuracy curve from the network just after pruning to the last epoch "
+         "(accuracy × epochs). E before/after: just before and just after pruning. The paper's "
+         "column: its section 4 (one seed; the split is not stated). Claims: 'holds' when the 95 % "
+         "interval excludes zero on the claimed side; 'does not hold' when it does not (on this "
+         "sweep; with one seed and few levels the interval is wide); 'not enough data' below "
+         "two paired differences.")
+
+
+def markdown(rep: Report) -> str:
+    """The report as Markdown."""
+    lines = [f"# Pruning versus convergence: {rep.name}", "", NOTES, ""]
+    for group in sorted(rep.figures):
+        lines += [f"## {group}", "", display_table(rep.summary, group).to_markdown(index=False), ""]
+        lines += [f"![{stem}]({slug(group)}__{stem}.png)" for stem in rep.figures[group]] + [""]
+    lines += ["## The paper's claims on this sweep", "",
+              rep.claims[["statement", "verdict", "evidence"]].to_markdown(index=False), ""]
+    return "\n".join(lines + ["## Completeness", ""] + _gaps_md(rep.gaps))
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}" width="720">'
+
+
+def html_page(rep: Report, out: Path) -> str:
+    """The report as one self-contained HTML page (PNG images embedded)."""
+    parts = [f"<h1>Pruning versus convergence: {html.escape(rep.name)}</h1><p>{NOTES}</p>"]
+    for group in sorted(rep.figures):
+        parts.append(f"<h2>{html.escape(group)}</h2>")
+        parts.append(display_table(rep.summary, group).to_html(index=False, border=0))
+        parts += [_img(out / f"{slug(group)}__{stem}.png") for stem in rep.figures[group]]
+    parts += ["<h2>The paper's claims on this sweep</h2>",
+              rep.claims[["statement", "verdict", "evidence"]].to_html(index=False, border=0),
+              "<h2>Completeness</h2>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in _gaps_md(rep.gaps) if line]
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+             "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>" \
+           f"<body>{''.join(parts)}</body></html>"
+
+
+def write(rep: Report, out: Path) -> None:
+    """report.md, report.html, summary.csv, claims.csv, runs.csv and the PNGs into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    for group, figs in rep.figures.items():
+        for stem, fig in figs.items():
+            fig.savefig(out / f"{slug(group)}__{stem}.png", dpi=110)
+            plt.close(fig)
+    rep.summary.to_csv(out / "summary.csv", index=False)
+    rep.claims.to_csv(out / "claims.csv", index=False)
+    rep.per_run.to_csv(out / "runs.csv", index=False)
+    (out / "report.md").write_text(markdown(rep))
+    (out / "report.html").write_text(html_page(rep, out))
+
+
+def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
+                 out: str | None = None, log_back: bool = True) -> Path:
+    """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
+    store = tracking.local_store_dir(uri)
+    if store is not None and not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+        raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
+                          "or pass --tracking-uri")
+    if experiment:
+        runs, expected, name, exp_id = tracking.experiment_runs(uri, experiment), None, experiment, None
+    else:
+        parent = tracking.get_client(uri).get_run(sweep) if sweep else tracking.latest_sweep(uri)
+        if parent is None:
+            raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
+        runs = tracking.sweep_children(uri, parent.info.run_id)
+        expected = tracking.load_json(uri, parent.info.run_id, "sweep_jobs.json")
+        name, exp_id = parent.info.run_name, parent.info.experiment_id
+    if not runs:
+        raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
+    runs_df, hist = load_runs(uri, runs)
+    rep = build(name, runs_df, hist, expected)
+    out_dir = Path(out) if out else Path("reports") / slug(name)
+    write(rep, out_dir)
+    if log_back:
+        exp_id = exp_id or runs[0].info.experiment_id
+        tracking.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs], out_dir,
+                            {"report_of": name})
+    return out_dir

@@ -1,0 +1,253 @@
+"""Pruning versus convergence: tables and the paper's claims, from runs and metric histories.
+
+Pure functions on pandas: `runs` has one row per run (run_id, name, status, error and the
+flattened config params), `hist` one row per logged value (run_id, key, step, value). Nothing
+here reads a store or writes a file.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# Config fields that never define a group: the comparison axis, replicates, and where or how
+# a run was executed rather than what it computed.
+NOT_GROUPING = {"pruning.amount", "trainer.seed", "trainer.device", "trainer.num_threads",
+                "trainer.checkpoints", "dataset.data_dir", "dataset.sources", "dataset.download"}
+NOT_GROUPING_PREFIXES = ("tracking.",)
+
+# The paper's section 4 (MLP, one seed): test accuracy after 5 epochs and at the end, in %.
+PAPER = {
+    "mnist": {"after5": 90.4, "final": {0.0: 95.7, 0.3: 95.7, 0.5: 95.6, 0.7: 95.1}},
+    "fashion_mnist": {"after5": 82.0, "final": {0.0: 86.3, 0.3: 87.0, 0.5: 86.8, 0.7: 86.2}},
+}
+
+CLAIMS = {
+    "lowers_E": "Pruning lowers absolute emergence E (mean E over the epochs after pruning, "
+                "pruned minus control, paired by seed)",
+    "raises_relative_E": "Pruning raises relative emergence (mean relative E after pruning, "
+                         "pruned minus control, paired by seed)",
+    "speeds_convergence": "Pruning speeds convergence (epochs after pruning to 99 % of the "
+                          "run's final accuracy, pruned minus control, paired by seed)",
+    "costs_accuracy": "Pruning costs final accuracy (final test accuracy, pruned minus "
+                      "control, paired by seed)",
+    "E_to_zero_signals_plateau": "E falling towards zero signals that accuracy will not improve "
+                                 "much more (Spearman correlation of E at an epoch with the "
+                                 "test-accuracy gain still to come, every run's epochs after "
+                                 "pruning)",
+}
+
+
+def grouping_fields(runs: pd.DataFrame) -> list[str]:
+    """Config fields that vary across the runs and define the groups compared within."""
+    fields = [c for c in runs.columns if "." in c and c not in NOT_GROUPING
+              and not c.startswith(NOT_GROUPING_PREFIXES)]
+    return sorted(c for c in fields if runs[c].astype(str).nunique(dropna=False) > 1)
+
+
+def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Adds group (a readable label of the varying fields), level (amount) and seed."""
+    out = runs.copy()
+    fields = grouping_fields(runs)
+    out["group"] = (out[fields].astype(str).apply(
+        lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) if fields else "all runs")
+    out["level"] = out.get("pruning.amount", pd.Series(0.0, index=out.index)).astype(float)
+    out["seed"] = out.get("trainer.seed", pd.Series(0, index=out.index)).astype(int)
+    out["prune_epoch"] = np.where(out.get("pruning.name", "none") == "none", 0,
+                                  out.get("pruning.epoch", 0)).astype(int)
+    return out
+
+
+def curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
+    """One metric of one run, indexed by step."""
+    rows = hist[(hist.run_id == run_id) & (hist.key == key)]
+    return rows.set_index("step")["value"].sort_index()
+
+
+def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:
+    """Epochs after `after` until acc first reaches target; NaN if it never does."""
+    later = acc[(acc.index > after) & (acc >= target - 1e-12)]
+    return float(later.index[0] - after) if len(later) else math.nan
+
+
+def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
+    """Per-run numbers of the comparison (see the report's column notes)."""
+    rid, pe = run.run_id, int(run.prune_epoch)
+    acc, e, rel = (curve(hist, rid, k) for k in ("test/acc", "emergence/E", "emergence/relative"))
+    e_after = curve(hist, rid, "pruning/E_after").get(pe, e.get(pe, math.nan))
+    rel_after = curve(hist, rid, "pruning/relative_after").get(pe, rel.get(pe, math.nan))
+    acc_after = curve(hist, rid, "pruning/test_acc_after").get(pe, acc.get(pe, math.nan))
+    post = acc[acc.index > pe]
+    area_x = [pe, *post.index] if len(post) else []
+    area_y = [acc_after, *post.values] if len(post) else []
+    times = curve(hist, rid, "time/epoch_s")
+    final = float(acc.iloc[-1]) if len(acc) else math.nan
+    e_before = float(e.get(pe, math.nan))
+    return {
+        "final_acc": final, "best_acc": float(acc.max()) if len(acc) else math.nan,
+        "acc_at_prune": float(acc.get(pe, math.nan)), "acc_after_prune": float(acc_after),
+        "epochs_to_99pct_final": epochs_to_reach(acc, 0.99 * final, pe),
+        "auc_after_prune": float(np.trapezoid(area_y, area_x)) if len(area_y) > 1 else math.nan,
+        "E_before": e_before, "E_after": float(e_after), "E_final": float(e.iloc[-1]) if len(e) else math.nan,
+        "E_change_pct": 100 * (e_after - e_before) / e_before if e_before else math.nan,
+        "relE_before": float(rel.get(pe, math.nan)), "relE_after": float(rel_after),
+        "relE_final": float(rel.iloc[-1]) if len(rel) else math.nan,
+        "mean_E_after_prune": float(e[e.index > pe].mean()),
+        "mean_relE_after_prune": float(rel[rel.index > pe].mean()),
+        "params_surviving": float(curve(hist, rid, "params/nonzero").iloc[-1]),
+        "sparsity": float(curve(hist, rid, "pruning/sparsity").iloc[-1]),
+        "s_per_epoch": float(times.mean()) if len(times) else math.nan,
+        "last_epoch": int(acc.index.max()) if len(acc) else -1,
+    }
+
+
+def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """One row per FINISHED run: its labels and run_stats, plus paired comparisons."""
+    done = label_runs(runs)
+    done = done[done.status == "FINISHED"]
+    rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "level": r.level,
+             "seed": r.seed, "prune_epoch": r.prune_epoch, "dataset": r.get("dataset.name"),
+             "model": r.get("model.name"), **run_stats(r, hist)} for _, r in done.iterrows()]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    control = table[table.level == 0].set_index(["group", "seed"])
+    for col in ("final_acc", "epochs_to_99pct_final", "mean_E_after_prune",
+                "mean_relE_after_prune"):
+        ref = control[col].reindex(pd.MultiIndex.from_frame(table[["group", "seed"]])).to_numpy()
+        table[f"d_{col}"] = table[col].to_numpy() - ref
+    ref_final = control["final_acc"].reindex(
+        pd.MultiIndex.from_frame(table[["group", "seed"]])).to_numpy()
+    table["epochs_to_control_final"] = [
+        epochs_to_reach(curve(hist, rid, "test/acc"), ref, pe) if not math.isnan(ref) else math.nan
+        for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
+    return table.sort_values(["group", "level", "seed"]).reset_index(drop=True)
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean, half-width of its t-interval (NaN below 2 values) and n, ignoring NaN."""
+    v = np.asarray([x for x in values if not (isinstance(x, float) and math.isnan(x))], float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    if len(v) < 2:
+        return float(v[0]), math.nan, 1
+    if np.ptp(v) == 0:
+        return float(v[0]), 0.0, len(v)
+    lo, hi = stats.t.interval(confidence, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    return float(v.mean()), float((hi - lo) / 2), len(v)
+
+
+SUMMARY_COLUMNS = [
+    "final_acc", "best_acc", "d_final_acc", "epochs_to_99pct_final", "epochs_to_control_final",
+    "auc_after_prune", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
+    "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
+]
+
+
+def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Per group and pruning level: mean, 95 % half-width and n of each column; control first."""
+    rows = []
+    for (group, level), cell in per_run.groupby(["group", "level"], sort=True):
+        row = {"group": group, "level": level, "n": len(cell)}
+        for col in SUMMARY_COLUMNS:
+            mean, half, n = mean_ci(cell[col].tolist())
+            row[col], row[f"{col}_ci"] = mean, half
+        row["never_reached_control"] = int(cell["epochs_to_control_final"].isna().sum())
+        paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell["model"].iloc[0] == "mlp" else {}
+        row["paper_final_acc"] = paper.get("final", {}).get(round(level, 2), math.nan) / 100
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _paired_verdict(pruned: pd.DataFrame, column: str, direction: int) -> dict[str, object]:
+    """A claim about the sign of paired differences (pruned minus control, every pruned level
+    and seed pooled): holds when the 95 % t-interval of their mean excludes 0 on its side."""
+    d = pruned.dropna(subset=[column]) if column in pruned else pruned.iloc[0:0]
+    by_level = "; ".join(f"{lvl:.0%}: {g[column].mean():+.4g}" for lvl, g in d.groupby("level"))
+    if len(d) < 2:
+        return {"verdict": "not enough data", "n": len(d),
+                "evidence": f"{len(d)} paired difference(s) {by_level}".strip()}
+    mean, half, n = mean_ci(d[column].tolist())
+    lo, hi = mean - half, mean + half
+    holds = hi < 0 if direction < 0 else lo > 0
+    return {"verdict": "holds" if holds else "does not hold", "n": n, "mean": mean,
+            "ci_low": lo, "ci_high": hi,
+            "evidence": f"mean paired difference {mean:.4g}, 95 % CI [{lo:.4g}, {hi:.4g}], "
+                        f"n = {n} (by level: {by_level})"}
+
+
+def plateau_evidence(per_run: pd.DataFrame, hist: pd.DataFrame, seed: int = 0) -> dict[str, object]:
+    """Spearman correlation of E at each epoch with the accuracy gain still to come.
+
+    Epochs after each run's prune epoch only: before it, sibling branches share one network.
+    """
+    xs, ys = [], []
+    for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True):
+        e, acc = curve(hist, rid, "emergence/E"), curve(hist, rid, "test/acc")
+        final = acc.iloc[-1]
+        for step in acc.index[acc.index >= max(1, pe + 1)][:-1]:
+            if step in e.index:
+                xs.append(e[step])
+                ys.append(final - acc[step])
+    if len(xs) < 5 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return {"verdict": "not enough data", "n": len(xs), "evidence": f"{len(xs)} epochs"}
+    rho = stats.spearmanr(xs, ys).statistic
+    with warnings.catch_warnings():  # resamples with a constant column give NaN: dropped below
+        warnings.simplefilter("ignore")
+        boot = stats.bootstrap((np.asarray(xs), np.asarray(ys)),
+                               lambda a, b: stats.spearmanr(a, b).statistic, paired=True,
+                               vectorized=False, n_resamples=999, method="percentile",
+                               rng=np.random.default_rng(seed))
+    lo, hi = boot.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return {"verdict": "not enough data", "n": len(xs), "rho": float(rho),
+                "evidence": f"Spearman rho {rho:.3f}; no bootstrap interval (degenerate data)"}
+    return {"verdict": "holds" if lo > 0 else "does not hold", "n": len(xs), "rho": float(rho),
+            "ci_low": float(lo), "ci_high": float(hi),
+            "evidence": f"Spearman rho {rho:.3f}, 95 % bootstrap CI [{lo:.3f}, {hi:.3f}], "
+                        f"n = {len(xs)} (run, epoch) points"}
+
+
+def claims(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """The paper's five claims with a verdict and its evidence on this sweep."""
+    pruned = per_run[per_run.level > 0] if not per_run.empty else per_run
+    results = {
+        "lowers_E": _paired_verdict(pruned, "d_mean_E_after_prune", -1),
+        "raises_relative_E": _paired_verdict(pruned, "d_mean_relE_after_prune", +1),
+        "speeds_convergence": _paired_verdict(pruned, "d_epochs_to_99pct_final", -1),
+        "costs_accuracy": _paired_verdict(pruned, "d_final_acc", -1),
+        "E_to_zero_signals_plateau": (plateau_evidence(per_run, hist) if not per_run.empty
+                                      else {"verdict": "not enough data", "n": 0, "evidence": "no runs"}),
+    }
+    return pd.DataFrame([{"claim": k, "statement": CLAIMS[k], **v} for k, v in results.items()])
+
+
+def completeness(runs: pd.DataFrame, expected_jobs: Sequence[Sequence[str]] | None,
+                 per_run: pd.DataFrame) -> dict[str, list[str]]:
+    """What is missing: jobs without a FINISHED run, failed runs, and incomplete groups."""
+    key = lambda overrides: " ".join(sorted(overrides))  # noqa: E731
+    finished = runs[runs.status == "FINISHED"]
+    have = {key(str(o).split()) for o in finished.get("overrides", pd.Series(dtype=str))}
+    missing = [key(job) for job in expected_jobs or [] if key(job) not in have]
+    failed = [f"{r['name']} ({r.status}): {r.get('error') or 'no error recorded'}"
+              for _, r in runs[runs.status != "FINISHED"].iterrows()]
+    incomplete = []
+    if not per_run.empty:
+        levels = set(per_run.level)
+        seeds = per_run.groupby(["group", "level"]).size().max()
+        for group, g in per_run.groupby("group"):
+            reasons = []
+            if 0 not in set(g.level):
+                reasons.append("no unpruned control (amount 0)")
+            if set(g.level) != levels:
+                reasons.append(f"levels {sorted(set(g.level))} of {sorted(levels)}")
+            if g.groupby("level").size().min() < seeds:
+                reasons.append(f"fewer than {seeds} seeds in some cells")
+            if reasons:
+                incomplete.append(f"{group}: " + "; ".join(reasons))
+    return {"missing_jobs": missing, "failed_runs": failed, "incomplete_groups": incomplete}

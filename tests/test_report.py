@@ -1,0 +1,210 @@
+"""The report on small stores written by the tests: runs with known metric curves."""
+
+import base64
+import math
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from tests.conftest import ROOT
+
+from emergence_lab import report, tracking
+from emergence_lab.render import ReportError, build_report
+
+
+def write_run(uri, parent, name, params, curves, status="FINISHED", overrides=""):
+    """A child run with the given params and metric curves {key: {step: value}}."""
+    run = tracking.Run(uri, "synthetic", name, {"overrides": overrides}, parent_run_id=parent)
+    run.log_params(params)
+    steps = sorted({s for c in curves.values() for s in c})
+    for s in steps:
+        run.log_metrics({k: c[s] for k, c in curves.items() if s in c}, step=s)
+    exc = RuntimeError("boom") if status == "FAILED" else None
+    run.__exit__(type(exc) if exc else None, exc, None)
+    return run.run_id
+
+
+def branch(acc, e, rel, pe, after=None, sparsity=0.0, params=1000, dataset="mnist"):
+    """Curves of one run: test/acc, E, relative E by epoch; the values just after pruning."""
+    curves = {"test/acc": dict(enumerate(acc)), "emergence/E": dict(enumerate(e)),
+              "emergence/relative": dict(enumerate(rel)),
+              "params/nonzero": dict.fromkeys(range(len(acc)), params),
+              "pruning/sparsity": dict.fromkeys(range(len(acc)), sparsity),
+              "time/epoch_s": {s: 2.0 for s in range(1, len(acc))},
+              "train/acc": dict(enumerate(acc))}
+    if after:
+        curves.update({"pruning/E_after": {pe: after[0]}, "pruning/relative_after": {pe: after[1]},
+                       "pruning/test_acc_after": {pe: after[2]}})
+    return curves
+
+
+def params(level, seed, dataset="mnist", pe=2):
+    return {"pruning.amount": level, "trainer.seed": seed, "pruning.name": "magnitude",
+            "pruning.epoch": pe, "dataset.name": dataset, "model.name": "mlp",
+            "tracking.uri": "x", "dataset.data_dir": "data"}
+
+
+CONTROL = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1, 0.09, 0.08, 0.07, 0.06],
+                 pe=2, after=(80, 0.08, 0.6))
+PRUNED = branch([0.1, 0.5, 0.6, 0.75, 0.76], [100, 90, 80, 40, 30], [0.1, 0.09, 0.08, 0.2, 0.15],
+                pe=2, after=(50, 0.25, 0.4), sparsity=0.5, params=500)
+
+
+def test_per_run_values_by_hand(store):
+    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    write_run(store, parent, "c", params(0.0, 0), CONTROL)
+    write_run(store, parent, "p", params(0.5, 0), PRUNED)
+    from emergence_lab.render import load_runs
+    runs, hist = load_runs(store, tracking.sweep_children(store, parent))
+    t = report.per_run_table(runs, hist).set_index("level")
+    c, p = t.loc[0.0], t.loc[0.5]
+    # control: final 0.8; 99 % of it is 0.792, first reached at epoch 4 -> 2 epochs after pruning
+    assert (c.final_acc, c.epochs_to_99pct_final) == (0.8, 2.0)
+    # pruned: final 0.76, 99 % = 0.7524 -> reached at epoch 4 (0.75 < 0.7524) -> 2 epochs
+    assert (p.final_acc, p.epochs_to_99pct_final) == (0.76, 2.0)
+    assert math.isnan(p.epochs_to_control_final)  # 0.8 never reached
+    assert c.epochs_to_control_final == 2.0
+    # area after pruning: trapezoid over (2, 0.4), (3, 0.75), (4, 0.76) = 0.575 + 0.755
+    assert p.auc_after_prune == pytest.approx(1.33)
+    assert c.auc_after_prune == pytest.approx(0.65 + 0.75)
+    assert (p.E_before, p.E_after, p.E_final) == (80, 50, 30)
+    assert p.E_change_pct == pytest.approx(-37.5)
+    assert (p.relE_before, p.relE_after, p.relE_final) == (0.08, 0.25, 0.15)
+    assert p.d_final_acc == pytest.approx(-0.04)
+    assert p.d_mean_E_after_prune == pytest.approx(35 - 65)
+    assert (p.params_surviving, p.sparsity, p.s_per_epoch) == (500, 0.5, 2.0)
+
+
+def test_mean_and_t_interval_by_hand():
+    mean, half, n = report.mean_ci([1.0, 2.0, 3.0])
+    # t(0.975, df=2) = 4.3027 (tables); sem = 1 / sqrt(3)
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 / math.sqrt(3), abs=1e-4)
+    assert report.mean_ci([5.0])[:2] == (5.0, pytest.approx(math.nan, nan_ok=True))
+    assert report.mean_ci([])[2] == 0
+
+
+def sweep_with(store, control, pruned_by_seed, levels=(0.5,), seeds=(0, 1, 2)):
+    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    for seed in seeds:
+        write_run(store, parent, f"c{seed}", params(0.0, seed), control(seed))
+        for level in levels:
+            write_run(store, parent, f"p{level}-{seed}", params(level, seed), pruned_by_seed(seed))
+    return parent
+
+
+def verdicts(store, parent, tmp_path):
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
+    claims = pd.read_csv(out / "claims.csv").set_index("claim")["verdict"].to_dict()
+    return claims, out
+
+
+def jitter(curves, seed):
+    return {k: {s: v * (1 + 0.01 * seed) for s, v in c.items()} for k, c in curves.items()}
+
+
+def test_claims_hold_on_a_sweep_built_to_satisfy_them(store, tmp_path):
+    parent = sweep_with(store, lambda s: jitter(CONTROL, s), lambda s: jitter(PRUNED, s))
+    claims, _ = verdicts(store, parent, tmp_path)
+    assert claims["lowers_E"] == "holds"
+    assert claims["raises_relative_E"] == "holds"
+    assert claims["costs_accuracy"] == "holds"
+    assert claims["speeds_convergence"] == "does not hold"  # both take 2 epochs
+    # epoch 3 of 6 runs: lower E (pruned) goes with less accuracy still to come
+    assert claims["E_to_zero_signals_plateau"] == "holds"
+
+
+def test_claims_do_not_hold_when_pruning_helps(store, tmp_path):
+    slow = branch([0.1, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9], [100, 90, 80, 70, 60, 50, 40, 10],
+                  [0.1] * 8, pe=2, after=(80, 0.1, 0.6))
+    fast = branch([0.1, 0.5, 0.6, 0.93, 0.94, 0.94, 0.94, 0.94], [100, 90, 80, 90, 85, 80, 75, 70],
+                  [0.1] * 3 + [0.05] * 5, pe=2, after=(85, 0.05, 0.6), sparsity=0.5, params=500)
+    parent = sweep_with(store, lambda s: jitter(slow, s), lambda s: jitter(fast, s))
+    claims, _ = verdicts(store, parent, tmp_path)
+    # E stays high in the pruned runs while their accuracy has stopped improving
+    assert claims == {"lowers_E": "does not hold", "raises_relative_E": "does not hold",
+                      "speeds_convergence": "holds", "costs_accuracy": "does not hold",
+                      "E_to_zero_signals_plateau": "does not hold"}
+
+
+def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):
+    parent = sweep_with(store, lambda s: CONTROL, lambda s: PRUNED, seeds=(0,))
+    claims, out = verdicts(store, parent, tmp_path)
+    assert claims["lowers_E"] == "not enough data"
+    md = (out / "report.md").read_text()
+    assert "| 50%" in md and "80" in md  # the table still renders
+
+
+def test_partial_sweep_lists_missing_and_failed_and_incomplete(store, tmp_path):
+    parent = tracking.start_sweep(store, "synthetic", "partial", {})
+    jobs = [["pruning.amount=0"], ["pruning.amount=0.5"], ["pruning.amount=0.7"]]
+    tracking.log_json(store, parent, jobs, "sweep_jobs.json")
+    write_run(store, parent, "c", {**params(0.0, 0), "dataset.name": "mnist"}, CONTROL,
+              overrides="pruning.amount=0")
+    write_run(store, parent, "p", params(0.5, 0), PRUNED, status="FAILED",
+              overrides="pruning.amount=0.5")
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
+    md = (out / "report.md").read_text()
+    assert "- pruning.amount=0.5" in md and "- pruning.amount=0.7" in md  # missing cells
+    assert "p (FAILED): RuntimeError: boom" in md
+    assert "| 0%" in md  # what exists still renders
+    assert "### Incomplete groups" not in md  # the one group that exists has its control
+
+
+def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
+    parent = sweep_with(store, lambda s: jitter(CONTROL, s), lambda s: jitter(PRUNED, s),
+                        levels=(0.3, 0.7), seeds=(0, 1))
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"))
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 5
+    page = (out / "report.html").read_text()
+    images = page.split('<img src="data:image/png;base64,')[1:]
+    assert len(images) == len(pngs)
+    assert all(base64.b64decode(i.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.level) == [0.0, 0.3, 0.7] and list(summary.n) == [2, 2, 2]
+    assert summary.paper_final_acc.tolist() == pytest.approx([0.957, 0.957, 0.951])
+    client = tracking.get_client(store)
+    exp = client.get_experiment_by_name("synthetic")
+    (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
+    assert len(tracking.load_json(store, rep.info.run_id, "source_runs.json")) == 6
+    names = {a.path for a in client.list_artifacts(rep.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/summary.csv"} <= names
+
+
+def run_report(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_no_store_is_a_clear_error_and_creates_nothing(tmp_path):
+    proc = run_report(["--tracking-uri", "sqlite:///nowhere/mlflow.db"], tmp_path)
+    assert proc.returncode == 2
+    assert "no MLflow store at sqlite:///nowhere/mlflow.db" in proc.stderr
+    assert not (tmp_path / "nowhere" / "mlflow.db").exists()
+
+
+def test_no_runs_is_a_clear_error(store, tmp_path):
+    tracking.ensure_experiment(store, "empty")
+    with pytest.raises(ReportError, match="no sweep"):
+        build_report(store, out=str(tmp_path / "r"))
+    proc = run_report(["--tracking-uri", store, "--experiment", "empty"], tmp_path)
+    assert proc.returncode == 2 and "no runs for experiment empty" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_hundred_runs_of_twenty_epochs_report_in_under_30s(store, tmp_path):
+    acc = [0.1 + 0.04 * i for i in range(21)]
+    parent = tracking.start_sweep(store, "synthetic", "big", {})
+    for level in (0.0, 0.3, 0.5, 0.7):
+        for seed in range(25):
+            c = branch([a * (1 - level / 10) + 0.001 * seed for a in acc],
+                       [1000 - 10 * i for i in range(21)], [0.1] * 21, pe=5,
+                       after=(900, 0.1, 0.3), sparsity=level)
+            write_run(store, parent, f"r{level}-{seed}", params(level, seed, pe=5), c)
+    t0 = time.perf_counter()
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"))
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 30, elapsed
+    assert list(pd.read_csv(out / "summary.csv").n) == [25, 25, 25, 25]
