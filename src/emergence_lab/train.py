@@ -170,7 +170,6 @@ class EpochLogger:
                         disable=None if c.tracking.progress else True, leave=False)
         self.best_acc = -1.0
         self.last: dict[str, float] = {}
-        self.checkpoint_from = 0  # best checkpoint: among epochs of the final (pruned) network
 
     def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: bool = True) -> None:
         self.run.log_metrics(metrics, step=epoch)
@@ -182,10 +181,12 @@ class EpochLogger:
             log.info("%s epoch %d: train/loss %.4f test/acc %.4f E %.4g",
                      run_name(self.c), epoch, metrics["train/loss"], metrics["test/acc"],
                      metrics["emergence/E"])
-        if checkpoint and self.c.trainer.checkpoints and epoch >= self.checkpoint_from:
+        if checkpoint and self.c.trainer.checkpoints:
             self.checkpoint(epoch, metrics["test/acc"])
 
     def checkpoint(self, epoch: int, acc: float) -> None:
+        """Log last.pt, and best.pt when acc is the best so far (of the network as it ends up:
+        epochs before pruning are never checkpointed)."""
         names = ["last.pt"] + (["best.pt"] if acc > self.best_acc else [])
         self.best_acc = max(self.best_acc, acc)
         for name in names:
@@ -232,7 +233,6 @@ def _train_with_prefix(c: Config, fields: dict[str, Any], device: torch.device,
                      "pruning/relative_after": after["emergence/relative"],
                      "pruning/test_acc_after": after["test/acc"],
                      "pruning/sparsity_after": after["pruning/sparsity"]}, step=pe)
-    logger.checkpoint_from = pe
     if c.trainer.checkpoints:
         logger.checkpoint(pe, after["test/acc"])
     fit(model, opt, data, probe, c, pe + 1, c.trainer.epochs, logger)

@@ -1,0 +1,69 @@
+"""A real MLflow tracking server on loopback: a sweep logs to it over HTTP and reads back."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from emergence_lab import tracking
+from emergence_lab.render import build_report
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start in 120 s")
+    yield uri, tmp_path
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_sweep_against_a_tracking_server(server, tmp_path):
+    uri, srv_dir = server
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "dataset=digits",
+         "pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=2",
+         "model.hidden=[32,16]", f"tracking.uri={uri}"],
+        cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent = tracking.latest_sweep(uri)
+    children = tracking.sweep_children(uri, parent.info.run_id)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    client = tracking.get_client(uri)
+    ck = {a.path for a in client.list_artifacts(children[0].info.run_id, "checkpoints")}
+    assert ck == {"checkpoints/last.pt", "checkpoints/best.pt"}
+    assert any((srv_dir / "srv-artifacts").rglob("last.pt"))  # stored by the server
+    out = build_report(uri, out=str(tmp_path / "report"))
+    assert (out / "report.html").is_file()
