@@ -1,8 +1,8 @@
 import pytest
 from hydra.errors import ConfigCompositionException
-from tests.conftest import compose_cfg
 
 from emergence_lab.config import Config, validate
+from tests.conftest import compose_cfg
 
 
 def test_defaults_compose_and_validate():

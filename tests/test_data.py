@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.conftest import SHARED_MNIST
 
 from emergence_lab import data
+from tests.conftest import SHARED_MNIST
 
 
 def digits_cfg(**kw):

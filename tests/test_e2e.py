@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import ROOT
 
 from emergence_lab import tracking
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

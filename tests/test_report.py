@@ -8,10 +8,10 @@ import time
 
 import pandas as pd
 import pytest
-from tests.conftest import ROOT
 
 from emergence_lab import report, tracking
 from emergence_lab.render import ReportError, build_report
+from tests.conftest import ROOT
 
 
 def write_run(uri, parent, name, params, curves, status="FINISHED", overrides=""):

@@ -4,13 +4,13 @@ import re
 
 import pytest
 import torch
-from tests.conftest import compose_cfg
 
 from emergence_lab import tracking
 from emergence_lab import train as train_mod
 from emergence_lab.checkpoint import load_checkpoint
 from emergence_lab.models import MLP
 from emergence_lab.pruning import sparsity
+from tests.conftest import compose_cfg
 
 
 @pytest.fixture
