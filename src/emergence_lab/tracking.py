@@ -74,7 +74,9 @@ def ensure_experiment(uri: str, name: str) -> str:
     store = local_store_dir(uri)
     location = (store / "artifacts" / name).as_uri() if store else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # The kind tag opens the experiment in the UI's model-training view, not the GenAI one.
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException:  # created meanwhile by a parallel job
         return client.get_experiment_by_name(name).experiment_id
 
