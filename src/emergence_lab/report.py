@@ -51,9 +51,10 @@ def grouping_fields(runs: pd.DataFrame) -> list[str]:
 
 
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Adds group (a readable label of the varying fields), level (amount) and seed."""
+    """Adds group (data set, model and the varying fields), level (amount) and seed."""
     out = runs.copy()
-    fields = grouping_fields(runs)
+    always = [f for f in ("dataset.name", "model.name") if f in runs]
+    fields = always + [f for f in grouping_fields(runs) if f not in always]
     out["group"] = (out[fields].astype(str).apply(
         lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) if fields else "all runs")
     out["level"] = out.get("pruning.amount", pd.Series(0.0, index=out.index)).astype(float)
