@@ -20,10 +20,14 @@ def main() -> int:
     which.add_argument("--experiment", help="every training run of this MLflow experiment")
     ap.add_argument("--out", help="output folder (default: reports/<sweep-name>/)")
     ap.add_argument("--no-log", action="store_true", help="do not log the report back to MLflow")
+    ap.add_argument("--stop-epsilon", type=float, default=0.0,
+                    help="the stopper fires once E <= this ... (default 0)")
+    ap.add_argument("--stop-patience", type=int, default=3, help="... for this many epochs")
     args = ap.parse_args()
     try:
         out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
-                           log_back=not args.no_log)
+                           log_back=not args.no_log,
+                           stop_rule=(args.stop_epsilon, args.stop_patience))
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code

@@ -70,7 +70,7 @@ def test_conv_filters_are_units_averaged_over_positions():
 
 
 def test_build_model_unknown_name():
-    with pytest.raises(ValueError, match=r"model.name must be one of \['mlp'\], got 'resnet'"):
+    with pytest.raises(ValueError, match=r"model.name must be one of \['cnn', 'mlp'\], got 'resnet'"):
         build_model("resnet", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="unknown unit layers"):
         toy_mlp().unit_layers(["hidden", "attention"])

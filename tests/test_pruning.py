@@ -52,7 +52,8 @@ def test_amount_zero_registers_masks_and_prunes_nothing():
 @pytest.mark.parametrize("name, amount, scope, message", [
     ("magnitude", 1.0, "global", r"pruning.amount must be in \[0, 1\), got 1.0"),
     ("magnitude", -0.1, "global", r"pruning.amount must be in \[0, 1\)"),
-    ("lottery", 0.5, "global", r"pruning.name must be one of \['magnitude', 'none'\], got 'lottery'"),
+    ("lottery", 0.5, "global",
+     r"pruning.name must be one of \['magnitude', 'none', 'random', 'structured'\], got 'lottery'"),
     ("magnitude", 0.5, "blockwise", "pruning.scope must be one of"),
     ("none", 0.5, "global", "takes amount 0"),
 ])

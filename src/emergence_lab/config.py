@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from emergence_lab.data import LOADERS
 from emergence_lab.emergence import ACTIVITY_MODES
-from emergence_lab.models import MODELS, UNIT_LAYER_KINDS
+from emergence_lab.models import INITS, MODELS, UNIT_LAYER_KINDS
 from emergence_lab.pruning import SCOPES, STRATEGIES
 
 
@@ -47,6 +47,29 @@ class MLPConfig:
 
 
 @dataclass
+class CNNConfig:
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # filters per conv block
+    hidden: list[int] = field(default_factory=lambda: [128])  # fully connected widths
+    kernel_size: int = 3
+    pool: int = 2
+
+    def __post_init__(self) -> None:
+        _one_of("model.name", self.name, MODELS)
+        _check(len(self.channels) > 0, "model.channels must list at least one conv block, got []")
+        for field_name, widths in (("channels", self.channels), ("hidden", self.hidden)):
+            for w in widths:
+                _check(w > 0, f"model.{field_name} widths must be > 0, got {list(widths)}")
+        _check(self.kernel_size >= 1, f"model.kernel_size must be >= 1, got {self.kernel_size}")
+        _check(self.pool >= 1, f"model.pool must be >= 1, got {self.pool}")
+
+    @property
+    def hidden_layers(self) -> int:
+        """Conv blocks (filters are units) plus hidden linear layers."""
+        return len(self.channels) + len(self.hidden)
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     data_dir: str = "data"
@@ -56,12 +79,20 @@ class DatasetConfig:
     probe_seed: int = 0
     test_fraction: float = 0.2  # data sets without an official test split (digits)
     split_seed: int = 0
+    root: str | None = None  # image_folder: a tree with train/<class>/ and test/<class>/
+    image_size: int = 32  # image_folder: images are resized to image_size x image_size
+    channels: int = 3  # image_folder: 3 (RGB) or 1 (grey)
 
     def __post_init__(self) -> None:
         _one_of("dataset.name", self.name, LOADERS)
         _check(self.probe_size > 0, f"dataset.probe_size must be > 0, got {self.probe_size}")
         _check(0 < self.test_fraction < 1,
                f"dataset.test_fraction must be in (0, 1), got {self.test_fraction}")
+        _one_of("dataset.channels", self.channels, (1, 3))
+        _check(self.image_size >= 1, f"dataset.image_size must be >= 1, got {self.image_size}")
+        _check(self.name != "image_folder" or bool(self.root),
+               "dataset.root must name an image folder (train/<class>/, test/<class>/) "
+               "with dataset=image_folder")
 
 
 @dataclass
@@ -70,6 +101,8 @@ class PruningConfig:
     amount: float = 0.0  # fraction of weights removed, in [0, 1)
     epoch: int = 0  # prune after this many epochs
     scope: str = "global"  # global | layerwise
+    steps: int = 1  # iterative pruning: reach `amount` in this many steps ...
+    interval: int = 1  # ... this many epochs apart
 
     def __post_init__(self) -> None:
         _one_of("pruning.name", self.name, STRATEGIES)
@@ -78,6 +111,11 @@ class PruningConfig:
         _check(self.name != "none" or self.amount == 0,
                f"pruning.amount must be 0 with pruning=none, got {self.amount}")
         _check(self.epoch >= 0, f"pruning.epoch must be >= 0, got {self.epoch}")
+        _check(self.steps >= 1, f"pruning.steps must be >= 1, got {self.steps}")
+        _check(self.interval >= 1, f"pruning.interval must be >= 1, got {self.interval}")
+        _check(self.name != "structured" or self.scope == "layerwise",
+               f"pruning.scope must be layerwise with pruning=structured (units are removed "
+               f"per layer), got {self.scope!r}")
 
 
 @dataclass
@@ -86,9 +124,12 @@ class ThresholdConfig:
     mode: str = "mean"  # mean: mean over the probe set > theta; fraction: see min_fraction
     min_fraction: float = 0.5  # mode=fraction: active on more than this share of probe samples
     layers: list[str] = field(default_factory=lambda: ["hidden"])  # input, hidden, output
+    grid: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1])  # also logged
 
     def __post_init__(self) -> None:
         _check(self.theta >= 0, f"threshold.theta must be >= 0, got {self.theta}")
+        for t in self.grid:
+            _check(t >= 0, f"threshold.grid values must be >= 0, got {list(self.grid)}")
         _one_of("threshold.mode", self.mode, ACTIVITY_MODES)
         _check(0 <= self.min_fraction < 1,
                f"threshold.min_fraction must be in [0, 1), got {self.min_fraction}")
@@ -108,6 +149,8 @@ class TrainerConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     checkpoints: bool = True  # log last and best checkpoints as artifacts
+    stop_epsilon: float | None = None  # stop once E <= stop_epsilon for stop_patience epochs
+    stop_patience: int = 3
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
@@ -119,8 +162,33 @@ class TrainerConfig:
         _check(self.eval_batch_size >= 1,
                f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _check(self.num_threads >= 0, f"trainer.num_threads must be >= 0, got {self.num_threads}")
+        _check(self.stop_epsilon is None or self.stop_epsilon >= 0,
+               f"trainer.stop_epsilon must be >= 0 or null, got {self.stop_epsilon}")
+        _check(self.stop_patience >= 1,
+               f"trainer.stop_patience must be >= 1, got {self.stop_patience}")
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"trainer.device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
+
+
+@dataclass
+class InitConfig:
+    name: str = "standard"  # standard | emergence (arXiv 2407.19044)
+    alpha: float = 1.0  # emergence: weights of the layer d steps from the middle scaled by alpha^±d
+
+    def __post_init__(self) -> None:
+        _one_of("init.name", self.name, INITS)
+        _check(self.alpha >= 1, f"init.alpha must be >= 1 (1 = standard), got {self.alpha}")
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 0  # train this many epochs on `dataset` first (0: no pretraining)
+    dataset: DatasetConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, f"pretrain.epochs must be >= 0, got {self.epochs}")
+        _check(self.epochs == 0 or self.dataset is not None,
+               "pretrain.dataset must be set when pretrain.epochs > 0 (pretrain=mnist)")
 
 
 @dataclass
@@ -145,6 +213,8 @@ class Config:
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         layers = self.threshold.layers
@@ -156,6 +226,10 @@ class Config:
             _check(self.pruning.epoch <= self.trainer.epochs,
                    f"pruning.epoch must be <= trainer.epochs ({self.trainer.epochs}), "
                    f"got {self.pruning.epoch}")
+            last = self.pruning.epoch + (self.pruning.steps - 1) * self.pruning.interval
+            _check(last <= self.trainer.epochs,
+                   f"the last pruning step falls at epoch {last} (pruning.epoch + (steps - 1) * "
+                   f"interval), after trainer.epochs ({self.trainer.epochs})")
 
 
 def register_configs() -> None:
@@ -163,11 +237,14 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="model", name="base_mlp", node=MLPConfig)
+    cs.store(group="model", name="base_cnn", node=CNNConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="pruning", name="base_pruning", node=PruningConfig)
     cs.store(group="threshold", name="base_threshold", node=ThresholdConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
+    cs.store(group="init", name="base_init", node=InitConfig)
+    cs.store(group="pretrain", name="base_pretrain", node=PretrainConfig)
 
 
 def validate(cfg: DictConfig) -> Config:

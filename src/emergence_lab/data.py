@@ -7,16 +7,22 @@ torchvision's download; their uncompressed md5 sums are checked every time.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import logging
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,13 @@ class TensorData:
     y_test: torch.Tensor
     num_classes: int
     digest: str  # identifies the exact data (md5 over the source files or arrays)
+    label: str = ""  # how reports name the data, e.g. "CIFAR-10 (JPEG q75)"
 
     def to(self, device: torch.device) -> TensorData:
         """The same data on `device` (one copy; batches are then slices on the device)."""
-        return TensorData(self.x_train.to(device), self.y_train.to(device),
-                          self.x_test.to(device), self.y_test.to(device),
-                          self.num_classes, self.digest)
+        return dataclasses.replace(self, x_train=self.x_train.to(device),
+                                   y_train=self.y_train.to(device),
+                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device))
 
     def probe(self, size: int, seed: int) -> torch.Tensor:
         """A fixed, seeded subset of the training inputs (the emergence probe set)."""
@@ -141,7 +148,8 @@ def _load_idx(name: str, cfg) -> TensorData:
     test = cls(root=cfg.data_dir, train=False, download=False)
     scale = lambda d: d.data.unsqueeze(1).float().div_(255)  # noqa: E731 - uint8 -> [0, 1]
     return TensorData(scale(train), train.targets.long(), scale(test), test.targets.long(),
-                      len(train.classes), _digest(sorted(md5s.values())))
+                      len(train.classes), _digest(sorted(md5s.values())),
+                      {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[name])
 
 
 def load_digits(cfg) -> TensorData:
@@ -156,14 +164,117 @@ def load_digits(cfg) -> TensorData:
     test, train = perm[:n_test], perm[n_test:]
     digest = _digest([x.numpy().tobytes(), y.numpy().tobytes(), str(cfg.split_seed),
                       str(cfg.test_fraction)])
-    return TensorData(x[train], y[train], x[test], y[test], 10, digest)
+    return TensorData(x[train], y[train], x[test], y[test], 10, digest, "digits (scikit-learn)")
 
 
 LOADERS: dict[str, Callable[..., TensorData]] = {
     "digits": load_digits,
     "mnist": lambda cfg: _load_idx("mnist", cfg),
     "fashion_mnist": lambda cfg: _load_idx("fashion_mnist", cfg),
+    "cifar10": lambda cfg: load_cifar10(cfg),
+    "image_folder": lambda cfg: load_image_folder_dataset(cfg),
 }
+
+
+def _decode(path: Path, channels: int, size: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2.functional import resize
+
+    img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if channels == 3
+                       else ImageReadMode.GRAY)
+    return img if img.shape[1:] == (size, size) else resize(img, [size, size], antialias=True)
+
+
+def _read_split(root: Path, classes: list[str], channels: int, size: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    files = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir())
+             if p.is_file()]
+    if not files:
+        raise FileNotFoundError(f"no images under {root}/<class>/")
+    with ThreadPoolExecutor(max_workers=4) as pool:  # decoding releases the GIL
+        images = list(pool.map(lambda f: _decode(f[0], channels, size), files))
+    return torch.stack(images), torch.tensor([i for _, i in files], dtype=torch.long)
+
+
+def load_image_folder(root: str | Path, image_size: int, channels: int, label: str) -> TensorData:
+    """An image-folder tree (train/<class>/*, test/<class>/*), decoded once and cached as
+    uint8 tensors in root/.tensors-<size>x<channels>.pt."""
+    root = Path(root)
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise FileNotFoundError(f"{root} is not an image folder: it needs train/<class>/ and "
+                                f"test/<class>/ subfolders")
+    cache = root / f".tensors-{image_size}x{channels}.pt"
+    if cache.is_file():
+        t = torch.load(cache, weights_only=True)
+    else:
+        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+        x_train, y_train = _read_split(root / "train", classes, channels, image_size)
+        x_test, y_test = _read_split(root / "test", classes, channels, image_size)
+        t = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+             "num_classes": len(classes),
+             "digest": _digest([x_train.numpy().tobytes(), y_train.numpy().tobytes(),
+                                x_test.numpy().tobytes(), y_test.numpy().tobytes()])}
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tensors.")
+        os.close(fd)
+        torch.save(t, tmp)
+        os.replace(tmp, cache)
+    scale = lambda x: x.float().div_(255)  # noqa: E731
+    return TensorData(scale(t["x_train"]), t["y_train"], scale(t["x_test"]), t["y_test"],
+                      int(t["num_classes"]), t["digest"], label)
+
+
+def load_image_folder_dataset(cfg) -> TensorData:
+    """dataset=image_folder: any train/test image-folder tree at cfg.root."""
+    if not cfg.root:
+        raise ValueError("dataset.root must name an image folder (train/<class>/, test/<class>/)")
+    return load_image_folder(cfg.root, cfg.image_size, cfg.channels, f"image folder {cfg.root}")
+
+
+CIFAR_JPEG = "cifar10-jpeg75"
+
+
+def load_cifar10(cfg) -> TensorData:
+    """The original CIFAR-10 (torchvision) when present or downloadable; offline, the lossy
+    JPEG q75 image-folder copy, unpacked from dataset.sources into the data dir."""
+    import torchvision.datasets as tvd
+
+    data_dir = Path(cfg.data_dir)
+    failure = ""
+    if (data_dir / "cifar-10-batches-py").is_dir() or cfg.download:
+        try:
+            train = tvd.CIFAR10(str(data_dir), train=True, download=cfg.download)
+            test = tvd.CIFAR10(str(data_dir), train=False, download=cfg.download)
+            to_x = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
+            return TensorData(to_x(train), torch.tensor(train.targets), to_x(test),
+                              torch.tensor(test.targets), 10,
+                              _digest([str(train.train_list), str(test.test_list)]), "CIFAR-10")
+        except Exception as exc:  # offline or corrupt: fall back to the JPEG copy below
+            failure = f" (the original: {type(exc).__name__}: {exc})"
+            log.warning("CIFAR-10 original unavailable%s; trying the JPEG q75 copy", failure)
+    folder = data_dir / CIFAR_JPEG
+    if not folder.is_dir():
+        archive = next((Path(s) / f"{CIFAR_JPEG}.tar.gz" for s in cfg.sources
+                        if (Path(s) / f"{CIFAR_JPEG}.tar.gz").is_file()), None)
+        if archive is None:
+            raise FileNotFoundError(
+                f"cifar10: no data{failure}. Ways to get it:\n  1. dataset.download=true with "
+                f"internet (the original);\n  2. the original in {data_dir}/cifar-10-batches-py;"
+                f"\n  3. {CIFAR_JPEG}.tar.gz in one of dataset.sources={list(cfg.sources)} or "
+                f"its train/ and test/ folders in {folder}")
+        _unpack(archive, folder)
+    return load_image_folder(folder, 32, 3, "CIFAR-10 (JPEG q75)")
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    """Extract a .tar.gz into dest atomically (parallel jobs may race)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another job got there first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_dataset(cfg) -> TensorData:

@@ -87,3 +87,17 @@ def emergence_metrics(
     for name, (n, a) in counts.items():
         metrics[f"emergence/active_frac/{name}"] = a / n if n else 0.0
     return metrics
+
+
+def stop_epoch(history: Sequence[tuple[int, float]], epsilon: float, patience: int) -> int | None:
+    """The first epoch at which E has been <= epsilon for `patience` epochs in a row, or None.
+
+    history: (epoch, E) in epoch order. The emergence-based stopper (paper, section 4.5) and the
+    report's "when would it have fired" both use this.
+    """
+    streak = 0
+    for epoch, e in history:
+        streak = streak + 1 if e <= epsilon else 0
+        if streak >= patience:
+            return epoch
+    return None

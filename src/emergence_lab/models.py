@@ -21,6 +21,10 @@ class UnitModel(nn.Module):
         """Modules whose outputs are the hidden units (post-activation), in forward order."""
         raise NotImplementedError
 
+    def unit_producers(self) -> dict[str, nn.Module]:
+        """The Linear or Conv module that feeds each hidden unit layer (same keys)."""
+        raise NotImplementedError
+
     def input_module(self) -> nn.Module:
         """The module whose output is the input as the network sees it."""
         raise NotImplementedError
@@ -70,6 +74,9 @@ class MLP(UnitModel):
     def hidden_units(self) -> dict[str, nn.Module]:
         return {f"hidden{i + 1}": block[1] for i, block in enumerate(self.blocks)}
 
+    def unit_producers(self) -> dict[str, nn.Module]:
+        return {f"hidden{i + 1}": block[0] for i, block in enumerate(self.blocks)}
+
     def input_module(self) -> nn.Module:
         return self.flatten
 
@@ -77,7 +84,80 @@ class MLP(UnitModel):
         return self.head
 
 
-MODELS: dict[str, type[UnitModel]] = {"mlp": MLP}
+class CNN(UnitModel):
+    """Conv blocks (conv, ReLU, max-pool), then fully connected ReLU layers and a linear head.
+
+    Emergence counts each conv filter as one unit (its map averaged over positions), with the
+    hidden linear units: pooling constrains the flow to filters (the paper's CNN form).
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, channels: Sequence[int],
+                 hidden: Sequence[int], kernel_size: int = 3, pool: int = 2):
+        super().__init__()
+        c, h, w = (int(d) for d in in_shape)
+        self.input = nn.Identity()
+        convs = []
+        for out in channels:
+            convs.append(nn.Sequential(nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2),
+                                       nn.ReLU(), nn.MaxPool2d(pool)))
+            c, h, w = out, h // pool, w // pool
+        if h < 1 or w < 1:
+            raise ValueError(f"model.channels: {len(channels)} pooling stages of {pool} shrink a "
+                             f"{tuple(in_shape)} input to nothing; use fewer conv blocks")
+        self.convs = nn.ModuleList(convs)
+        self.flatten = nn.Flatten()
+        fcs, width = [], c * h * w
+        for units in hidden:
+            fcs.append(nn.Sequential(nn.Linear(width, units), nn.ReLU()))
+            width = units
+        self.fcs = nn.ModuleList(fcs)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)
+        for block in self.convs:
+            x = block(x)
+        x = self.flatten(x)
+        for block in self.fcs:
+            x = block(x)
+        return self.head(x)
+
+    def hidden_units(self) -> dict[str, nn.Module]:
+        return self._named(1)
+
+    def unit_producers(self) -> dict[str, nn.Module]:
+        return self._named(0)
+
+    def _named(self, index: int) -> dict[str, nn.Module]:
+        convs = {f"conv{i + 1}": block[index] for i, block in enumerate(self.convs)}
+        return {**convs, **{f"hidden{i + 1}": block[index] for i, block in enumerate(self.fcs)}}
+
+    def input_module(self) -> nn.Module:
+        return self.input
+
+    def output_module(self) -> nn.Module:
+        return self.head
+
+
+MODELS: dict[str, type[UnitModel]] = {"mlp": MLP, "cnn": CNN}
+
+
+def emergence_init(model: nn.Module, alpha: float) -> None:
+    """Emergence-promoting initialization (Li, George and Silva 2024, arXiv 2407.19044): the
+    weights of the layer d steps before the middle weight layer are divided by alpha^d, those d
+    steps after it multiplied by alpha^d; biases untouched. With an even number of weight
+    layers the middle is the lower of the two (index (L - 1) // 2)."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    middle = (len(layers) - 1) // 2
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            layer.weight.mul_(alpha ** (i - middle))
+
+
+INITS: dict[str, Callable[[nn.Module, float], None]] = {
+    "standard": lambda model, alpha: None,  # torch's default initialization
+    "emergence": emergence_init,
+}
 
 
 def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) -> UnitModel:

@@ -1,8 +1,9 @@
-"""Magnitude pruning through torch.nn.utils.prune, and the parameter counts that depend on it.
+"""Pruning strategies through torch.nn.utils.prune, their schedules, and the counts that depend
+on them (sparsity, surviving parameters, removed units).
 
 Pruned weights are kept as `weight_orig * weight_mask` by prune's forward pre-hook, so they stay
-exactly zero through optimizer steps; the mask is part of the state dict, so it survives a
-checkpoint (see `prepare_for_state`).
+exactly zero through optimizer steps; masks are part of the state dict, so they survive a
+checkpoint (see `prepare_for_state`). A strategy is one function in STRATEGIES plus one YAML.
 """
 
 from __future__ import annotations
@@ -17,17 +18,39 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def prunable_modules(model: nn.Module) -> list[nn.Module]:
-    """Linear and conv modules, whose weights pruning applies to (biases are never pruned)."""
+    """Linear and conv modules in forward order (the last is the classifier head)."""
     return [m for m in model.modules() if isinstance(m, PRUNABLE)]
 
 
-def _magnitude(model: nn.Module, amount: float, scope: str) -> None:
-    params = [(m, "weight") for m in prunable_modules(model)]
-    if scope == "global":
-        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
-    else:
-        for m, pname in params:
-            prune.l1_unstructured(m, pname, amount=amount)
+def _unstructured(method: type[prune.BasePruningMethod]) -> Callable[[nn.Module, float, str], None]:
+    def strategy(model: nn.Module, amount: float, scope: str) -> None:
+        params = [(m, "weight") for m in prunable_modules(model)]
+        if scope == "global":
+            prune.global_unstructured(params, pruning_method=method, amount=amount)
+        else:
+            for m, pname in params:
+                method.apply(m, pname, amount=amount)
+    return strategy
+
+
+def _structured(model: nn.Module, amount: float, scope: str) -> None:
+    """Remove the units (rows, filters) of each hidden layer with the smallest L1 norm: their
+    weights and bias, and the next layer's weights that read them."""
+    mods = prunable_modules(model)
+    for layer, following in zip(mods[:-1], mods[1:], strict=True):
+        w = layer.weight.detach()
+        n_units = w.shape[0]
+        k = min(round(amount * n_units), n_units - 1)
+        alive = torch.ones(n_units, dtype=torch.bool, device=w.device)
+        alive[w.abs().flatten(1).sum(1).argsort()[:k]] = False
+        shape = (n_units,) + (1,) * (w.dim() - 1)
+        prune.custom_from_mask(layer, "weight", alive.view(shape).expand_as(w).float())
+        if layer.bias is not None:
+            prune.custom_from_mask(layer, "bias", alive.float())
+        fw = following.weight.detach()
+        reads = torch.ones_like(fw).view(fw.shape[0], n_units, -1)  # conv->flatten: C*H*W inputs
+        reads[:, ~alive, :] = 0
+        prune.custom_from_mask(following, "weight", reads.view_as(fw))
 
 
 def _no_pruning(model: nn.Module, amount: float, scope: str) -> None:
@@ -35,31 +58,50 @@ def _no_pruning(model: nn.Module, amount: float, scope: str) -> None:
         raise ValueError(f"pruning 'none' takes amount 0, got {amount}")
 
 
-# One function per strategy: (model, amount, scope) -> None, pruning in place.
+# One function per strategy: (model, amount of the remaining weights, scope) -> None, in place.
 STRATEGIES: dict[str, Callable[[nn.Module, float, str], None]] = {
     "none": _no_pruning,
-    "magnitude": _magnitude,
+    "magnitude": _unstructured(prune.L1Unstructured),
+    "random": _unstructured(prune.RandomUnstructured),
+    "structured": _structured,
 }
 SCOPES = ("global", "layerwise")
 
 
-def apply_pruning(model: nn.Module, name: str, amount: float, scope: str = "global") -> None:
-    """Prune `amount` of the weights in place; magnitude registers masks even at amount 0."""
+def apply_pruning(model: nn.Module, name: str, amount: float, scope: str = "global",
+                  seed: int = 0) -> None:
+    """Prune `amount` of the remaining weights in place (masks are registered even at 0);
+    random choices are drawn from `seed`, so a branch is reproducible."""
     if name not in STRATEGIES:
         raise ValueError(f"pruning.name must be one of {sorted(STRATEGIES)}, got {name!r}")
     if scope not in SCOPES:
         raise ValueError(f"pruning.scope must be one of {list(SCOPES)}, got {scope!r}")
     if not 0 <= amount < 1:
         raise ValueError(f"pruning.amount must be in [0, 1), got {amount}")
-    STRATEGIES[name](model, amount, scope)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        STRATEGIES[name](model, amount, scope)
+
+
+def schedule(name: str, amount: float, epoch: int, steps: int = 1, interval: int = 1
+             ) -> list[tuple[int, float]]:
+    """(epoch, share of the remaining weights to prune) of each step: `steps` equal-rate steps
+    `interval` epochs apart that together remove `amount` (one step: one-shot pruning)."""
+    if name == "none":
+        return []
+    rate = 1 - (1 - amount) ** (1 / steps)
+    return [(epoch + i * interval, rate) for i in range(steps)]
 
 
 def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Re-create pruning masks named in a state dict, so `load_state_dict` accepts it."""
     for mod_name, m in model.named_modules():
-        key = f"{mod_name}.weight_mask" if mod_name else "weight_mask"
-        if key in state and not prune.is_pruned(m) and isinstance(m, PRUNABLE):
-            prune.identity(m, "weight")
+        if not isinstance(m, PRUNABLE):
+            continue
+        for pname in ("weight", "bias"):
+            key = f"{mod_name}.{pname}_mask" if mod_name else f"{pname}_mask"
+            if key in state and not hasattr(m, f"{pname}_mask"):
+                prune.identity(m, pname)
 
 
 def _weight_mask(m: nn.Module) -> torch.Tensor | None:
@@ -74,6 +116,21 @@ def sparsity(model: nn.Module) -> float:
         total += m.weight.numel()
         pruned += 0 if mask is None else int((mask == 0).sum().item())
     return pruned / total if total else 0.0
+
+
+def alive_units(producers: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Per unit layer, which units remain: a unit is removed when none of its incoming weights
+    and not its bias survive (structured pruning); unstructured pruning removes none."""
+    alive = {}
+    for name, m in producers.items():
+        w_mask, b_mask = getattr(m, "weight_mask", None), getattr(m, "bias_mask", None)
+        if w_mask is None:
+            continue
+        keeps = w_mask.flatten(1).any(dim=1)
+        if m.bias is not None:  # an unpruned bias keeps the unit alive
+            keeps = keeps | (b_mask > 0 if b_mask is not None else torch.ones_like(keeps))
+        alive[name] = keeps
+    return alive
 
 
 def surviving_parameters(model: nn.Module) -> int:

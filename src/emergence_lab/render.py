@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from emergence_lab import tracking
+from emergence_lab.analyses import THETA_PREFIX, stopper_table, theta_table
 from emergence_lab.figures import group_figures
 from emergence_lab.report import claims, completeness, per_run_table, summary_table
 
@@ -38,26 +39,36 @@ class Report:
     claims: pd.DataFrame
     gaps: dict[str, list[str]]
     figures: dict[str, dict[str, plt.Figure]]  # group -> stem -> figure
+    thetas: pd.DataFrame  # final E by threshold
+    stopper: pd.DataFrame  # when the emergence-based stopper would have fired
+    stop_rule: tuple[float, int]  # (epsilon, patience)
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
+    tags = ("error", "overrides", "dataset_label", "stopped_early_at")
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-             "error": r.data.tags.get("error", ""), "overrides": r.data.tags.get("overrides", ""),
-             **r.data.params} for r in runs]
-    hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS)
+             **{t: r.data.tags.get(t, "") for t in tags}, **r.data.params} for r in runs]
+    grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(THETA_PREFIX)})
+    hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
 
 
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
-          expected_jobs: list[list[str]] | None) -> Report:
+          expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3)
+          ) -> Report:
     """All tables, verdicts and figures of a report (no I/O)."""
     per_run = per_run_table(runs, hist)
-    summary = summary_table(per_run) if not per_run.empty else pd.DataFrame()
-    figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")} \
-        if not per_run.empty else {}
-    return Report(name, per_run, summary, claims(per_run, hist),
-                  completeness(runs, expected_jobs, per_run), figures)
+    if per_run.empty:
+        empty = pd.DataFrame()
+        return Report(name, per_run, empty, claims(per_run, hist),
+                      completeness(runs, expected_jobs, per_run), {}, empty, empty, stop_rule)
+    finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
+    return Report(name, per_run, summary_table(per_run), claims(per_run, hist),
+                  completeness(runs, expected_jobs, per_run),
+                  {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")},
+                  theta_table(per_run, hist), stopper_table(finished, hist, *stop_rule),
+                  stop_rule)
 
 
 def _fmt(value: float, half: float, kind: str) -> str:
@@ -69,6 +80,7 @@ def _fmt(value: float, half: float, kind: str) -> str:
 
 
 COLUMNS = [  # (summary column, header, format)
+    ("acc_epoch_1", "acc@1 %", "pct"), ("acc_epoch_5", "acc@5 %", "pct"),
     ("final_acc", "final acc %", "pct"), ("best_acc", "best acc %", "pct"),
     ("d_final_acc", "Δ final vs control (pts)", "pct"), ("paper_final_acc", "paper final %", "pct"),
     ("epochs_to_99pct_final", "epochs to 99 % of final", "f"),
@@ -98,13 +110,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80] or "all"
 
 
-def _gaps_md(gaps: dict[str, list[str]]) -> list[str]:
-    lines = []
-    for title, items in (("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),
-                         ("Incomplete groups", gaps["incomplete_groups"])):
-        if items:
-            lines += [f"### {title}", ""] + [f"- {i}" for i in items] + [""]
-    return lines or ["The sweep is complete: every cell has a FINISHED run.", ""]
+def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    parts = [(title, items) for title, items in (
+        ("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),
+        ("Incomplete groups", gaps["incomplete_groups"])) if items]
+    return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 
 NOTES = ("Cells: mean ± half-width of the 95 % t-interval over seeds (no ± with one seed). "
@@ -118,15 +128,36 @@ NOTES = ("Cells: mean ± half-width of the 95 % t-interval over seeds (no ± wit
          "two paired differences.")
 
 
+def sections(rep: Report) -> list[tuple[int, str, object]]:
+    """The report's content in order: (heading level, heading, table | image stems | lines)."""
+    out: list[tuple[int, str, object]] = []
+    for group in sorted(rep.figures):
+        out.append((2, group, display_table(rep.summary, group)))
+        out.append((3, "Final E by threshold θ (same activations)",
+                    rep.thetas[rep.thetas.group == group].drop(columns="group")))
+        out.append((0, "", [f"{slug(group)}__{stem}" for stem in rep.figures[group]]))
+    out.append((2, "The paper's claims on this sweep",
+                rep.claims[["statement", "verdict", "evidence"]]))
+    eps, patience = rep.stop_rule
+    out.append((2, f"Emergence-based stopping (E <= {eps:g} for {patience} epochs, after the "
+                   f"last pruning step; runs trained to the end)", rep.stopper))
+    out.append((2, "Completeness", []))
+    out += [(3, title, items) for title, items in _gaps(rep.gaps)]
+    return out
+
+
 def markdown(rep: Report) -> str:
     """The report as Markdown."""
     lines = [f"# Pruning versus convergence: {rep.name}", "", NOTES, ""]
-    for group in sorted(rep.figures):
-        lines += [f"## {group}", "", display_table(rep.summary, group).to_markdown(index=False), ""]
-        lines += [f"![{stem}]({slug(group)}__{stem}.png)" for stem in rep.figures[group]] + [""]
-    lines += ["## The paper's claims on this sweep", "",
-              rep.claims[["statement", "verdict", "evidence"]].to_markdown(index=False), ""]
-    return "\n".join(lines + ["## Completeness", ""] + _gaps_md(rep.gaps))
+    for level, title, body in sections(rep):
+        lines += [f"{'#' * level} {title}", ""] if title else []
+        if isinstance(body, pd.DataFrame):
+            lines += [body.to_markdown(index=False) if not body.empty else "(none)", ""]
+        elif level == 0:
+            lines += [f"![{stem}]({stem}.png)" for stem in body] + [""]
+        elif body:
+            lines += [f"- {item}" for item in body] + [""]
+    return "\n".join(lines)
 
 
 def _img(path: Path) -> str:
@@ -137,14 +168,14 @@ def _img(path: Path) -> str:
 def html_page(rep: Report, out: Path) -> str:
     """The report as one self-contained HTML page (PNG images embedded)."""
     parts = [f"<h1>Pruning versus convergence: {html.escape(rep.name)}</h1><p>{NOTES}</p>"]
-    for group in sorted(rep.figures):
-        parts.append(f"<h2>{html.escape(group)}</h2>")
-        parts.append(display_table(rep.summary, group).to_html(index=False, border=0))
-        parts += [_img(out / f"{slug(group)}__{stem}.png") for stem in rep.figures[group]]
-    parts += ["<h2>The paper's claims on this sweep</h2>",
-              rep.claims[["statement", "verdict", "evidence"]].to_html(index=False, border=0),
-              "<h2>Completeness</h2>"]
-    parts += [f"<p>{html.escape(line)}</p>" for line in _gaps_md(rep.gaps) if line]
+    for level, title, body in sections(rep):
+        parts += [f"<h{level}>{html.escape(title)}</h{level}>"] if title else []
+        if isinstance(body, pd.DataFrame):
+            parts.append(body.to_html(index=False, border=0) if not body.empty else "<p>(none)</p>")
+        elif level == 0:
+            parts += [_img(out / f"{stem}.png") for stem in body]
+        elif body:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in body) + "</ul>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
              "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>" \
@@ -152,7 +183,7 @@ def html_page(rep: Report, out: Path) -> str:
 
 
 def write(rep: Report, out: Path) -> None:
-    """report.md, report.html, summary.csv, claims.csv, runs.csv and the PNGs into out."""
+    """report.md, report.html, the CSV tables and the PNGs into out."""
     out.mkdir(parents=True, exist_ok=True)
     for group, figs in rep.figures.items():
         for stem, fig in figs.items():
@@ -161,12 +192,15 @@ def write(rep: Report, out: Path) -> None:
     rep.summary.to_csv(out / "summary.csv", index=False)
     rep.claims.to_csv(out / "claims.csv", index=False)
     rep.per_run.to_csv(out / "runs.csv", index=False)
+    rep.thetas.to_csv(out / "thetas.csv", index=False)
+    rep.stopper.to_csv(out / "stopper.csv", index=False)
     (out / "report.md").write_text(markdown(rep))
     (out / "report.html").write_text(html_page(rep, out))
 
 
 def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
-                 out: str | None = None, log_back: bool = True) -> Path:
+                 out: str | None = None, log_back: bool = True,
+                 stop_rule: tuple[float, int] = (0.0, 3)) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
     store = tracking.local_store_dir(uri)
     if store is not None and not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
@@ -184,7 +218,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
     runs_df, hist = load_runs(uri, runs)
-    rep = build(name, runs_df, hist, expected)
+    rep = build(name, runs_df, hist, expected, stop_rule)
     out_dir = Path(out) if out else Path("reports") / slug(name)
     write(rep, out_dir)
     if log_back:

@@ -53,6 +53,8 @@ def grouping_fields(runs: pd.DataFrame) -> list[str]:
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Adds group (data set, model and the varying fields), level (amount) and seed."""
     out = runs.copy()
+    if "dataset_label" in runs and runs["dataset_label"].astype(bool).all():
+        runs = runs.assign(**{"dataset.name": runs["dataset_label"]})  # e.g. CIFAR-10 (JPEG q75)
     always = [f for f in ("dataset.name", "model.name") if f in runs]
     fields = always + [f for f in grouping_fields(runs) if f not in always]
     out["group"] = (out[fields].astype(str).apply(
@@ -61,6 +63,10 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = out.get("trainer.seed", pd.Series(0, index=out.index)).astype(int)
     out["prune_epoch"] = np.where(out.get("pruning.name", "none") == "none", 0,
                                   out.get("pruning.epoch", 0)).astype(int)
+    steps = out.get("pruning.steps", pd.Series(1, index=out.index)).astype(int)
+    interval = out.get("pruning.interval", pd.Series(1, index=out.index)).astype(int)
+    out["final_from"] = np.where(out["prune_epoch"] > 0,
+                                 out["prune_epoch"] + (steps - 1) * interval, 0)
     return out
 
 
@@ -91,6 +97,7 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
     e_before = float(e.get(pe, math.nan))
     return {
         "final_acc": final, "best_acc": float(acc.max()) if len(acc) else math.nan,
+        "acc_epoch_1": float(acc.get(1, math.nan)), "acc_epoch_5": float(acc.get(5, math.nan)),
         "acc_at_prune": float(acc.get(pe, math.nan)), "acc_after_prune": float(acc_after),
         "epochs_to_99pct_final": epochs_to_reach(acc, 0.99 * final, pe),
         "auc_after_prune": float(np.trapezoid(area_y, area_x)) if len(area_y) > 1 else math.nan,
@@ -112,8 +119,9 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     done = label_runs(runs)
     done = done[done.status == "FINISHED"]
     rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "level": r.level,
-             "seed": r.seed, "prune_epoch": r.prune_epoch, "dataset": r.get("dataset.name"),
-             "model": r.get("model.name"), **run_stats(r, hist)} for _, r in done.iterrows()]
+             "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
+             "dataset": r.get("dataset.name"), "model": r.get("model.name"), **run_stats(r, hist)}
+            for _, r in done.iterrows()]
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -144,7 +152,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 
 
 SUMMARY_COLUMNS = [
-    "final_acc", "best_acc", "d_final_acc", "epochs_to_99pct_final", "epochs_to_control_final",
+    "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc",
+    "epochs_to_99pct_final", "epochs_to_control_final",
     "auc_after_prune", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
     "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
 ]

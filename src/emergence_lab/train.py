@@ -1,18 +1,15 @@
-"""One run: train, measure emergence every epoch, prune at the configured epoch, log to MLflow.
+"""One run: train, measure emergence every epoch, prune on the configured schedule, log to MLflow.
 
 The loop is plain: `fit` trains epochs and hands each epoch's numbers to one callback, which
-measures, logs and checkpoints. Runs that share their pre-prune training share it through
-`checkpoint.shared_prefix`, and every branch still logs its whole curve from step 0.
+measures, logs and checkpoints. Runs that share their training before the first pruning step
+share it through `checkpoint.shared_prefix`; every branch still logs its whole curve from step 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,12 +25,14 @@ from emergence_lab import tracking
 from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
-from emergence_lab.emergence import active_counts, emergence_metrics
-from emergence_lab.models import UnitModel, build_model, collect_activations
-from emergence_lab.pruning import apply_pruning, sparsity, surviving_parameters
+from emergence_lab.emergence import active_counts, emergence_metrics, stop_epoch
+from emergence_lab.identity import flatten, git_commit, identity_fields, prefix_key, run_name, stable_hash
+from emergence_lab.models import INITS, UnitModel, build_model, collect_activations
+from emergence_lab.pruning import alive_units, apply_pruning, schedule, sparsity, surviving_parameters
 
 log = logging.getLogger(__name__)
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
+OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,54 +40,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """A short hash of a JSON-able object, independent of key order."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
-
-
-def identity_fields(c: Config, data_digest: str) -> dict[str, Any]:
-    """The config fields that determine a run's result (no paths, devices or tracking)."""
-    d = dataclasses.asdict(c)
-    dataset = {k: v for k, v in d["dataset"].items() if k not in ("data_dir", "sources", "download")}
-    trainer = {k: v for k, v in d["trainer"].items() if k not in ("device", "num_threads", "checkpoints")}
-    return {"model": d["model"], "dataset": {**dataset, "digest": data_digest},
-            "trainer": trainer, "pruning": d["pruning"], "threshold": d["threshold"]}
-
-
-def prefix_key(fields: dict[str, Any], device: torch.device) -> str:
-    """Cache key of the training before pruning: what shapes it, not the epochs after it."""
-    trainer = {k: v for k, v in fields["trainer"].items() if k != "epochs"}
-    return stable_hash({**fields, "trainer": trainer, "pruning": fields["pruning"]["epoch"],
-                        "device": device.type}, length=20)
-
-
-def run_name(c: Config) -> str:
-    """A readable run name, e.g. fashion_mnist-mlp-magnitude0.5-seed0."""
-    pruning = "none" if c.pruning.name == "none" else f"{c.pruning.name}{c.pruning.amount:g}"
-    return f"{c.dataset.name}-{c.model.name}-{pruning}-seed{c.trainer.seed}"
-
-
-def git_commit() -> str:
-    """The commit of the code, 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict to dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -132,18 +83,25 @@ def measure(model: UnitModel, data: TensorData, probe: torch.Tensor, c: Config) 
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size)
     t0 = time.perf_counter()
     acts = collect_activations(model, probe, c.threshold.layers, c.trainer.eval_batch_size)
-    counts = active_counts(acts, c.threshold.theta, c.threshold.mode, c.threshold.min_fraction)
+    # Units removed by structured pruning leave n_i: drop their columns before counting.
+    alive = alive_units(model.unit_producers())
+    acts = {k: v[:, alive[k]] if k in alive else v for k, v in acts.items()}
+    t = c.threshold
     n_params = surviving_parameters(model)
-    metrics = emergence_metrics(counts, n_params)
+    metrics = emergence_metrics(active_counts(acts, t.theta, t.mode, t.min_fraction), n_params)
+    for theta in t.grid:  # the same activations at other thresholds: no retraining to compare
+        grid = emergence_metrics(active_counts(acts, theta, t.mode, t.min_fraction), n_params)
+        metrics[f"emergence/E_theta/{theta:g}"] = grid["emergence/E"]
+        metrics[f"emergence/relative_theta/{theta:g}"] = grid["emergence/relative"]
     metrics["time/emergence_s"] = time.perf_counter() - t0
     return {"test/loss": test_loss, "test/acc": test_acc, **metrics,
             "pruning/sparsity": sparsity(model), "params/nonzero": float(n_params)}
 
 
 def fit(model: UnitModel, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
-        c: Config, first: int, last: int, on_epoch: Callable[[int, dict[str, float]], None]
-        ) -> None:
-    """Train epochs first..last; after each, hand (epoch, metrics) to on_epoch.
+        c: Config, first: int, last: int, on_epoch: OnEpoch) -> bool:
+    """Train epochs first..last; after each, hand (epoch, metrics) to on_epoch, which may stop
+    training by returning True. Returns whether it did.
 
     Shuffling is seeded by (seed, epoch), so a run resumed from a cached state at epoch k
     sees exactly the batches a run trained from scratch sees.
@@ -157,11 +115,14 @@ def fit(model: UnitModel, opt: torch.optim.Optimizer, data: TensorData, probe: t
                                      f"(trainer.lr={c.trainer.lr})")
         metrics = {"train/loss": loss, "train/acc": acc, **measure(model, data, probe, c)}
         metrics["time/epoch_s"] = time.perf_counter() - t0
-        on_epoch(epoch, metrics)
+        if on_epoch(epoch, metrics):
+            return True
+    return False
 
 
 class EpochLogger:
-    """The per-epoch callback: log metrics, advance the progress bar, write checkpoints."""
+    """The per-epoch callback: log metrics, advance the progress bar, write checkpoints and,
+    when armed, stop once emergence has stayed at or below trainer.stop_epsilon."""
 
     def __init__(self, run: tracking.Run, c: Config, model: UnitModel,
                  opt: torch.optim.Optimizer, workdir: Path):
@@ -170,19 +131,35 @@ class EpochLogger:
                         disable=None if c.tracking.progress else True, leave=False)
         self.best_acc = -1.0
         self.last: dict[str, float] = {}
+        self.emergence: list[tuple[int, float]] = []  # (epoch, E) since the stopper was armed
+        self.stopper_armed = False
 
-    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: bool = True) -> None:
+    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: bool = True) -> bool:
         self.run.log_metrics(metrics, step=epoch)
-        self.last = metrics
-        if epoch > 0:
+        if "train/loss" in metrics:  # a training epoch of the run's own data set
+            self.last = metrics
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                  acc=f"{metrics['test/acc']:.3f}")
-            log.info("%s epoch %d: train/loss %.4f test/acc %.4f E %.4g",
-                     run_name(self.c), epoch, metrics["train/loss"], metrics["test/acc"],
-                     metrics["emergence/E"])
+            log.info("%s epoch %d: train/loss %.4f test/acc %.4f E %.4g", run_name(self.c),
+                     epoch, metrics["train/loss"], metrics["test/acc"], metrics["emergence/E"])
+        elif epoch == 0:
+            self.last = metrics
         if checkpoint and self.c.trainer.checkpoints:
             self.checkpoint(epoch, metrics["test/acc"])
+        return self._should_stop(epoch, metrics)
+
+    def _should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        eps = self.c.trainer.stop_epsilon
+        if not self.stopper_armed or eps is None:
+            return False
+        self.emergence.append((epoch, metrics["emergence/E"]))
+        fired = stop_epoch(self.emergence, eps, self.c.trainer.stop_patience)
+        if fired is not None:
+            self.run.set_tags({"stopped_early_at": fired})
+            log.info("%s: E <= %g for %d epochs, stopping at epoch %d", run_name(self.c), eps,
+                     self.c.trainer.stop_patience, fired)
+        return fired is not None
 
     def checkpoint(self, epoch: int, acc: float) -> None:
         """Log last.pt, and best.pt when acc is the best so far (of the network as it ends up:
@@ -197,45 +174,80 @@ class EpochLogger:
     def close(self) -> None:
         self.bar.close()
 
-    def summary(self) -> dict[str, float]:
-        return dict(self.last)
+
+@dataclasses.dataclass
+class Setup:
+    """What one run trains with."""
+
+    c: Config
+    model: UnitModel
+    opt: torch.optim.Optimizer
+    data: TensorData
+    probe: torch.Tensor
+    pretrain: tuple[TensorData, torch.Tensor] | None  # pretraining data and its probe set
 
 
-def _train_with_prefix(c: Config, fields: dict[str, Any], device: torch.device,
-                       model: UnitModel, opt: torch.optim.Optimizer, data: TensorData,
-                       probe: torch.Tensor, run: tracking.Run, logger: EpochLogger) -> None:
-    """Train to the prune epoch (or load siblings' shared state), prune, train on."""
-    pe = c.pruning.epoch
+def _prefix(s: Setup, upto: int, logger: EpochLogger) -> Callable[[], dict[str, Any]]:
+    """The training every sibling shares: pretraining, then epochs 1..upto of the run's data."""
 
     def compute() -> dict[str, Any]:
         history: list[Row] = []
 
-        def keep(epoch: int, metrics: dict[str, float]) -> None:
+        def keep(epoch: int, metrics: dict[str, float]) -> bool:
             history.append((epoch, metrics))
-            logger(epoch, metrics, checkpoint=False)
+            return logger(epoch, metrics, checkpoint=False)
 
-        keep(0, measure(model, data, probe, c))
-        fit(model, opt, data, probe, c, 1, pe, keep)
-        return {"model": model.state_dict(), "optimizer": optimizer_state(model, opt),
+        if s.pretrain:
+            pre_data, pre_probe = s.pretrain
+            fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
+                lambda e, m: keep(e, {f"pretrain/{k}": v for k, v in m.items()}))
+        keep(0, measure(s.model, s.data, s.probe, s.c))
+        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep)
+        return {"model": s.model.state_dict(), "optimizer": optimizer_state(s.model, s.opt),
                 "history": history}
 
-    key = prefix_key(fields, device)
-    cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
-    payload, cached = shared_prefix(cache_dir, key, compute)
-    run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
-    if cached:
-        restore_state(payload, model, opt)
-        for epoch, metrics in payload["history"]:
-            logger(epoch, metrics, checkpoint=False)
-    apply_pruning(model, c.pruning.name, c.pruning.amount, c.pruning.scope)
-    after = measure(model, data, probe, c)
-    run.log_metrics({"pruning/E_after": after["emergence/E"],
-                     "pruning/relative_after": after["emergence/relative"],
-                     "pruning/test_acc_after": after["test/acc"],
-                     "pruning/sparsity_after": after["pruning/sparsity"]}, step=pe)
-    if c.trainer.checkpoints:
-        logger.checkpoint(pe, after["test/acc"])
-    fit(model, opt, data, probe, c, pe + 1, c.trainer.epochs, logger)
+    return compute
+
+
+def _train_branch(s: Setup, fields: dict[str, Any], device: torch.device, run: tracking.Run,
+                  logger: EpochLogger) -> None:
+    """Shared prefix (cached) to the first pruning step, then prune-and-train segments."""
+    c = s.c
+    p = c.pruning
+    events = schedule(p.name, p.amount, p.epoch, p.steps, p.interval)
+    upto = events[0][0] if events else 0
+    if events or s.pretrain:
+        key = prefix_key(fields, device)
+        cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
+        payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger))
+        run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
+        if cached:
+            restore_state(payload, s.model, s.opt)
+            for epoch, metrics in payload["history"]:
+                logger(epoch, metrics, checkpoint=False)
+    else:
+        logger(0, measure(s.model, s.data, s.probe, c), checkpoint=False)
+    for i, (epoch, rate) in enumerate(events):
+        end = events[i + 1][0] if i + 1 < len(events) else c.trainer.epochs
+        apply_pruning(s.model, p.name, rate, p.scope, seed=c.trainer.seed + epoch)
+        after = measure(s.model, s.data, s.probe, c)
+        run.log_metrics({"pruning/E_after": after["emergence/E"],
+                         "pruning/relative_after": after["emergence/relative"],
+                         "pruning/test_acc_after": after["test/acc"],
+                         "pruning/sparsity_after": after["pruning/sparsity"]}, step=epoch)
+        if c.trainer.checkpoints:
+            logger.checkpoint(epoch, after["test/acc"])
+        logger.stopper_armed = end == c.trainer.epochs  # only once the network is final
+        if fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, end, logger):
+            return
+    if not events:
+        logger.stopper_armed = True
+        fit(s.model, s.opt, s.data, s.probe, c, upto + 1, c.trainer.epochs, logger)
+
+
+def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
+    data = load_dataset(cfg).to(device)
+    return data, data.probe(cfg.probe_size, cfg.probe_seed)
 
 
 def train(cfg: DictConfig, parent_run_id: str | None = None,
@@ -245,15 +257,22 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     if c.trainer.num_threads:
         torch.set_num_threads(c.trainer.num_threads)
     device = resolve_device(c.trainer.device)
-    data = load_dataset(c.dataset)  # missing or corrupt data fails before a run exists
-    fields = identity_fields(c, data.digest)
-    data = data.to(device)
-    probe = data.probe(c.dataset.probe_size, c.dataset.probe_seed)
+    # Missing or corrupt data fails here, before a run exists.
+    data, probe = _load(c.dataset, device)
+    pretrain = _load(c.pretrain.dataset, device) if c.pretrain.epochs else None
+    if pretrain and (pretrain[0].x_train.shape[1:], pretrain[0].num_classes) != (
+            data.x_train.shape[1:], data.num_classes):
+        raise ValueError(f"pretrain.dataset {c.pretrain.dataset.name} has inputs "
+                         f"{tuple(pretrain[0].x_train.shape[1:])} and {pretrain[0].num_classes} "
+                         f"classes; {c.dataset.name} has {tuple(data.x_train.shape[1:])} and "
+                         f"{data.num_classes}: they must match")
+    fields = identity_fields(c, data.digest, pretrain[0].digest if pretrain else None)
     commit = git_commit()
     tags = {"config_hash": stable_hash(fields), "git_commit": commit,
             "mlflow.source.git.commit": commit, "data_digest": data.digest,
-            "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
-            "device": str(device), "overrides": " ".join(overrides or [])[:5000]}
+            "dataset_label": data.label, "dataset": c.dataset.name, "model": c.model.name,
+            "pruning": c.pruning.name, "device": str(device),
+            "overrides": " ".join(overrides or [])[:5000]}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     with tracking.Run(c.tracking.uri, c.tracking.experiment, run_name(c), tags,
@@ -264,16 +283,13 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
         torch.manual_seed(c.trainer.seed)
         model = build_model(c.model.name, data.x_train.shape[1:], data.num_classes,
                             **{k: v for k, v in dataclasses.asdict(c.model).items() if k != "name"})
+        INITS[c.init.name](model, c.init.alpha)
         model = model.to(device)
         opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr, momentum=c.trainer.momentum,
                               weight_decay=c.trainer.weight_decay)
         logger = EpochLogger(run, c, model, opt, Path(workdir))
         try:
-            if c.pruning.name == "none":
-                logger(0, measure(model, data, probe, c), checkpoint=False)
-                fit(model, opt, data, probe, c, 1, c.trainer.epochs, logger)
-            else:
-                _train_with_prefix(c, fields, device, model, opt, data, probe, run, logger)
+            _train_branch(Setup(c, model, opt, data, probe, pretrain), fields, device, run, logger)
         finally:
             logger.close()
-        return logger.summary()
+        return dict(logger.last)

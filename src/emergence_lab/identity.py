@@ -1,0 +1,84 @@
+"""What identifies a run: the config fields that determine its result, hashes of them, and a
+name a person can read. Also where the code came from (the git commit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emergence_lab.config import Config
+
+NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
+NOT_RESULT = ("device", "num_threads", "checkpoints")  # how a run executes, not what it computes
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """A short hash of a JSON-able object, independent of key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def _data_fields(d: dict[str, Any] | None, digest: str | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {**{k: v for k, v in d.items() if k not in NOT_DATA}, "digest": digest}
+
+
+def identity_fields(c: Config, data_digest: str, pretrain_digest: str | None = None
+                    ) -> dict[str, Any]:
+    """The config fields that determine a run's result (no paths, devices or tracking)."""
+    d = dataclasses.asdict(c)
+    trainer = {k: v for k, v in d["trainer"].items() if k not in NOT_RESULT}
+    pretrain = {"epochs": d["pretrain"]["epochs"],
+                "dataset": _data_fields(d["pretrain"]["dataset"], pretrain_digest)}
+    return {"model": d["model"], "dataset": _data_fields(d["dataset"], data_digest),
+            "trainer": trainer, "pruning": d["pruning"], "threshold": d["threshold"],
+            "init": d["init"], "pretrain": pretrain}
+
+
+def prefix_key(fields: dict[str, Any], device: torch.device) -> str:
+    """Cache key of the training before the first pruning step: what shapes it (not the
+    epochs after it, nor how much is pruned then)."""
+    ignore = ("epochs", "stop_epsilon", "stop_patience")
+    trainer = {k: v for k, v in fields["trainer"].items() if k not in ignore}
+    return stable_hash({**fields, "trainer": trainer, "pruning": fields["pruning"]["epoch"],
+                        "device": device.type}, length=20)
+
+
+def run_name(c: Config) -> str:
+    """A readable run name, e.g. fashion_mnist-mlp-magnitude0.5-seed0."""
+    p = c.pruning
+    pruning = "none" if p.name == "none" else f"{p.name}{p.amount:g}"
+    pruning += f"x{p.steps}" if p.name != "none" and p.steps > 1 else ""
+    parts = [c.dataset.name, c.model.name, pruning]
+    if c.init.name != "standard":
+        parts.append(f"{c.init.name}{c.init.alpha:g}")
+    if c.pretrain.epochs:
+        parts.insert(0, f"{c.pretrain.dataset.name}{c.pretrain.epochs}to")
+    return "-".join(parts) + f"-seed{c.trainer.seed}"
+
+
+def git_commit() -> str:
+    """The commit of the code, 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict to dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
