@@ -89,3 +89,52 @@ def test_fashion_mnist_error_mentions_the_debian_package(tmp_path):
     cfg = SimpleNamespace(name="fashion_mnist", data_dir=str(tmp_path), sources=[], download=False)
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data.load_dataset(cfg)
+
+
+def write_image_tree(root, classes=("cat", "dog"), per_class=(3, 2), size=6):
+    """A tiny image folder: PNGs whose pixel values encode class and index."""
+    from torchvision.io import write_png
+
+    for split, n in zip(("train", "test"), per_class, strict=True):
+        for ci, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = torch.full((3, size, size), 40 * ci + 10 * i, dtype=torch.uint8)
+                write_png(img, str(root / split / c / f"{i:04d}.png"))
+
+
+def test_image_folder_is_decoded_once_and_cached(tmp_path):
+    write_image_tree(tmp_path / "tree")
+    cfg = SimpleNamespace(name="image_folder", root=str(tmp_path / "tree"), image_size=4, channels=3)
+    d = data.load_dataset(cfg)
+    assert d.x_train.shape == (6, 3, 4, 4) and d.x_test.shape == (4, 3, 4, 4)
+    assert d.y_train.tolist() == [0, 0, 0, 1, 1, 1] and d.num_classes == 2
+    assert d.x_train[4, 0, 0, 0].item() == pytest.approx(50 / 255)  # dog, image 1
+    assert (tmp_path / "tree" / ".tensors-4x3.pt").is_file()
+    shutil.rmtree(tmp_path / "tree" / "train" / "cat")  # the cache is read, not the files
+    assert torch.equal(data.load_dataset(cfg).x_train, d.x_train)
+    grey = data.load_dataset(SimpleNamespace(**{**vars(cfg), "channels": 1}))
+    assert grey.x_train.shape[1] == 1
+
+
+def test_cifar10_offline_falls_back_to_the_jpeg_copy_and_says_so(tmp_path):
+    import tarfile
+
+    write_image_tree(tmp_path / "src" / "tree", classes=("airplane", "automobile"))
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    with tarfile.open(sources / "cifar10-jpeg75.tar.gz", "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(tmp_path / "src" / "tree" / split, arcname=split)
+    cfg = SimpleNamespace(name="cifar10", data_dir=str(tmp_path / "data"), sources=[str(sources)],
+                          download=False)
+    d = data.load_dataset(cfg)
+    assert d.label == "CIFAR-10 (JPEG q75)"
+    assert d.x_train.shape == (6, 3, 32, 32)  # resized to CIFAR's 32 x 32
+    assert (tmp_path / "data" / "cifar10-jpeg75" / "train" / "airplane").is_dir()
+
+
+def test_cifar10_with_nothing_names_the_ways(tmp_path):
+    cfg = SimpleNamespace(name="cifar10", data_dir=str(tmp_path), sources=[], download=False)
+    with pytest.raises(FileNotFoundError, match=r"(?s)cifar10: no data.*download=true.*tar.gz"):
+        data.load_dataset(cfg)

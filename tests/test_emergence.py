@@ -96,3 +96,14 @@ def test_active_counts_and_metrics():
     assert m["emergence/E"] == 11.0
     assert m["emergence/relative"] == pytest.approx(0.5)
     assert m["emergence/active_frac/h2"] == pytest.approx(2 / 3)
+
+
+def test_stop_epoch():
+    from emergence_lab.emergence import stop_epoch
+
+    history = [(1, 50.0), (2, 0.0), (3, 0.0), (4, 3.0), (5, 0.0), (6, 0.0), (7, 0.0), (8, 0.0)]
+    assert stop_epoch(history, epsilon=0.0, patience=3) == 7
+    assert stop_epoch(history, epsilon=0.0, patience=2) == 3
+    assert stop_epoch(history, epsilon=3.0, patience=4) == 5  # 2..5 are all <= 3
+    assert stop_epoch(history, epsilon=0.0, patience=5) is None
+    assert stop_epoch([], epsilon=0.0, patience=1) is None

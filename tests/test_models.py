@@ -74,3 +74,34 @@ def test_build_model_unknown_name():
         build_model("resnet", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="unknown unit layers"):
         toy_mlp().unit_layers(["hidden", "attention"])
+
+
+def test_cnn_counts_filters_and_hidden_units():
+    from emergence_lab.models import CNN
+
+    model = CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 6], hidden=[5])
+    x = torch.rand(7, 1, 8, 8)
+    assert model(x).shape == (7, 10)
+    acts = collect_activations(model, x, ["input", "hidden", "output"])
+    assert {k: tuple(v.shape) for k, v in acts.items()} == {
+        "input": (7, 1), "conv1": (7, 4), "conv2": (7, 6), "hidden1": (7, 5), "output": (7, 10)}
+    assert list(model.unit_producers()) == ["conv1", "conv2", "hidden1"]
+    with pytest.raises(ValueError, match="shrink"):
+        CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 4, 4, 4], hidden=[])
+
+
+def test_emergence_init_scales_weights_around_the_middle_layer():
+    from emergence_lab.models import INITS
+
+    torch.manual_seed(0)
+    standard = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])  # 4 weight layers
+    torch.manual_seed(0)
+    scaled = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])
+    INITS["emergence"](scaled, 1.5)
+    layers = lambda m: [b[0] for b in m.blocks] + [m.head]  # noqa: E731
+    # middle = (4 - 1) // 2 = 1: factors 1.5^-1, 1, 1.5, 1.5^2; biases untouched
+    for a, b, factor in zip(layers(standard), layers(scaled), [1 / 1.5, 1, 1.5, 2.25], strict=True):
+        assert torch.allclose(b.weight, a.weight * factor)
+        assert torch.equal(b.bias, a.bias)
+    INITS["standard"](scaled, 9.0)  # standard leaves the network as torch made it
+    assert torch.allclose(scaled.head.weight, standard.head.weight * 2.25)

@@ -90,3 +90,57 @@ def test_zeros_survive_optimizer_steps_and_a_checkpoint_round_trip(tmp_path):
         o.step()
     assert torch.equal(fresh(x), m(x))
     assert all(torch.equal(w == 0, z) for w, z in zip(weights(fresh), zero_before, strict=True))
+
+
+def test_random_pruning_is_exact_and_reproducible():
+    a, b = model_with_known_weights(), model_with_known_weights()
+    apply_pruning(a, "random", 0.4, "global", seed=3)
+    apply_pruning(b, "random", 0.4, "global", seed=3)
+    assert sparsity(a) == pytest.approx(14 / 35)
+    assert all(torch.equal(x == 0, y == 0) for x, y in zip(weights(a), weights(b), strict=True))
+    c = model_with_known_weights()
+    apply_pruning(c, "random", 0.4, "global", seed=4)
+    assert not all(torch.equal(x == 0, y == 0) for x, y in zip(weights(a), weights(c), strict=True))
+    # not the magnitude choice: some large weights go, some small ones stay
+    flat = torch.cat([w.flatten() for w in weights(a)])
+    assert (flat[:14] != 0).any()
+
+
+def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
+    from emergence_lab.pruning import alive_units
+
+    m = model_with_known_weights()  # hidden layer 5 units; row i of fc1 has norm growing with i
+    with torch.no_grad():
+        m.blocks[0][0].weight[3] = 0.001  # unit 3: the weakest
+        m.blocks[0][0].bias.fill_(0.5)
+    apply_pruning(m, "structured", 0.4, "layerwise")  # round(0.4 * 5) = 2 units: 3 and 0
+    fc1 = m.blocks[0][0]
+    alive = alive_units(m.unit_producers())["hidden1"]
+    assert alive.tolist() == [False, True, True, False, True]
+    assert (fc1.weight[~alive] == 0).all() and (fc1.bias[~alive] == 0).all()
+    assert (m.head.weight[:, ~alive] == 0).all() and (m.head.weight[:, alive] != 0).all()
+    assert surviving_parameters(m) == 3 * 4 + 3 + 3 * 3 + 3  # 3 units left: in, bias, out, head bias
+    # output of a removed unit is exactly 0 whatever the input
+    x = torch.randn(9, 4)
+    hidden = m.blocks[0](x)
+    assert (hidden[:, ~alive] == 0).all()
+    save_checkpoint(tmp_path / "s.pt", m, None)
+    fresh = MLP(in_shape=(4,), num_classes=3, hidden=[5])
+    load_checkpoint(tmp_path / "s.pt", fresh)
+    assert alive_units(fresh.unit_producers())["hidden1"].tolist() == alive.tolist()
+    assert torch.equal(fresh(x), m(x))
+
+
+def test_iterative_schedule_reaches_the_amount():
+    from emergence_lab.pruning import schedule
+
+    steps = schedule("magnitude", 0.7, epoch=5, steps=3, interval=2)
+    assert [e for e, _ in steps] == [5, 7, 9]
+    rate = steps[0][1]
+    assert (1 - rate) ** 3 == pytest.approx(0.3)
+    assert schedule("magnitude", 0.5, epoch=2) == [(2, 0.5)]
+    assert schedule("none", 0.0, epoch=0) == []
+    m = MLP(in_shape=(20,), num_classes=10, hidden=[50])  # 1500 weights
+    for _, r in steps:
+        apply_pruning(m, "magnitude", r)
+    assert sparsity(m) == pytest.approx(0.7, abs=2e-3)

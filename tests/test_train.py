@@ -103,3 +103,73 @@ def test_device_auto_and_explicit():
     assert train_mod.resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert train_mod.resolve_device("auto").type == expected
+
+
+def metric_steps(store, run, key):
+    return [s for s, _ in tracking.metric_history(store, run.info.run_id, key)]
+
+
+def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + [
+        "pruning=iterative", "pruning.amount=0.75", "pruning.epoch=1", "pruning.steps=2",
+        "pruning.interval=1", "trainer.epochs=3"]))
+    run = next(iter(runs_by_name(store).values()))
+    assert run.info.run_name == "digits-mlp-magnitude0.75x2-seed0"
+    after = tracking.metric_history(store, run.info.run_id, "pruning/sparsity_after")
+    assert [s for s, _ in after] == [1, 2]
+    assert after[0][1] == pytest.approx(0.5, abs=2e-3) and after[1][1] == pytest.approx(0.75, abs=2e-3)
+    assert out["pruning/sparsity"] == pytest.approx(0.75, abs=2e-3)
+
+
+def test_structured_pruning_shrinks_the_counted_layers(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + [
+        "pruning=structured", "pruning.amount=0.5", "pruning.epoch=1", "threshold.theta=0"]))
+    # theta 0: every surviving unit with a positive mean is active; removed units are not counted
+    run = next(iter(runs_by_name(store).values()))
+    nonzero = dict(tracking.metric_history(store, run.info.run_id, "params/nonzero"))
+    # 64 inputs, hidden [32, 16]: half the units of each hidden layer go with what reads them
+    assert nonzero[0] == 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    assert nonzero[3] == 64 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
+    assert 0 < out["emergence/active_frac/hidden1"] <= 1
+
+
+def test_theta_grid_is_logged_from_the_same_activations(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + ["threshold.grid=[0,0.05,0.5]"]))
+    assert out["emergence/E_theta/0.05"] == out["emergence/E"]  # the run's own theta
+    assert {"emergence/E_theta/0", "emergence/E_theta/0.5",
+            "emergence/relative_theta/0.5"} <= set(out)
+
+
+def test_emergence_stopper_stops_and_says_when(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + [
+        "trainer.epochs=6", "trainer.stop_epsilon=1e12", "trainer.stop_patience=2"]))
+    run = next(iter(runs_by_name(store).values()))
+    assert run.data.tags["stopped_early_at"] == "2"
+    assert metric_steps(store, run, "train/loss") == [1, 2]
+    assert run.info.status == "FINISHED" and out["test/acc"] > 0
+
+
+def test_pretraining_is_shared_by_its_branches(tiny_overrides, store, count_epochs):
+    pre = ["pretrain=mnist", "pretrain.dataset.name=digits", "pretrain.epochs=2",
+           "pruning=magnitude", "pruning.epoch=0", "trainer.epochs=2"]
+    train_mod.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0"]))
+    train_mod.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0.5"]))
+    assert len(count_epochs) == 2 + 2 + 2  # pretraining once, then 2 epochs per branch
+    runs = runs_by_name(store)
+    assert set(runs) == {"digits2to-digits-mlp-magnitude0-seed0",
+                         "digits2to-digits-mlp-magnitude0.5-seed0"}
+    for run in runs.values():
+        assert metric_steps(store, run, "pretrain/train/loss") == [1, 2]
+        assert metric_steps(store, run, "test/acc") == [0, 1, 2]
+        assert metric_steps(store, run, "pretrain/emergence/E") == [1, 2]
+
+
+def test_cnn_trains_with_emergence_init(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + [
+        "model=cnn", "model.channels=[4,8]", "model.hidden=[16]", "init=emergence",
+        "init.alpha=1.2", "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5"]))
+    run = next(iter(runs_by_name(store).values()))
+    assert run.info.run_name == "digits-cnn-magnitude0.5-emergence1.2-seed0"
+    assert {"emergence/active_frac/conv1", "emergence/active_frac/conv2",
+            "emergence/active_frac/hidden1"} <= set(out)
+    assert out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)

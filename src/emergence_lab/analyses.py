@@ -18,8 +18,8 @@ def theta_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     keys = sorted({k for k in hist.key.unique() if k.startswith(THETA_PREFIX)},
                   key=lambda k: float(k[len(THETA_PREFIX):]))
     rows = []
-    for (group, level), cell in per_run.groupby(["group", "level"]):
-        row = {"group": group, "level": level, "n": len(cell)}
+    for (group, _), cell in per_run.groupby(["group", "order"]):
+        row = {"group": group, "pruned": cell.label.iloc[0], "n": len(cell)}
         for key in keys:
             finals = [curve(hist, rid, key).iloc[-1] for rid in cell.run_id
                       if len(curve(hist, rid, key))]
@@ -39,7 +39,7 @@ def stopper_table(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: float,
         after = e[e.index > r.final_from]
         fired = stop_epoch(list(after.items()), epsilon, patience)
         last = int(acc.index.max())
-        rows.append({"group": r.group, "level": r.level, "seed": r.seed, "run": r["name"],
+        rows.append({"group": r.group, "pruned": r.label, "seed": r.seed, "run": r["name"],
                      "last_epoch": last, "fires_at": fired if fired is not None else "never",
                      "epochs_saved": last - fired if fired is not None else 0,
                      "acc_given_up": float(acc.iloc[-1] - acc[fired]) if fired is not None

@@ -22,20 +22,19 @@ def curves(per_run: pd.DataFrame, hist: pd.DataFrame, keys: list[str]) -> pd.Dat
     acc["value"] = acc.groupby("run_id")["value"].diff()
     acc["key"] = "test/acc_change"
     h = pd.concat([h[h.key.isin(keys)], acc.dropna(subset=["value"])])
-    labels = per_run.set_index("run_id")[["level", "seed"]]
+    labels = per_run.set_index("run_id")[["label", "order", "seed"]]
     h = h.join(labels, on="run_id")
-    h[LEVEL] = h["level"].map(lambda v: f"{v:.0%}")
-    return h
+    return h.rename(columns={"label": LEVEL})
 
 
 def _order(d: pd.DataFrame) -> list[str]:
-    """Pruning levels, control first, so colours and legends agree across panels."""
-    return [f"{v:.0%}" for v in sorted(d["level"].unique())]
+    """Cells, control first, so colours and legends agree across panels."""
+    return list(dict.fromkeys(d.sort_values("order")[LEVEL]))
 
 
 def _lines(ax, data: pd.DataFrame, key: str, ylabel: str, prune_epoch: int) -> None:
     d = data[data.key == key]
-    several = d.groupby(["level", "step"]).size().max() > 1 if len(d) else False
+    several = d.groupby([LEVEL, "step"]).size().max() > 1 if len(d) else False
     sns.lineplot(data=d, x="step", y="value", hue=LEVEL, hue_order=_order(d), ax=ax, marker="o",
                  markersize=3, errorbar=("ci", 95) if several else None, palette="viridis")
     if prune_epoch > 0:
@@ -74,7 +73,7 @@ def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict
 
 def convergence_scatter(per_run: pd.DataFrame, title: str) -> plt.Figure:
     """Relative E just after pruning against epochs to reach 99 % of the final accuracy."""
-    d = per_run.assign(**{LEVEL: per_run["level"].map(lambda v: f"{v:.0%}")})
+    d = per_run.rename(columns={"label": LEVEL})
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.scatterplot(data=d, x="relE_after", y="epochs_to_99pct_final", hue=LEVEL,
                     hue_order=_order(d), s=60, ax=ax, palette="viridis")

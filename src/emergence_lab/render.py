@@ -96,8 +96,8 @@ COLUMNS = [  # (summary column, header, format)
 def display_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
     """The formatted rows of one group: control first, mean ± 95 % half-width, n."""
     rows = []
-    for _, r in summary[summary.group == group].sort_values("level").iterrows():
-        row = {"pruned": f"{r.level:.0%}", "n": int(r.n)}
+    for _, r in summary[summary.group == group].iterrows():  # already control first
+        row = {"pruned": r.label, "n": int(r.n)}
         for col, header, kind in COLUMNS:
             row[header] = _fmt(r[col], r.get(f"{col}_ci", math.nan), kind)
         if r.never_reached_control:

@@ -17,7 +17,8 @@ from scipy import stats
 
 # Config fields that never define a group: the comparison axis, replicates, and where or how
 # a run was executed rather than what it computed.
-NOT_GROUPING = {"pruning.amount", "trainer.seed", "trainer.device", "trainer.num_threads",
+NOT_GROUPING = {"pruning.amount", "pruning.name", "pruning.scope", "pruning.steps",
+                "pruning.interval", "trainer.seed", "trainer.device", "trainer.num_threads",
                 "trainer.checkpoints", "dataset.data_dir", "dataset.sources", "dataset.download"}
 NOT_GROUPING_PREFIXES = ("tracking.",)
 
@@ -61,6 +62,7 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
         lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) if fields else "all runs")
     out["level"] = out.get("pruning.amount", pd.Series(0.0, index=out.index)).astype(float)
     out["seed"] = out.get("trainer.seed", pd.Series(0, index=out.index)).astype(int)
+    out["strategy"] = [strategy_name(r) for _, r in out.iterrows()]
     out["prune_epoch"] = np.where(out.get("pruning.name", "none") == "none", 0,
                                   out.get("pruning.epoch", 0)).astype(int)
     steps = out.get("pruning.steps", pd.Series(1, index=out.index)).astype(int)
@@ -68,6 +70,18 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["final_from"] = np.where(out["prune_epoch"] > 0,
                                  out["prune_epoch"] + (steps - 1) * interval, 0)
     return out
+
+
+def strategy_name(run: pd.Series) -> str:
+    """'control' for amount 0 (every strategy prunes nothing then), else e.g. 'magnitude',
+    'magnitude layerwise', 'random', 'structured', 'magnitude x3' (iterative)."""
+    if float(run.get("pruning.amount", 0) or 0) == 0:
+        return "control"
+    name = str(run.get("pruning.name", "none"))
+    if run.get("pruning.scope") == "layerwise" and name != "structured":
+        name += " layerwise"
+    steps = int(run.get("pruning.steps", 1) or 1)
+    return name + (f" x{steps}" if steps > 1 else "")
 
 
 def curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
@@ -119,13 +133,18 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     done = label_runs(runs)
     done = done[done.status == "FINISHED"]
     rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "level": r.level,
-             "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
+             "strategy": r.strategy, "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
              "dataset": r.get("dataset.name"), "model": r.get("model.name"), **run_stats(r, hist)}
             for _, r in done.iterrows()]
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    control = table[table.level == 0].set_index(["group", "seed"])
+    several = table[table.level > 0].strategy.nunique() > 1
+    table["label"] = [f"{st} {lv:.0%}" if several and lv > 0 else f"{lv:.0%}"
+                      for st, lv in zip(table.strategy, table.level, strict=True)]
+    # control first, then by strategy and amount
+    table["order"] = [(lv > 0, st, lv) for st, lv in zip(table.strategy, table.level, strict=True)]
+    control = table[table.level == 0].groupby(["group", "seed"]).first()
     for col in ("final_acc", "epochs_to_99pct_final", "mean_E_after_prune",
                 "mean_relE_after_prune"):
         ref = control[col].reindex(pd.MultiIndex.from_frame(table[["group", "seed"]])).to_numpy()
@@ -135,7 +154,7 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     table["epochs_to_control_final"] = [
         epochs_to_reach(curve(hist, rid, "test/acc"), ref, pe) if not math.isnan(ref) else math.nan
         for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
-    return table.sort_values(["group", "level", "seed"]).reset_index(drop=True)
+    return table.sort_values(["group", "order", "seed"]).reset_index(drop=True)
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
@@ -162,13 +181,16 @@ SUMMARY_COLUMNS = [
 def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
     """Per group and pruning level: mean, 95 % half-width and n of each column; control first."""
     rows = []
-    for (group, level), cell in per_run.groupby(["group", "level"], sort=True):
-        row = {"group": group, "level": level, "n": len(cell)}
+    for (group, _), cell in per_run.groupby(["group", "order"], sort=True):
+        level, strategy = cell.level.iloc[0], cell.strategy.iloc[0]
+        row = {"group": group, "label": cell.label.iloc[0], "strategy": strategy, "level": level,
+               "n": len(cell)}
         for col in SUMMARY_COLUMNS:
             mean, half, n = mean_ci(cell[col].tolist())
             row[col], row[f"{col}_ci"] = mean, half
         row["never_reached_control"] = int(cell["epochs_to_control_final"].isna().sum())
-        paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell["model"].iloc[0] == "mlp" else {}
+        paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell["model"].iloc[0] == "mlp" \
+            and strategy in ("control", "magnitude") else {}
         row["paper_final_acc"] = paper.get("final", {}).get(round(level, 2), math.nan) / 100
         rows.append(row)
     return pd.DataFrame(rows)
@@ -178,7 +200,8 @@ def _paired_verdict(pruned: pd.DataFrame, column: str, direction: int) -> dict[s
     """A claim about the sign of paired differences (pruned minus control, every pruned level
     and seed pooled): holds when the 95 % t-interval of their mean excludes 0 on its side."""
     d = pruned.dropna(subset=[column]) if column in pruned else pruned.iloc[0:0]
-    by_level = "; ".join(f"{lvl:.0%}: {g[column].mean():+.4g}" for lvl, g in d.groupby("level"))
+    by_level = "; ".join(f"{label}: {g[column].mean():+.4g}"
+                         for label, g in d.groupby("label", sort=False))
     if len(d) < 2:
         return {"verdict": "not enough data", "n": len(d),
                 "evidence": f"{len(d)} paired difference(s) {by_level}".strip()}
@@ -248,15 +271,15 @@ def completeness(runs: pd.DataFrame, expected_jobs: Sequence[Sequence[str]] | No
               for _, r in runs[runs.status != "FINISHED"].iterrows()]
     incomplete = []
     if not per_run.empty:
-        levels = set(per_run.level)
-        seeds = per_run.groupby(["group", "level"]).size().max()
+        labels = set(per_run.label)
+        seeds = per_run.groupby(["group", "label"]).size().max()
         for group, g in per_run.groupby("group"):
             reasons = []
             if 0 not in set(g.level):
                 reasons.append("no unpruned control (amount 0)")
-            if set(g.level) != levels:
-                reasons.append(f"levels {sorted(set(g.level))} of {sorted(levels)}")
-            if g.groupby("level").size().min() < seeds:
+            if set(g.label) != labels:
+                reasons.append(f"cells {sorted(set(g.label))} of {sorted(labels)}")
+            if g.groupby("label").size().min() < seeds:
                 reasons.append(f"fewer than {seeds} seeds in some cells")
             if reasons:
                 incomplete.append(f"{group}: " + "; ".join(reasons))
