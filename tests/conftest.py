@@ -17,10 +17,10 @@ SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 register_configs()
 
 
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    """The job config Hydra would build for these overrides (without the hydra node)."""
+def compose_cfg(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """The job config Hydra would build for these overrides (with the hydra node if asked)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
 
 
 @pytest.fixture

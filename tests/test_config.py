@@ -64,3 +64,16 @@ def test_one_hidden_layer_counts_with_the_output_layer():
 def test_unknown_option_lists_the_valid_ones():
     with pytest.raises(Exception, match="(?s)Could not find 'pruning/lottery'.*magnitude.*none"):
         compose_cfg(["pruning=lottery"])
+
+
+@pytest.mark.parametrize("experiment", ["paper_fmnist", "paper_mnist", "paper_transfer",
+                                        "paper_cnn", "emergence_init", "pruning_strategies"])
+def test_every_experiment_sweep_validates(experiment):
+    from emergence_lab.sweep import expand_sweep
+
+    cfg = compose_cfg([f"experiment={experiment}"], hydra=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    jobs = expand_sweep(params + [f"experiment={experiment}"])
+    checked = [validate(compose_cfg(job)) for job in jobs]
+    assert len(checked) == {"paper_fmnist": 4, "paper_mnist": 4, "paper_transfer": 4,
+                            "paper_cnn": 2, "emergence_init": 4, "pruning_strategies": 6}[experiment]

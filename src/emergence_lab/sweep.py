@@ -31,19 +31,23 @@ PARENT_FILE = "mlflow_parent_run.json"
 JOBS_FILE = "sweep_jobs.json"  # on the parent run: every job's overrides, to list missing cells
 
 
+def expand_sweep(args: list[str]) -> list[list[str]]:
+    """The overrides of every job Hydra's basic sweeper makes of these arguments."""
+    parsed = OverridesParser.create().parse_overrides(args)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None)
+            for job in batch]
+
+
 def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
     """(overrides, composed config) of every job the basic sweeper will launch."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    args = params + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(args)
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     loader = GlobalHydra.instance().config_loader()
     jobs = []
-    for job in (job for batch in batches for job in batch):
-        job_cfg = loader.load_sweep_config(config, list(job))
+    for job in expand_sweep(params + list(config.hydra.overrides.task)):
+        job_cfg = loader.load_sweep_config(config, job)
         with read_write(job_cfg), open_dict(job_cfg):
             del job_cfg["hydra"]  # as Hydra does before it calls the task function
-        jobs.append((list(job), job_cfg))
+        jobs.append((job, job_cfg))
     return jobs
 
 
