@@ -39,7 +39,7 @@ def stopper_table(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: float,
         after = e[e.index > r.final_from]
         fired = stop_epoch(list(after.items()), epsilon, patience)
         last = int(acc.index.max())
-        rows.append({"group": r.group, "pruned": r.label, "seed": r.seed, "run": r["name"],
+        rows.append({"run": r["name"], "pruned": r.label, "seed": r.seed,
                      "last_epoch": last, "fires_at": fired if fired is not None else "never",
                      "epochs_saved": last - fired if fired is not None else 0,
                      "acc_given_up": float(acc.iloc[-1] - acc[fired]) if fired is not None

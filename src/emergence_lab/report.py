@@ -47,8 +47,22 @@ CLAIMS = {
 def grouping_fields(runs: pd.DataFrame) -> list[str]:
     """Config fields that vary across the runs and define the groups compared within."""
     fields = [c for c in runs.columns if "." in c and c not in NOT_GROUPING
-              and not c.startswith(NOT_GROUPING_PREFIXES)]
+              and not c.startswith(NOT_GROUPING_PREFIXES)
+              and c.rsplit(".", 1)[1] not in ("data_dir", "sources", "download")]
     return sorted(c for c in fields if runs[c].astype(str).nunique(dropna=False) > 1)
+
+
+def _short_fields(fields: list[str]) -> list[str]:
+    """Fields for a readable label: where `X.name` varies, the other `X.*` fields go."""
+    named = {f.rsplit(".", 1)[0] for f in fields if f.endswith(".name")}
+    return [f for f in fields if f.endswith(".name") or f.rsplit(".", 1)[0] not in named]
+
+
+def _labels(runs: pd.DataFrame, fields: list[str]) -> pd.Series:
+    def label(row: pd.Series) -> str:
+        shown = [f"{k}={v}" for k, v in row.items() if not pd.isna(v) and str(v) != "None"]
+        return ", ".join(shown) or "all runs"
+    return runs[fields].apply(label, axis=1) if fields else pd.Series("all runs", runs.index)
 
 
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +72,10 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
         runs = runs.assign(**{"dataset.name": runs["dataset_label"]})  # e.g. CIFAR-10 (JPEG q75)
     always = [f for f in ("dataset.name", "model.name") if f in runs]
     fields = always + [f for f in grouping_fields(runs) if f not in always]
-    out["group"] = (out[fields].astype(str).apply(
-        lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) if fields else "all runs")
+    full, short = _labels(runs, fields), _labels(runs, _short_fields(fields))
+    # the short label names each group, unless it would merge groups that differ
+    distinct = full.groupby(short).nunique().max() <= 1 if len(full) else True
+    out["group"] = short if distinct else full
     out["level"] = out.get("pruning.amount", pd.Series(0.0, index=out.index)).astype(float)
     out["seed"] = out.get("trainer.seed", pd.Series(0, index=out.index)).astype(int)
     out["strategy"] = [strategy_name(r) for _, r in out.iterrows()]
@@ -82,6 +98,17 @@ def strategy_name(run: pd.Series) -> str:
         name += " layerwise"
     steps = int(run.get("pruning.steps", 1) or 1)
     return name + (f" x{steps}" if steps > 1 else "")
+
+
+def paper_protocol(run: pd.Series) -> bool:
+    """Whether a run follows the paper's section 4 (MLP on MNIST or Fashion-MNIST, global
+    magnitude pruning after 5 epochs, lr 0.005, no pretraining, standard init), so that the
+    paper's accuracies belong beside it."""
+    return (run.get("model.name") == "mlp" and run.get("dataset.name") in PAPER
+            and run.strategy in ("control", "magnitude") and int(run.prune_epoch) == 5
+            and float(run.get("trainer.lr", 0)) == 0.005
+            and str(run.get("pretrain.epochs", "0")) in ("0", "nan")
+            and str(run.get("init.name", "standard")) in ("standard", "nan"))
 
 
 def curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
@@ -134,7 +161,8 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     done = done[done.status == "FINISHED"]
     rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "level": r.level,
              "strategy": r.strategy, "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
-             "dataset": r.get("dataset.name"), "model": r.get("model.name"), **run_stats(r, hist)}
+             "dataset": r.get("dataset.name"), "model": r.get("model.name"),
+             "paper_protocol": paper_protocol(r), **run_stats(r, hist)}
             for _, r in done.iterrows()]
     table = pd.DataFrame(rows)
     if table.empty:
@@ -189,8 +217,7 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
             mean, half, n = mean_ci(cell[col].tolist())
             row[col], row[f"{col}_ci"] = mean, half
         row["never_reached_control"] = int(cell["epochs_to_control_final"].isna().sum())
-        paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell["model"].iloc[0] == "mlp" \
-            and strategy in ("control", "magnitude") else {}
+        paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell.paper_protocol.all() else {}
         row["paper_final_acc"] = paper.get("final", {}).get(round(level, 2), math.nan) / 100
         rows.append(row)
     return pd.DataFrame(rows)
