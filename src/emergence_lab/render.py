@@ -85,7 +85,8 @@ COLUMNS = [  # (summary column, header, format)
     ("d_final_acc", "Δ final vs control (pts)", "pct"), ("paper_final_acc", "paper final %", "pct"),
     ("epochs_to_99pct_final", "epochs to 99 % of final", "f"),
     ("epochs_to_control_final", "epochs to control's final", "f"),
-    ("auc_after_prune", "AUC acc after pruning", "f"), ("E_before", "E before", "e"),
+    ("auc_after_prune", "AUC acc after pruning", "f"), ("E_init", "E init", "e"),
+    ("E_before", "E before", "e"),
     ("E_after", "E after", "e"), ("E_final", "E end", "e"), ("E_change_pct", "ΔE at pruning %", "f"),
     ("relE_before", "rel E before", "e"), ("relE_after", "rel E after", "e"),
     ("relE_final", "rel E end", "e"), ("params_surviving", "params", "int"),
@@ -93,14 +94,23 @@ COLUMNS = [  # (summary column, header, format)
 ]
 
 
-def display_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
-    """The formatted rows of one group: control first, mean ± 95 % half-width, n."""
+OVERVIEW = ["acc_epoch_1", "acc_epoch_5", "final_acc", "E_init", "E_final", "relE_final",
+            "params_surviving"]
+
+
+def display_table(summary: pd.DataFrame, group: str | None = None,
+                  columns: list[str] | None = None) -> pd.DataFrame:
+    """Formatted rows of one group (or, with the group column, of all), control first,
+    mean ± 95 % half-width and n."""
     rows = []
-    for _, r in summary[summary.group == group].iterrows():  # already control first
-        row = {"pruned": r.label, "n": int(r.n)}
+    cells = summary if group is None else summary[summary.group == group]
+    for _, r in cells.iterrows():  # already control first
+        row = ({"group": r.group} if group is None else {}) | {"pruned": r.label, "n": int(r.n)}
         for col, header, kind in COLUMNS:
+            if columns is not None and col not in columns:
+                continue
             row[header] = _fmt(r[col], r.get(f"{col}_ci", math.nan), kind)
-        if r.never_reached_control:
+        if r.never_reached_control and "epochs to control's final" in row:
             row["epochs to control's final"] += f" (never: {int(r.never_reached_control)})"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -131,6 +141,9 @@ NOTES = ("Cells: mean ± half-width of the 95 % t-interval over seeds (no ± wit
 def sections(rep: Report) -> list[tuple[int, str, object]]:
     """The report's content in order: (heading level, heading, table | image stems | lines)."""
     out: list[tuple[int, str, object]] = []
+    if len(rep.figures) > 1:
+        out.append((2, "Overview: every cell of every group", display_table(
+            rep.summary, columns=OVERVIEW)))
     for group in sorted(rep.figures):
         out.append((2, group, display_table(rep.summary, group)))
         out.append((3, "Final E by threshold θ (same activations)",

@@ -142,7 +142,8 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
         "acc_at_prune": float(acc.get(pe, math.nan)), "acc_after_prune": float(acc_after),
         "epochs_to_99pct_final": epochs_to_reach(acc, 0.99 * final, pe),
         "auc_after_prune": float(np.trapezoid(area_y, area_x)) if len(area_y) > 1 else math.nan,
-        "E_before": e_before, "E_after": float(e_after), "E_final": float(e.iloc[-1]) if len(e) else math.nan,
+        "E_init": float(e.get(0, math.nan)), "E_before": e_before, "E_after": float(e_after),
+        "E_final": float(e.iloc[-1]) if len(e) else math.nan,
         "E_change_pct": 100 * (e_after - e_before) / e_before if e_before else math.nan,
         "relE_before": float(rel.get(pe, math.nan)), "relE_after": float(rel_after),
         "relE_final": float(rel.iloc[-1]) if len(rel) else math.nan,
@@ -201,7 +202,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 SUMMARY_COLUMNS = [
     "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc",
     "epochs_to_99pct_final", "epochs_to_control_final",
-    "auc_after_prune", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
+    "auc_after_prune", "E_init", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
     "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
 ]
 
