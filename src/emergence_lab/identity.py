@@ -55,6 +55,7 @@ def run_name(c: Config) -> str:
     p = c.pruning
     pruning = "none" if p.name == "none" else f"{p.name}{p.amount:g}"
     pruning += f"x{p.steps}" if p.name != "none" and p.steps > 1 else ""
+    pruning += "-layerwise" if p.name in ("magnitude", "random") and p.scope == "layerwise" else ""
     parts = [c.dataset.name, c.model.name, pruning]
     if c.init.name != "standard":
         parts.append(f"{c.init.name}{c.init.alpha:g}")

@@ -169,7 +169,7 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     several = table[table.level > 0].strategy.nunique() > 1
-    table["label"] = [f"{st} {lv:.0%}" if several and lv > 0 else f"{lv:.0%}"
+    table["label"] = [(f"{st} {lv:.0%}" if lv > 0 else "control") if several else f"{lv:.0%}"
                       for st, lv in zip(table.strategy, table.level, strict=True)]
     # control first, then by strategy and amount
     table["order"] = [(lv > 0, st, lv) for st, lv in zip(table.strategy, table.level, strict=True)]
