@@ -4,9 +4,17 @@
     python scripts/train.py -m experiment=paper_fmnist       # the paper's sweep
     python scripts/train.py -m dataset=digits pruning=magnitude pruning.amount=0,0.5 \
         pruning.epoch=1 trainer.epochs=3
+
+A cell that already FINISHED is skipped and an interrupted one resumes (force=true: rerun).
+In a sweep, a failing run is marked FAILED and the other cells go on; the command then lists
+the failures and exits non-zero.
 """
 
+import logging
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emergence_lab.config import register_configs
@@ -14,12 +22,20 @@ from emergence_lab.sweep import job_overrides, job_parent_run_id
 from emergence_lab.train import train
 
 register_configs()
+log = logging.getLogger(__name__)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    metrics = train(cfg, parent_run_id=job_parent_run_id(), overrides=job_overrides())
-    return metrics["test/acc"]
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg, parent_run_id=job_parent_run_id(), overrides=job_overrides())
+    except Exception as exc:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # The run is marked FAILED with its reason; the sweep goes on and reports it at the end.
+        log.error("run failed: %s: %s", type(exc).__name__, exc)
+        return None
+    return metrics.get("test/acc")
 
 
 if __name__ == "__main__":

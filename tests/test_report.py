@@ -16,7 +16,8 @@ from tests.conftest import ROOT
 
 def write_run(uri, parent, name, params, curves, status="FINISHED", overrides=""):
     """A child run with the given params and metric curves {key: {step: value}}."""
-    run = tracking.Run(uri, "synthetic", name, {"overrides": overrides}, parent_run_id=parent)
+    run = tracking.Run(uri, "synthetic", name, {"overrides": overrides, "config_hash": name},
+                       parent_run_id=parent)
     run.log_params(params)
     steps = sorted({s for c in curves.values() for s in c})
     for s in steps:
@@ -138,7 +139,8 @@ def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):
 
 def test_partial_sweep_lists_missing_and_failed_and_incomplete(store, tmp_path):
     parent = tracking.start_sweep(store, "synthetic", "partial", {})
-    jobs = [["pruning.amount=0"], ["pruning.amount=0.5"], ["pruning.amount=0.7"]]
+    jobs = [{"overrides": [f"pruning.amount={a}"], "config_hash": h}
+            for a, h in (("0", "c"), ("0.5", "p"), ("0.7", "q"))]
     tracking.log_json(store, parent, jobs, "sweep_jobs.json")
     write_run(store, parent, "c", {**params(0.0, 0), "dataset.name": "mnist"}, CONTROL,
               overrides="pruning.amount=0")

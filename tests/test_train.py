@@ -53,9 +53,10 @@ def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
 def test_a_run_from_the_cache_continues_exactly_like_one_trained_through(tiny_overrides, tmp_path):
     prune = ["pruning=magnitude", "pruning.epoch=2", "pruning.amount=0.3"]
     through = train_mod.train(compose_cfg(tiny_overrides + prune))
-    cached = train_mod.train(compose_cfg(tiny_overrides + prune))  # same key: loads the state
+    again = prune + ["force=true"]  # not skipped although the cell has FINISHED
+    cached = train_mod.train(compose_cfg(tiny_overrides + again))  # same key: loads the state
     other_cache = [f"tracking.cache_dir={tmp_path / 'elsewhere'}"]
-    fresh = train_mod.train(compose_cfg(tiny_overrides + prune + other_cache))
+    fresh = train_mod.train(compose_cfg(tiny_overrides + again + other_cache))
     for key in ("test/acc", "test/loss", "train/loss", "emergence/E"):
         assert through[key] == cached[key] == fresh[key], key
 

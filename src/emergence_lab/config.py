@@ -215,6 +215,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init: InitConfig = field(default_factory=InitConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    force: bool = False  # rerun as a new run even if this configuration has a FINISHED run
 
     def __post_init__(self) -> None:
         layers = self.threshold.layers
@@ -264,6 +265,8 @@ def _reject_unknown_keys(cfg: DictConfig, obj: Config) -> None:
     """Keys added with `+group.key=...` that no schema declares (to_object drops them)."""
     for f in dataclasses.fields(obj):
         schema = getattr(obj, f.name)
+        if not dataclasses.is_dataclass(schema):
+            continue
         known = {g.name for g in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
         extra = sorted(set(cfg[f.name].keys()) - known) if known is not None else []
         if extra:

@@ -233,24 +233,21 @@ def load_image_folder_dataset(cfg) -> TensorData:
 CIFAR_JPEG = "cifar10-jpeg75"
 
 
-def load_cifar10(cfg) -> TensorData:
-    """The original CIFAR-10 (torchvision) when present or downloadable; offline, the lossy
-    JPEG q75 image-folder copy, unpacked from dataset.sources into the data dir."""
+def locate_cifar10(cfg) -> Path | None:
+    """None when the original CIFAR-10 is in the data dir (downloading it if allowed), else the
+    folder of the JPEG q75 copy, unpacked from dataset.sources if need be."""
     import torchvision.datasets as tvd
 
     data_dir = Path(cfg.data_dir)
     failure = ""
     if (data_dir / "cifar-10-batches-py").is_dir() or cfg.download:
         try:
-            train = tvd.CIFAR10(str(data_dir), train=True, download=cfg.download)
-            test = tvd.CIFAR10(str(data_dir), train=False, download=cfg.download)
-            to_x = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
-            return TensorData(to_x(train), torch.tensor(train.targets), to_x(test),
-                              torch.tensor(test.targets), 10,
-                              _digest([str(train.train_list), str(test.test_list)]), "CIFAR-10")
+            for train in (True, False):
+                tvd.CIFAR10(str(data_dir), train=train, download=cfg.download)
+            return None
         except Exception as exc:  # offline or corrupt: fall back to the JPEG copy below
             failure = f" (the original: {type(exc).__name__}: {exc})"
-            log.warning("CIFAR-10 original unavailable%s; trying the JPEG q75 copy", failure)
+            log.warning("CIFAR-10 original unavailable%s; using the JPEG q75 copy", failure)
     folder = data_dir / CIFAR_JPEG
     if not folder.is_dir():
         archive = next((Path(s) / f"{CIFAR_JPEG}.tar.gz" for s in cfg.sources
@@ -262,7 +259,23 @@ def load_cifar10(cfg) -> TensorData:
                 f"\n  3. {CIFAR_JPEG}.tar.gz in one of dataset.sources={list(cfg.sources)} or "
                 f"its train/ and test/ folders in {folder}")
         _unpack(archive, folder)
-    return load_image_folder(folder, 32, 3, "CIFAR-10 (JPEG q75)")
+    return folder
+
+
+def load_cifar10(cfg) -> TensorData:
+    """The original CIFAR-10 (torchvision) when present or downloadable; offline, the lossy
+    JPEG q75 image-folder copy, unpacked from dataset.sources into the data dir."""
+    import torchvision.datasets as tvd
+
+    folder = locate_cifar10(cfg)
+    if folder is not None:
+        return load_image_folder(folder, 32, 3, "CIFAR-10 (JPEG q75)")
+    train = tvd.CIFAR10(cfg.data_dir, train=True)
+    test = tvd.CIFAR10(cfg.data_dir, train=False)
+    to_x = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
+    return TensorData(to_x(train), torch.tensor(train.targets), to_x(test),
+                      torch.tensor(test.targets), 10,
+                      _digest([str(train.train_list), str(test.test_list)]), "CIFAR-10")
 
 
 def _unpack(archive: Path, dest: Path) -> None:
@@ -275,6 +288,17 @@ def _unpack(archive: Path, dest: Path) -> None:
         os.replace(tmp, dest)
     except OSError:  # another job got there first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_available(cfg) -> None:
+    """Fetch and verify a data set's files without loading it (run once, before a sweep's jobs:
+    missing or corrupt data fails there, and parallel jobs find the files in place)."""
+    if cfg.name in IDX_DATASETS:
+        ensure_idx_files(cfg.name, cfg.data_dir, cfg.sources, cfg.download)
+    elif cfg.name == "cifar10":
+        locate_cifar10(cfg)
+    elif cfg.name == "image_folder" and not (Path(cfg.root) / "train").is_dir():
+        raise FileNotFoundError(f"dataset.root={cfg.root} has no train/<class>/ folders")
 
 
 def load_dataset(cfg) -> TensorData:

@@ -23,31 +23,38 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
 
 
-def _data_fields(d: dict[str, Any] | None, digest: str | None) -> dict[str, Any] | None:
-    if d is None:
-        return None
-    return {**{k: v for k, v in d.items() if k not in NOT_DATA}, "digest": digest}
+def _data_fields(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if d is None else {k: v for k, v in d.items() if k not in NOT_DATA}
 
 
-def identity_fields(c: Config, data_digest: str, pretrain_digest: str | None = None
-                    ) -> dict[str, Any]:
-    """The config fields that determine a run's result (no paths, devices or tracking)."""
+def identity_fields(c: Config) -> dict[str, Any]:
+    """The config fields that determine a run's result (no paths, devices or tracking).
+
+    Their hash (tag config_hash) is a cell's identity: a rerun of a sweep skips cells that
+    have a FINISHED run with it. It is computed from the config alone; which exact data a run
+    read is its tag data_digest.
+    """
     d = dataclasses.asdict(c)
     trainer = {k: v for k, v in d["trainer"].items() if k not in NOT_RESULT}
-    pretrain = {"epochs": d["pretrain"]["epochs"],
-                "dataset": _data_fields(d["pretrain"]["dataset"], pretrain_digest)}
-    return {"model": d["model"], "dataset": _data_fields(d["dataset"], data_digest),
-            "trainer": trainer, "pruning": d["pruning"], "threshold": d["threshold"],
-            "init": d["init"], "pretrain": pretrain}
+    pretrain = {"epochs": d["pretrain"]["epochs"], "dataset": _data_fields(d["pretrain"]["dataset"])}
+    return {"model": d["model"], "dataset": _data_fields(d["dataset"]), "trainer": trainer,
+            "pruning": d["pruning"], "threshold": d["threshold"], "init": d["init"],
+            "pretrain": pretrain}
 
 
-def prefix_key(fields: dict[str, Any], device: torch.device) -> str:
+def config_hash(c: Config) -> str:
+    """The identity of a run's configuration (see identity_fields)."""
+    return stable_hash(identity_fields(c))
+
+
+def prefix_key(c: Config, digests: list[str | None], device: torch.device) -> str:
     """Cache key of the training before the first pruning step: what shapes it (not the
-    epochs after it, nor how much is pruned then)."""
+    epochs after it, nor how much is pruned then), down to the exact data and device."""
+    fields = identity_fields(c)
     ignore = ("epochs", "stop_epsilon", "stop_patience")
     trainer = {k: v for k, v in fields["trainer"].items() if k not in ignore}
     return stable_hash({**fields, "trainer": trainer, "pruning": fields["pruning"]["epoch"],
-                        "device": device.type}, length=20)
+                        "digests": digests, "device": device.type}, length=20)
 
 
 def run_name(c: Config) -> str:

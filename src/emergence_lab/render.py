@@ -46,7 +46,7 @@ class Report:
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
-    tags = ("error", "overrides", "dataset_label", "stopped_early_at")
+    tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash")
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              **{t: r.data.tags.get(t, "") for t in tags}, **r.data.params} for r in runs]
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(THETA_PREFIX)})
@@ -225,8 +225,9 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         parent = tracking.get_client(uri).get_run(sweep) if sweep else tracking.latest_sweep(uri)
         if parent is None:
             raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
-        runs = tracking.sweep_children(uri, parent.info.run_id)
         expected = tracking.load_json(uri, parent.info.run_id, "sweep_jobs.json")
+        hashes = [j["config_hash"] for j in expected or [] if isinstance(j, dict)]
+        runs = tracking.sweep_runs(uri, parent.info.run_id, hashes)
         name, exp_id = parent.info.run_name, parent.info.experiment_id
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")

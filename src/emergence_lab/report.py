@@ -288,13 +288,14 @@ def claims(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"claim": k, "statement": CLAIMS[k], **v} for k, v in results.items()])
 
 
-def completeness(runs: pd.DataFrame, expected_jobs: Sequence[Sequence[str]] | None,
+def completeness(runs: pd.DataFrame, expected_jobs: Sequence[dict] | None,
                  per_run: pd.DataFrame) -> dict[str, list[str]]:
-    """What is missing: jobs without a FINISHED run, failed runs, and incomplete groups."""
-    key = lambda overrides: " ".join(sorted(overrides))  # noqa: E731
+    """What is missing: jobs (dicts of overrides and config_hash) without a FINISHED run,
+    failed runs, and incomplete groups."""
     finished = runs[runs.status == "FINISHED"]
-    have = {key(str(o).split()) for o in finished.get("overrides", pd.Series(dtype=str))}
-    missing = [key(job) for job in expected_jobs or [] if key(job) not in have]
+    have = set(finished.get("config_hash", pd.Series(dtype=str)))
+    missing = [" ".join(job["overrides"]) for job in expected_jobs or []
+               if job["config_hash"] not in have]
     failed = [f"{r['name']} ({r.status}): {r.get('error') or 'no error recorded'}"
               for _, r in runs[runs.status != "FINISHED"].iterrows()]
     incomplete = []

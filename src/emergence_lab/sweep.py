@@ -9,8 +9,10 @@ in the sweep dir for the jobs.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from emergence_lab import tracking
 from emergence_lab.config import Config, validate
+from emergence_lab.data import check_available
+from emergence_lab.identity import config_hash, stable_hash
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"
@@ -63,12 +67,18 @@ def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
 
 
 class SweepCallback(Callback):
-    """Validates the whole sweep and brackets it with an MLflow parent run."""
+    """Validates the whole sweep and brackets it with an MLflow parent run.
+
+    The parent is identified by the sweep's cells (tag sweep_hash): rerunning the same sweep
+    reopens it, so resumed and skipped cells stay under one parent. At the end, failed cells
+    are listed and the command exits non-zero.
+    """
 
     def __init__(self) -> None:
         self.uri: str | None = None
         self.run_id: str | None = None
-        self.jobs: list[tuple[list[str], DictConfig]] = []
+        self.jobs: list[dict[str, Any]] = []
+        self.interrupted = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
@@ -79,28 +89,55 @@ class SweepCallback(Callback):
             sys.exit(f"Sweep not started: {exc}")
 
     def _start(self, config: DictConfig) -> None:
-        self.jobs = sweep_job_configs(config)
-        jobs = validate_sweep(self.jobs)
-        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        composed = sweep_job_configs(config)
+        jobs = validate_sweep(composed)
         first = jobs[0].tracking
         if any((j.tracking.uri, j.tracking.experiment) != (first.uri, first.experiment)
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
+        tracking.check_reachable(first.uri)
+        for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
+                        for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
+            check_available(dataset)
+        self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
+                     for (o, _), j in zip(composed, jobs, strict=True)]
+        sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs))
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.uri = first.uri
-        self.run_id = tracking.start_sweep(
-            first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}",
+        self.run_id = tracking.open_sweep(
+            first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
             {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
-        tracking.log_json(first.uri, self.run_id, [sorted(o) for o, _ in self.jobs], JOBS_FILE)
+        tracking.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": self.run_id, "uri": first.uri}))
-        # A job that fails aborts the sweeper before on_multirun_end: end the parent anyway.
-        atexit.register(tracking.end_sweep, first.uri, self.run_id, "FAILED")
+        # A job that raises aborts the sweeper before on_multirun_end: end the parent anyway.
+        atexit.register(self._end_if_open)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt("SIGTERM")
+
+    def _end_if_open(self) -> None:
+        tracking.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.run_id:
-            tracking.end_sweep(self.uri, self.run_id, "FINISHED")
+        if not self.run_id:
+            return
+        runs = tracking.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
+        cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
+        failed = [r for r in runs if r.info.status != "FINISHED"
+                  and r.data.tags.get("config_hash") not in cells]
+        missing = [j for j in self.jobs if j["config_hash"] not in cells]
+        tracking.end_sweep(self.uri, self.run_id, "FAILED" if missing else "FINISHED")
+        if missing:
+            lines = [f"  {r.info.run_name} ({r.info.status}): {r.data.tags.get('error', '')}"
+                     for r in failed]
+            lines += [f"  not finished: {' '.join(j['overrides'])}" for j in missing
+                      if not any(r.data.tags.get("config_hash") == j["config_hash"] for r in failed)]
+            sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines))
 
 
 def job_parent_run_id() -> str | None:

@@ -88,6 +88,34 @@ def start_sweep(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -
     return run.info.run_id
 
 
+def open_sweep(uri: str, experiment: str, name: str, sweep_hash: str,
+               tags: Mapping[str, str]) -> str:
+    """The parent run of the sweep with these cells: reopened if it exists, else created."""
+    client = get_client(uri)
+    exp_id = ensure_experiment(uri, experiment)
+    found = client.search_runs([exp_id], f"tags.kind = 'sweep' and tags.sweep_hash = '{sweep_hash}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        _retry(lambda: client.update_run(run_id, status="RUNNING"))
+        return run_id
+    return start_sweep(uri, experiment, name, {**tags, "sweep_hash": sweep_hash})
+
+
+def check_reachable(uri: str) -> None:
+    """Raise ValueError naming the URI when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        resolve_uri(uri)  # creates an embedded store's folder, or fails on it
+        return
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+    except OSError as exc:
+        raise ValueError(f"tracking.uri={uri} cannot be reached ({exc}); start the server "
+                         "(make server) or use the embedded store sqlite:///mlruns/mlflow.db") from None
+
+
 def end_sweep(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Terminate a parent run, unless it already ended."""
     client = get_client(uri)
@@ -104,6 +132,23 @@ def sweep_children(uri: str, parent_run_id: str) -> list[Any]:
                               order_by=["attributes.start_time ASC"], max_results=10000)
 
 
+def sweep_runs(uri: str, parent_run_id: str, config_hashes: list[str] | None = None) -> list[Any]:
+    """A sweep's runs: its children, and FINISHED runs elsewhere in the experiment of the cells
+    it names (a rerun skips cells finished by another sweep); one run per cell, a FINISHED one
+    when there is one, else the newest."""
+    client = get_client(uri)
+    runs = sweep_children(uri, parent_run_id)
+    have = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    for h in sorted(set(config_hashes or []) - have):
+        runs += client.search_runs([exp_id], f"tags.config_hash = '{h}' and "
+                                   "attributes.status = 'FINISHED'", max_results=1)
+    best: dict[str, Any] = {}
+    for r in sorted(runs, key=lambda r: (r.info.status == "FINISHED", r.info.start_time)):
+        best[r.data.tags.get("config_hash") or r.info.run_id] = r  # the last wins
+    return sorted(best.values(), key=lambda r: r.info.start_time)
+
+
 def latest_sweep(uri: str) -> Any | None:
     """The most recently started parent run in the store, or None."""
     client = get_client(uri)
@@ -118,12 +163,45 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in get_client(uri).get_metric_history(run_id, key))
 
 
+def find_runs(uri: str, experiment: str, config_hash: str) -> list[Any]:
+    """The training runs of an experiment with this config hash, newest first."""
+    client = get_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.config_hash = '{config_hash}'",
+                              order_by=["attributes.start_time DESC"], max_results=1000)
+
+
+def download_artifact(uri: str, run_id: str, path: str, dest: str | Path) -> Path | None:
+    """A run's artifact copied into dest, None when the run has no such artifact."""
+    client = get_client(uri)
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    if path not in {a.path for a in client.list_artifacts(run_id, folder or None)}:
+        return None
+    return Path(client.download_artifacts(run_id, path, str(dest)))
+
+
 class Run:
-    """One tracked run: use as a context manager; the exit sets FINISHED, FAILED or KILLED."""
+    """One tracked run: use as a context manager; the exit sets FINISHED, FAILED or KILLED.
+
+    With `resume_run_id`, the run is an interrupted one continued: it is set RUNNING again and
+    metrics already logged at a step are not logged twice.
+    """
 
     def __init__(self, uri: str, experiment: str, name: str, tags: Mapping[str, str],
-                 parent_run_id: str | None = None):
+                 parent_run_id: str | None = None, resume_run_id: str | None = None):
         self.client = get_client(uri)
+        self.logged: dict[str, int] = {}  # metric -> last step already in the store
+        if resume_run_id:
+            self.run_id = resume_run_id
+            run = self.client.get_run(resume_run_id)
+            for key in run.data.metrics:
+                steps = [m.step for m in self.client.get_metric_history(resume_run_id, key)]
+                self.logged[key] = max(steps, default=-1)
+            _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
+            self.set_tags({**tags, "resumed": int(run.data.tags.get("resumed", 0)) + 1})
+            return
         exp_id = ensure_experiment(uri, experiment)
         tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
         self.run_id = _retry(lambda: self.client.create_run(exp_id, run_name=name, tags=tags)
@@ -155,8 +233,10 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if step > self.logged.get(k, -1)]
+        if items:
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(self.run_id, text, artifact_file))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkp
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.emergence import active_counts, emergence_metrics, stop_epoch
-from emergence_lab.identity import flatten, git_commit, identity_fields, prefix_key, run_name, stable_hash
+from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
 from emergence_lab.models import INITS, UnitModel, build_model, collect_activations
 from emergence_lab.pruning import alive_units, apply_pruning, schedule, sparsity, surviving_parameters
 
@@ -133,6 +135,7 @@ class EpochLogger:
         self.last: dict[str, float] = {}
         self.emergence: list[tuple[int, float]] = []  # (epoch, E) since the stopper was armed
         self.stopper_armed = False
+        self.pruning_steps = 0  # pruning steps applied to the network, saved with checkpoints
 
     def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: bool = True) -> bool:
         self.run.log_metrics(metrics, step=epoch)
@@ -168,7 +171,8 @@ class EpochLogger:
         self.best_acc = max(self.best_acc, acc)
         for name in names:
             path = self.workdir / name
-            save_checkpoint(path, self.model, self.opt, epoch=epoch, test_acc=acc)
+            save_checkpoint(path, self.model, self.opt, epoch=epoch, test_acc=acc,
+                            pruning_steps=self.pruning_steps)
             self.run.log_artifact(path, "checkpoints")
 
     def close(self) -> None:
@@ -209,40 +213,52 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger) -> Callable[[], dict[str, 
     return compute
 
 
-def _train_branch(s: Setup, fields: dict[str, Any], device: torch.device, run: tracking.Run,
-                  logger: EpochLogger) -> None:
-    """Shared prefix (cached) to the first pruning step, then prune-and-train segments."""
+def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device,
+                 run: tracking.Run, logger: EpochLogger) -> int:
+    """Epoch 0, or the shared prefix (cached) up to the first pruning step; returns its epoch."""
     c = s.c
-    p = c.pruning
-    events = schedule(p.name, p.amount, p.epoch, p.steps, p.interval)
     upto = events[0][0] if events else 0
-    if events or s.pretrain:
-        key = prefix_key(fields, device)
-        cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
-        payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger))
-        run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
-        if cached:
-            restore_state(payload, s.model, s.opt)
-            for epoch, metrics in payload["history"]:
-                logger(epoch, metrics, checkpoint=False)
-    else:
+    if not events and not s.pretrain:
         logger(0, measure(s.model, s.data, s.probe, c), checkpoint=False)
-    for i, (epoch, rate) in enumerate(events):
-        end = events[i + 1][0] if i + 1 < len(events) else c.trainer.epochs
-        apply_pruning(s.model, p.name, rate, p.scope, seed=c.trainer.seed + epoch)
+        return 0
+    key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
+    cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
+    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger))
+    run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
+    if cached:
+        restore_state(payload, s.model, s.opt)
+        for epoch, metrics in payload["history"]:
+            logger(epoch, metrics, checkpoint=False)
+    return upto
+
+
+def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: EpochLogger,
+                  resume: dict[str, Any] | None) -> None:
+    """From epoch 0 (or a resumed checkpoint), prune-and-train segments to the last epoch."""
+    c, p = s.c, s.c.pruning
+    events = schedule(p.name, p.amount, p.epoch, p.steps, p.interval)
+    if resume is None:
+        epoch, done = _start_fresh(s, events, device, run, logger), 0
+    else:
+        epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
+        restore_state(resume, s.model, s.opt)
+        logger.pruning_steps = done
+    for i in range(done, len(events)):
+        at, rate = events[i]
+        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, logger):
+            return
+        epoch = at
+        apply_pruning(s.model, p.name, rate, p.scope, seed=c.trainer.seed + at)
         after = measure(s.model, s.data, s.probe, c)
         run.log_metrics({"pruning/E_after": after["emergence/E"],
                          "pruning/relative_after": after["emergence/relative"],
                          "pruning/test_acc_after": after["test/acc"],
-                         "pruning/sparsity_after": after["pruning/sparsity"]}, step=epoch)
+                         "pruning/sparsity_after": after["pruning/sparsity"]}, step=at)
+        logger.pruning_steps = i + 1
         if c.trainer.checkpoints:
-            logger.checkpoint(epoch, after["test/acc"])
-        logger.stopper_armed = end == c.trainer.epochs  # only once the network is final
-        if fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, end, logger):
-            return
-    if not events:
-        logger.stopper_armed = True
-        fit(s.model, s.opt, s.data, s.probe, c, upto + 1, c.trainer.epochs, logger)
+            logger.checkpoint(at, after["test/acc"])
+    logger.stopper_armed = True  # only once the network is final
+    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger)
 
 
 def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
@@ -250,12 +266,41 @@ def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
     return data, data.probe(cfg.probe_size, cfg.probe_seed)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _previous(c: Config, identity: str, workdir: Path) -> tuple[str, Any, dict | None]:
+    """What the store already has of this cell: ("skip", run, None) when a FINISHED run exists,
+    ("resume", run, last checkpoint or None) for an interrupted (KILLED or RUNNING) one,
+    ("new", None, None) otherwise or with force=true."""
+    if c.force:
+        return "new", None, None
+    runs = tracking.find_runs(c.tracking.uri, c.tracking.experiment, identity)
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    if done:
+        return "skip", done[0], None
+    stopped = [r for r in runs if r.info.status in ("KILLED", "RUNNING")]
+    if not stopped:
+        return "new", None, None
+    path = tracking.download_artifact(c.tracking.uri, stopped[0].info.run_id,
+                                      "checkpoints/last.pt", workdir)
+    return "resume", stopped[0], torch.load(path, map_location="cpu", weights_only=True) \
+        if path else None
+
+
 def train(cfg: DictConfig, parent_run_id: str | None = None,
           overrides: list[str] | None = None) -> dict[str, float]:
-    """Run one configuration end to end; returns the last epoch's metrics."""
+    """Run one configuration end to end; returns the last epoch's metrics.
+
+    A configuration that already has a FINISHED run in the experiment is skipped; an
+    interrupted one continues in its own run from its last checkpoint (force=true: a new run).
+    """
     c = validate(cfg)
     if c.trainer.num_threads:
         torch.set_num_threads(c.trainer.num_threads)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # marks the run KILLED, like Ctrl-C
     device = resolve_device(c.trainer.device)
     # Missing or corrupt data fails here, before a run exists.
     data, probe = _load(c.dataset, device)
@@ -266,30 +311,38 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
                          f"{tuple(pretrain[0].x_train.shape[1:])} and {pretrain[0].num_classes} "
                          f"classes; {c.dataset.name} has {tuple(data.x_train.shape[1:])} and "
                          f"{data.num_classes}: they must match")
-    fields = identity_fields(c, data.digest, pretrain[0].digest if pretrain else None)
-    commit = git_commit()
-    tags = {"config_hash": stable_hash(fields), "git_commit": commit,
-            "mlflow.source.git.commit": commit, "data_digest": data.digest,
-            "dataset_label": data.label, "dataset": c.dataset.name, "model": c.model.name,
-            "pruning": c.pruning.name, "device": str(device),
-            "overrides": " ".join(overrides or [])[:5000]}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)
-    with tracking.Run(c.tracking.uri, c.tracking.experiment, run_name(c), tags,
-                      parent_run_id) as run, tempfile.TemporaryDirectory() as workdir:
-        run.log_params(flatten(resolved))
-        run.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
-        run.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
-        torch.manual_seed(c.trainer.seed)
-        model = build_model(c.model.name, data.x_train.shape[1:], data.num_classes,
-                            **{k: v for k, v in dataclasses.asdict(c.model).items() if k != "name"})
-        INITS[c.init.name](model, c.init.alpha)
-        model = model.to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr, momentum=c.trainer.momentum,
-                              weight_decay=c.trainer.weight_decay)
-        logger = EpochLogger(run, c, model, opt, Path(workdir))
-        try:
-            _train_branch(Setup(c, model, opt, data, probe, pretrain), fields, device, run, logger)
-        finally:
-            logger.close()
-        return dict(logger.last)
+    identity = config_hash(c)
+    with tempfile.TemporaryDirectory() as workdir:
+        state, previous, checkpoint = _previous(c, identity, Path(workdir))
+        if state == "skip":
+            log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", run_name(c),
+                     previous.info.run_id)
+            return dict(previous.data.metrics)
+        commit = git_commit()
+        tags = {"config_hash": identity, "git_commit": commit, "mlflow.source.git.commit": commit,
+                "data_digest": data.digest, "dataset_label": data.label,
+                "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
+                "device": str(device), "overrides": " ".join(overrides or [])[:5000]}
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("hydra", None)
+        with tracking.Run(c.tracking.uri, c.tracking.experiment, run_name(c), tags,
+                          parent_run_id, previous.info.run_id if previous else None) as run:
+            if previous is None:
+                run.log_params(flatten(resolved))
+                run.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+                run.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
+            torch.manual_seed(c.trainer.seed)
+            model = build_model(c.model.name, data.x_train.shape[1:], data.num_classes,
+                                **{k: v for k, v in dataclasses.asdict(c.model).items()
+                                   if k != "name"})
+            INITS[c.init.name](model, c.init.alpha)
+            model = model.to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr,
+                                  momentum=c.trainer.momentum, weight_decay=c.trainer.weight_decay)
+            logger = EpochLogger(run, c, model, opt, Path(workdir))
+            try:
+                _train_branch(Setup(c, model, opt, data, probe, pretrain), device, run, logger,
+                              checkpoint)
+            finally:
+                logger.close()
+            return dict(logger.last)
