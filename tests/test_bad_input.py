@@ -1,0 +1,80 @@
+"""Bad input fails before any run starts, with a message that names it, and the store is left
+as it was. Each case runs the real command line against a store that already holds a run."""
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from emergence_lab import tracking
+from tests.conftest import ROOT, SHARED_MNIST
+
+pytestmark = pytest.mark.slow
+
+BASE = ["-m", "dataset=digits", "trainer.epochs=1", "model.hidden=[8,8]"]
+
+CASES = {
+    "unknown option": (["pruning=lottery"],
+                       r"Could not find 'pruning/lottery'"),
+    "unknown option lists the valid ones": (["model=resnet"], "Available options"),
+    "typo in a key": (["trainer.learning_rate=0.1"], "Could not override 'trainer.learning_rate'"),
+    "amount out of range": (["pruning=magnitude", "pruning.epoch=0", "pruning.amount=0,1.5"],
+                            "pruning.amount must be in [0, 1), got 1.5"),
+    "prune after the last epoch": (["pruning=magnitude", "pruning.epoch=3"],
+                                   "pruning.epoch must be <= trainer.epochs (1), got 3"),
+    "negative threshold": (["threshold.theta=-1"], "threshold.theta must be >= 0, got -1.0"),
+    "zero learning rate": (["trainer.lr=0"], "trainer.lr must be > 0, got 0.0"),
+    "zero width": (["model.hidden=[0,4]"], "model.hidden widths must be > 0, got [0, 4]"),
+    "unknown device": (["trainer.device=tpu"], "trainer.device must be one of auto, cpu"),
+    "experiment that does not exist": (["experiment=paper_svhn"],
+                                       "Could not find 'experiment/paper_svhn'"),
+    "tracking server that cannot be reached": (["tracking.uri=http://127.0.0.1:9"],
+                                               "tracking.uri=http://127.0.0.1:9 cannot be reached"),
+    "data that is missing": (["dataset=mnist", "dataset.sources=[]", "dataset.download=false",
+                              "dataset.data_dir=empty"], "Ways to get them"),
+    "data that is corrupt": (["dataset=mnist", "dataset.sources=[]", "dataset.download=false",
+                              "dataset.data_dir=corrupt"], "t10k-labels-idx1-ubyte is corrupt"),
+}
+
+
+def digest(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder with a store that holds one run, and a corrupt copy of MNIST."""
+    d = tmp_path_factory.mktemp("bad")
+    uri = f"sqlite:///{d / 'x.db'}"
+    with tracking.Run(uri, "emergence", "existing", {}) as run:
+        run.log_metrics({"test/acc": 0.5}, step=0)
+    if SHARED_MNIST.is_dir():
+        raw = d / "corrupt" / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in SHARED_MNIST.glob("*.gz"):
+            with gzip.open(f, "rb") as fin, open(raw / f.name[:-3], "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
+            f.seek(50)
+            f.write(b"\x09")
+    return d
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, case):
+    overrides, message = CASES[case]
+    if "corrupt" in case and not SHARED_MNIST.is_dir():
+        pytest.skip("../shared/datasets/mnist absent")
+    before = digest(workdir / "x.db")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *BASE, "tracking.uri=sqlite:///x.db",
+         *overrides], cwd=workdir, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    assert digest(workdir / "x.db") == before  # not a byte written: no run, no parent
+    assert not (workdir / "mlruns").exists()
