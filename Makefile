@@ -7,8 +7,10 @@ TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 EXPERIMENT ?= paper_fmnist
 HOST ?= 127.0.0.1
 PORT ?= 5000
+PGDATA ?= /tmp/emergence-lab-postgres
+PGPORT ?= 5432
 
-.PHONY: help venv sweep report ui test test-fast bench lint data clean
+.PHONY: help venv sweep report ui server server-stop test test-fast bench lint data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,14 +39,21 @@ report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html
 ui: $(STAMP)  ## browse the runs: MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
 
+server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT), artifacts in mlruns/server-artifacts
+	$(VENV)/bin/mlflow server --backend-store-uri $$(scripts/postgres.sh start $(PGDATA) $(PGPORT)) \
+		--artifacts-destination ./mlruns/server-artifacts --host $(HOST) --port $(PORT)
+
+server-stop:  ## stop the PostgreSQL that make server started
+	scripts/postgres.sh stop $(PGDATA)
+
 test: $(STAMP)  ## the whole test suite (fast and slow), offline
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## the fast tests only
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)  ## epoch time of the project's loop against a bare loop over the same tensors
-	$(PY) benchmarks/epoch_overhead.py
+bench: $(STAMP) data  ## performance ratios (epoch overhead, emergence share, shared sweep, report), to benchmarks/results/bench.json
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check src scripts tests benchmarks

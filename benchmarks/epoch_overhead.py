@@ -30,16 +30,30 @@ from emergence_lab.train import EpochLogger, fit, resolve_device
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def new_model(c, data, device):
+def setup(dataset: str, device_name: str):
+    """(config, data on the device, probe set, device) of the default MLP on `dataset`."""
+    register_configs()
+    tmp = tempfile.mkdtemp()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"dataset={dataset}", f"trainer.device={device_name}", "tracking.progress=false",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db", "tracking.experiment=bench",
+            f"dataset.data_dir={ROOT / 'data'}"])
+    c = validate(cfg)
+    device = resolve_device(c.trainer.device)
+    data = load_dataset(c.dataset).to(device)
+    return c, data, data.probe(c.dataset.probe_size, c.dataset.probe_seed), device
+
+
+def new_model(c, in_shape, num_classes: int, device):
     torch.manual_seed(c.trainer.seed)
-    model = build_model(c.model.name, data.x_train.shape[1:], data.num_classes,
-                        hidden=c.model.hidden).to(device)
+    model = build_model(c.model.name, in_shape, num_classes, hidden=c.model.hidden).to(device)
     return model, torch.optim.SGD(model.parameters(), lr=c.trainer.lr)
 
 
 def bare_epochs(c, data, device, epochs: int) -> list[float]:
     """The reference: shuffled index slices, forward, backward, step; nothing else."""
-    model, opt = new_model(c, data, device)
+    model, opt = new_model(c, data.x_train.shape[1:], data.num_classes, device)
     x, y, bs = data.x_train, data.y_train, c.trainer.batch_size
     times = []
     for _ in range(epochs):
@@ -59,7 +73,7 @@ def bare_epochs(c, data, device, epochs: int) -> list[float]:
 
 def project_epochs(c, data, probe, device, epochs: int) -> tuple[list[float], list[float]]:
     """The project's loop with its per-epoch callback (metrics, MLflow, checkpoints)."""
-    model, opt = new_model(c, data, device)
+    model, opt = new_model(c, data.x_train.shape[1:], data.num_classes, device)
     times, emergence_s = [], []
     with tracking.Run(c.tracking.uri, c.tracking.experiment, "bench", {}) as run, \
             tempfile.TemporaryDirectory() as workdir:
@@ -87,16 +101,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="benchmarks/results/epoch_overhead.json")
     args = ap.parse_args()
-    register_configs()
-    tmp = tempfile.mkdtemp()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"dataset={args.dataset}", f"trainer.device={args.device}", "tracking.progress=false",
-            f"tracking.uri=sqlite:///{tmp}/mlflow.db", "tracking.experiment=bench"])
-    c = validate(cfg)
-    device = resolve_device(c.trainer.device)
-    data = load_dataset(c.dataset).to(device)
-    probe = data.probe(c.dataset.probe_size, c.dataset.probe_seed)
+    c, data, probe, device = setup(args.dataset, args.device)
     bare, project, emergence_s = [], [], []
     for _ in range(args.repeats):  # alternate, so drifts in machine load hit both alike
         bare += bare_epochs(c, data, device, args.epochs)

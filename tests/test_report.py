@@ -11,41 +11,8 @@ import pytest
 
 from emergence_lab import report, tracking
 from emergence_lab.render import ReportError, build_report
+from emergence_lab.synthetic import big_sweep, branch, params, write_run
 from tests.conftest import ROOT
-
-
-def write_run(uri, parent, name, params, curves, status="FINISHED", overrides=""):
-    """A child run with the given params and metric curves {key: {step: value}}."""
-    run = tracking.Run(uri, "synthetic", name, {"overrides": overrides, "config_hash": name},
-                       parent_run_id=parent)
-    run.log_params(params)
-    steps = sorted({s for c in curves.values() for s in c})
-    for s in steps:
-        run.log_metrics({k: c[s] for k, c in curves.items() if s in c}, step=s)
-    exc = RuntimeError("boom") if status == "FAILED" else None
-    run.__exit__(type(exc) if exc else None, exc, None)
-    return run.run_id
-
-
-def branch(acc, e, rel, pe, after=None, sparsity=0.0, params=1000, dataset="mnist"):
-    """Curves of one run: test/acc, E, relative E by epoch; the values just after pruning."""
-    curves = {"test/acc": dict(enumerate(acc)), "emergence/E": dict(enumerate(e)),
-              "emergence/relative": dict(enumerate(rel)),
-              "params/nonzero": dict.fromkeys(range(len(acc)), params),
-              "pruning/sparsity": dict.fromkeys(range(len(acc)), sparsity),
-              "time/epoch_s": {s: 2.0 for s in range(1, len(acc))},
-              "train/acc": dict(enumerate(acc))}
-    if after:
-        curves.update({"pruning/E_after": {pe: after[0]}, "pruning/relative_after": {pe: after[1]},
-                       "pruning/test_acc_after": {pe: after[2]}})
-    return curves
-
-
-def params(level, seed, dataset="mnist", pe=2):
-    return {"pruning.amount": level, "trainer.seed": seed, "pruning.name": "magnitude",
-            "pruning.epoch": pe, "dataset.name": dataset, "model.name": "mlp",
-            "tracking.uri": "x", "dataset.data_dir": "data"}
-
 
 CONTROL = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1, 0.09, 0.08, 0.07, 0.06],
                  pe=2, after=(80, 0.08, 0.6))
@@ -197,14 +164,7 @@ def test_no_runs_is_a_clear_error(store, tmp_path):
 
 @pytest.mark.slow
 def test_a_hundred_runs_of_twenty_epochs_report_in_under_30s(store, tmp_path):
-    acc = [0.1 + 0.04 * i for i in range(21)]
-    parent = tracking.start_sweep(store, "synthetic", "big", {})
-    for level in (0.0, 0.3, 0.5, 0.7):
-        for seed in range(25):
-            c = branch([a * (1 - level / 10) + 0.001 * seed for a in acc],
-                       [1000 - 10 * i for i in range(21)], [0.1] * 21, pe=5,
-                       after=(900, 0.1, 0.3), sparsity=level)
-            write_run(store, parent, f"r{level}-{seed}", params(level, seed, pe=5), c)
+    parent = big_sweep(store, seeds=25, epochs=20)
     t0 = time.perf_counter()
     out = build_report(store, sweep=parent, out=str(tmp_path / "r"))
     elapsed = time.perf_counter() - t0

@@ -1,8 +1,11 @@
-"""A real MLflow tracking server on loopback: a sweep logs to it over HTTP and reads back."""
+"""A real MLflow tracking server on loopback, on SQLite and on PostgreSQL: a sweep logs to it
+over HTTP, and the runs and the report read back through MLflow."""
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,12 +25,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """The server's backend store: SQLite, or a real PostgreSQL on loopback (Debian's)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'srv.db'}"
+        return
+    pgdata = tempfile.mkdtemp(prefix="emergence-lab-pg-", dir="/tmp")  # reachable by postgres
+    script = str(ROOT / "scripts" / "postgres.sh")
+    port = str(free_port())
+    uri = subprocess.run([script, "start", pgdata, port], capture_output=True, text=True,
+                         timeout=600, check=True).stdout.strip()
+    yield uri
+    subprocess.run([script, "stop", pgdata], timeout=120)
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
 @pytest.fixture
-def server(tmp_path):
+def server(backend, tmp_path):
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+        [str(mlflow), "server", "--backend-store-uri", backend,
          "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

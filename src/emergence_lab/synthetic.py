@@ -1,0 +1,63 @@
+"""Sweeps with known metric curves written into a store: what the report's tests check against
+by hand, and what the report benchmark times at scale."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from emergence_lab import tracking
+
+Curves = dict[str, dict[int, float]]  # metric -> {step: value}
+
+
+def branch(acc: Sequence[float], e: Sequence[float], rel: Sequence[float], pe: int,
+           after: tuple[float, float, float] | None = None, sparsity: float = 0.0,
+           params: int = 1000) -> Curves:
+    """Curves of one run: test accuracy, E and relative E by epoch, and (E, relative E, test
+    accuracy) just after pruning at epoch pe."""
+    curves = {"test/acc": dict(enumerate(acc)), "emergence/E": dict(enumerate(e)),
+              "emergence/relative": dict(enumerate(rel)),
+              "params/nonzero": dict.fromkeys(range(len(acc)), params),
+              "pruning/sparsity": dict.fromkeys(range(len(acc)), sparsity),
+              "time/epoch_s": {s: 2.0 for s in range(1, len(acc))},
+              "train/acc": dict(enumerate(acc))}
+    if after:
+        curves.update({"pruning/E_after": {pe: after[0]}, "pruning/relative_after": {pe: after[1]},
+                       "pruning/test_acc_after": {pe: after[2]}})
+    return curves
+
+
+def params(level: float, seed: int, dataset: str = "mnist", pe: int = 2) -> dict[str, Any]:
+    """The flattened config params of a magnitude-pruned MLP run."""
+    return {"pruning.amount": level, "trainer.seed": seed, "pruning.name": "magnitude",
+            "pruning.epoch": pe, "dataset.name": dataset, "model.name": "mlp",
+            "tracking.uri": "x", "dataset.data_dir": "data"}
+
+
+def write_run(uri: str, parent: str | None, name: str, run_params: Mapping[str, Any],
+              curves: Curves, status: str = "FINISHED", overrides: str = "",
+              experiment: str = "synthetic") -> str:
+    """A run with these params and curves (config_hash = its name); FAILED ones say "boom"."""
+    run = tracking.Run(uri, experiment, name, {"overrides": overrides, "config_hash": name},
+                       parent_run_id=parent)
+    run.log_params(run_params)
+    for s in sorted({s for c in curves.values() for s in c}):
+        run.log_metrics({k: c[s] for k, c in curves.items() if s in c}, step=s)
+    exc = RuntimeError("boom") if status == "FAILED" else None
+    run.__exit__(type(exc) if exc else None, exc, None)
+    return run.run_id
+
+
+def big_sweep(uri: str, levels: Sequence[float] = (0.0, 0.3, 0.5, 0.7), seeds: int = 25,
+              epochs: int = 20, pe: int = 5) -> str:
+    """A sweep of len(levels) x seeds runs of `epochs` epochs; returns the parent run id."""
+    parent = tracking.start_sweep(uri, "synthetic", "big", {})
+    acc = [0.1 + 0.8 * i / epochs for i in range(epochs + 1)]
+    for level in levels:
+        for seed in range(seeds):
+            curves = branch([a * (1 - level / 10) + 0.001 * seed for a in acc],
+                            [1000 - 10 * i for i in range(epochs + 1)], [0.1] * (epochs + 1),
+                            pe=pe, after=(900, 0.1, 0.3), sparsity=level)
+            write_run(uri, parent, f"r{level}-{seed}", params(level, seed, pe=pe), curves)
+    return parent

@@ -1,0 +1,53 @@
+"""Hydra's Ray launcher for real: a local Ray cluster started by the test runs the sweep's jobs
+as Ray tasks, logging to the same store."""
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emergence_lab import tracking
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    tmp = Path("/tmp") / f"ray-{port}"  # Ray's socket paths must stay short
+    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                    f"--temp-dir={tmp}"], check=True, capture_output=True, timeout=300)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_sweep_on_a_local_ray_cluster(ray_cluster, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=ray_local",
+         f"hydra.launcher.ray.init.address={ray_cluster}", "dataset=digits",
+         "model.hidden=[16,8]", "trainer.epochs=2", "pruning=magnitude", "pruning.epoch=1",
+         "pruning.amount=0,0.5", f"tracking.uri=sqlite:///{tmp_path / 'x.db'}",
+         f"tracking.cache_dir={tmp_path / 'cache'}", "tracking.progress=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    parent = tracking.latest_sweep(uri)
+    children = tracking.sweep_children(uri, parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == [
+        "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.tags["prefix_cache"] for c in children) == ["hit", "miss"]
