@@ -11,6 +11,7 @@ the failures and exits non-zero.
 """
 
 import logging
+import os
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    # Relative paths (data_dir, an embedded store, the sweep dir) mean the launching folder;
+    # remote launchers such as Ray start jobs elsewhere.
+    os.chdir(HydraConfig.get().runtime.cwd)
     try:
         metrics = train(cfg, parent_run_id=job_parent_run_id(), overrides=job_overrides())
     except Exception as exc:

@@ -226,7 +226,9 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         if parent is None:
             raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
         expected = tracking.load_json(uri, parent.info.run_id, "sweep_jobs.json")
-        hashes = [j["config_hash"] for j in expected or [] if isinstance(j, dict)]
+        if not all(isinstance(j, dict) for j in expected or []):
+            expected = None  # a sweep recorded before cells had hashes: no missing-cell check
+        hashes = [j["config_hash"] for j in expected or []]
         runs = tracking.sweep_runs(uri, parent.info.run_id, hashes)
         name, exp_id = parent.info.run_name, parent.info.experiment_id
     if not runs:
