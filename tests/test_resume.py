@@ -63,3 +63,20 @@ def test_a_finished_cell_is_skipped_unless_forced(tiny_overrides, store, monkeyp
     train_mod.train(compose_cfg(tiny_overrides + ["trainer.num_threads=1",
                                                   "trainer.checkpoints=false"]))
     assert len(calls) == 3 and len(only_runs(store)) == 2
+
+
+def test_a_run_interrupted_before_pruning_resumes_from_its_prefix_checkpoint(
+        tiny_overrides, store, monkeypatch):
+    overrides = tiny_overrides + ["pruning=magnitude", "pruning.epoch=3", "pruning.amount=0.5",
+                                  "trainer.epochs=4"]
+    calls = interrupt_at(monkeypatch, 3)  # epochs 1 and 2 done and checkpointed
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(compose_cfg(overrides))
+    monkeypatch.undo()
+    calls = interrupt_at(monkeypatch, 10**9)
+    out = train_mod.train(compose_cfg(overrides))
+    assert len(calls) == 2  # epochs 3 and 4 only
+    (run,) = only_runs(store)
+    assert run.info.status == "FINISHED" and out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
+    steps = [s for s, _ in tracking.metric_history(store, run.info.run_id, "train/loss")]
+    assert steps == [1, 2, 3, 4]

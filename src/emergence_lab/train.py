@@ -137,7 +137,8 @@ class EpochLogger:
         self.stopper_armed = False
         self.pruning_steps = 0  # pruning steps applied to the network, saved with checkpoints
 
-    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: bool = True) -> bool:
+    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: str = "all") -> bool:
+        """Log one epoch; checkpoint "all" (last.pt, best.pt when best), "last" or "none"."""
         self.run.log_metrics(metrics, step=epoch)
         if "train/loss" in metrics:  # a training epoch of the run's own data set
             self.last = metrics
@@ -148,8 +149,8 @@ class EpochLogger:
                      epoch, metrics["train/loss"], metrics["test/acc"], metrics["emergence/E"])
         elif epoch == 0:
             self.last = metrics
-        if checkpoint and self.c.trainer.checkpoints:
-            self.checkpoint(epoch, metrics["test/acc"])
+        if checkpoint != "none" and self.c.trainer.checkpoints:
+            self.checkpoint(epoch, metrics["test/acc"], best=checkpoint == "all")
         return self._should_stop(epoch, metrics)
 
     def _should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
@@ -164,11 +165,11 @@ class EpochLogger:
                      self.c.trainer.stop_patience, fired)
         return fired is not None
 
-    def checkpoint(self, epoch: int, acc: float) -> None:
-        """Log last.pt, and best.pt when acc is the best so far (of the network as it ends up:
-        epochs before pruning are never checkpointed)."""
-        names = ["last.pt"] + (["best.pt"] if acc > self.best_acc else [])
-        self.best_acc = max(self.best_acc, acc)
+    def checkpoint(self, epoch: int, acc: float, best: bool = True) -> None:
+        """Log last.pt (what a resumed run starts from), and best.pt when acc is the best so far
+        of the network as it ends up (epochs before pruning never count for best)."""
+        names = ["last.pt"] + (["best.pt"] if best and acc > self.best_acc else [])
+        self.best_acc = max(self.best_acc, acc) if best else self.best_acc
         for name in names:
             path = self.workdir / name
             save_checkpoint(path, self.model, self.opt, epoch=epoch, test_acc=acc,
@@ -197,15 +198,15 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger) -> Callable[[], dict[str, 
     def compute() -> dict[str, Any]:
         history: list[Row] = []
 
-        def keep(epoch: int, metrics: dict[str, float]) -> bool:
+        def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
             history.append((epoch, metrics))
-            return logger(epoch, metrics, checkpoint=False)
+            return logger(epoch, metrics, checkpoint)
 
         if s.pretrain:
             pre_data, pre_probe = s.pretrain
             fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
-                lambda e, m: keep(e, {f"pretrain/{k}": v for k, v in m.items()}))
-        keep(0, measure(s.model, s.data, s.probe, s.c))
+                lambda e, m: keep(e, {f"pretrain/{k}": v for k, v in m.items()}, "none"))
+        keep(0, measure(s.model, s.data, s.probe, s.c), "none")
         fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep)
         return {"model": s.model.state_dict(), "optimizer": optimizer_state(s.model, s.opt),
                 "history": history}
@@ -219,7 +220,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     c = s.c
     upto = events[0][0] if events else 0
     if not events and not s.pretrain:
-        logger(0, measure(s.model, s.data, s.probe, c), checkpoint=False)
+        logger(0, measure(s.model, s.data, s.probe, c), checkpoint="none")
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
@@ -228,7 +229,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     if cached:
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
-            logger(epoch, metrics, checkpoint=False)
+            logger(epoch, metrics, checkpoint="none")
     return upto
 
 
