@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,19 @@ CONF = ROOT / "conf"
 SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 
 register_configs()
+
+
+def corrupt_mnist_copy(data_dir: Path, offset: int = 100) -> Path:
+    """MNIST from ../shared uncompressed into data_dir/MNIST/raw, one byte of a file changed."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in SHARED_MNIST.glob("*.gz"):
+        with gzip.open(f, "rb") as fin, open(raw / f.name[:-3], "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([(f.read(1)[0] + 1) % 256]))
+    return raw
 
 
 def compose_cfg(overrides: list[str], hydra: bool = False) -> DictConfig:

@@ -1,17 +1,15 @@
 """Bad input fails before any run starts, with a message that names it, and the store is left
 as it was. Each case runs the real command line against a store that already holds a run."""
 
-import gzip
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from emergence_lab import tracking
-from tests.conftest import ROOT, SHARED_MNIST
+from tests.conftest import ROOT, SHARED_MNIST, corrupt_mnist_copy
 
 pytestmark = pytest.mark.slow
 
@@ -53,14 +51,7 @@ def workdir(tmp_path_factory):
     with tracking.Run(uri, "emergence", "existing", {}) as run:
         run.log_metrics({"test/acc": 0.5}, step=0)
     if SHARED_MNIST.is_dir():
-        raw = d / "corrupt" / "MNIST" / "raw"
-        raw.mkdir(parents=True)
-        for f in SHARED_MNIST.glob("*.gz"):
-            with gzip.open(f, "rb") as fin, open(raw / f.name[:-3], "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-        with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
-            f.seek(50)
-            f.write(b"\x09")
+        corrupt_mnist_copy(d / "corrupt")
     return d
 
 

@@ -1,4 +1,3 @@
-import gzip
 import shutil
 from types import SimpleNamespace
 
@@ -6,7 +5,7 @@ import pytest
 import torch
 
 from emergence_lab import data
-from tests.conftest import SHARED_MNIST
+from tests.conftest import SHARED_MNIST, corrupt_mnist_copy
 
 
 def digits_cfg(**kw):
@@ -53,14 +52,7 @@ def test_mnist_from_a_local_source_is_gunzipped_and_verified(tmp_path):
 
 @needs_mnist
 def test_a_corrupt_file_is_named(tmp_path):
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in SHARED_MNIST.glob("*.gz"):
-        with gzip.open(f, "rb") as fin, open(raw / f.name[:-3], "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-    with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
-        f.seek(100)
-        f.write(b"\x07")
+    corrupt_mnist_copy(tmp_path / "data")
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte is corrupt: md5 .*expected 27ae3e"):
         data.load_dataset(mnist_cfg(tmp_path, []))
 

@@ -49,6 +49,15 @@ class UnitModel(nn.Module):
         return layers
 
 
+def dense_blocks(width: int, hidden: Sequence[int]) -> tuple[nn.ModuleList, int]:
+    """Linear + ReLU blocks of the given widths after `width` inputs; (blocks, last width)."""
+    blocks = []
+    for units in hidden:
+        blocks.append(nn.Sequential(nn.Linear(width, units), nn.ReLU()))
+        width = units
+    return nn.ModuleList(blocks), width
+
+
 class MLP(UnitModel):
     """Fully connected ReLU network: input -> hidden widths -> classes."""
 
@@ -58,11 +67,7 @@ class MLP(UnitModel):
         for d in in_shape:
             in_features *= int(d)
         self.flatten = nn.Flatten()
-        blocks, width = [], in_features
-        for h in hidden:
-            blocks.append(nn.Sequential(nn.Linear(width, h), nn.ReLU()))
-            width = h
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks, width = dense_blocks(in_features, hidden)
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,11 +111,7 @@ class CNN(UnitModel):
                              f"{tuple(in_shape)} input to nothing; use fewer conv blocks")
         self.convs = nn.ModuleList(convs)
         self.flatten = nn.Flatten()
-        fcs, width = [], c * h * w
-        for units in hidden:
-            fcs.append(nn.Sequential(nn.Linear(width, units), nn.ReLU()))
-            width = units
-        self.fcs = nn.ModuleList(fcs)
+        self.fcs, width = dense_blocks(c * h * w, hidden)
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
