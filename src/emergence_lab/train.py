@@ -167,7 +167,7 @@ class EpochLogger:
 
     def checkpoint(self, epoch: int, acc: float, best: bool = True) -> None:
         """Log last.pt (what a resumed run starts from), and best.pt when acc is the best so far
-        of the network as it ends up (epochs before pruning never count for best)."""
+        of the network as it ends up (epochs before its last pruning step never count)."""
         names = ["last.pt"] + (["best.pt"] if best and acc > self.best_acc else [])
         self.best_acc = max(self.best_acc, acc) if best else self.best_acc
         for name in names:
@@ -244,9 +244,10 @@ def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: Epo
         epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
         restore_state(resume, s.model, s.opt)
         logger.pruning_steps = done
+    before_final = lambda e, m: logger(e, m, checkpoint="last")  # noqa: E731 - not best.pt yet
     for i in range(done, len(events)):
         at, rate = events[i]
-        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, logger):
+        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final):
             return
         epoch = at
         apply_pruning(s.model, p.name, rate, p.scope, seed=c.trainer.seed + at)
@@ -257,7 +258,7 @@ def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: Epo
                          "pruning/sparsity_after": after["pruning/sparsity"]}, step=at)
         logger.pruning_steps = i + 1
         if c.trainer.checkpoints:
-            logger.checkpoint(at, after["test/acc"])
+            logger.checkpoint(at, after["test/acc"], best=i + 1 == len(events))
     logger.stopper_armed = True  # only once the network is final
     fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger)
 
