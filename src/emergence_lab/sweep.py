@@ -113,12 +113,13 @@ class SweepCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": self.run_id, "uri": first.uri}))
         # A job that raises aborts the sweeper before on_multirun_end: end the parent anyway.
         atexit.register(self._end_if_open)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
         log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-        raise KeyboardInterrupt("SIGTERM")
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.interrupted = True  # the parent ends KILLED, like its runs
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _end_if_open(self) -> None:
         tracking.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
