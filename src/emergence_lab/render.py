@@ -175,7 +175,7 @@ def markdown(rep: Report) -> str:
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}" width="720">'
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}" style="max-width:100%">'
 
 
 def html_page(rep: Report, out: Path) -> str:
