@@ -324,7 +324,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
         tags = {"config_hash": identity, "git_commit": commit, "mlflow.source.git.commit": commit,
                 "data_digest": data.digest, "dataset_label": data.label,
                 "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
-                "device": str(device), "overrides": " ".join(overrides or [])[:5000]}
+                "device": str(device), "torch_threads": torch.get_num_threads(),
+                "overrides": " ".join(overrides or [])[:5000]}
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("hydra", None)
         with tracking.Run(c.tracking.uri, c.tracking.experiment, run_name(c), tags,
