@@ -12,7 +12,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from emergence_lab.pruning import prepare_for_state, refresh_pruned_weights
+from emergence_lab.pruning import freeze, prepare_for_state
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -68,7 +68,7 @@ def restore_state(payload: dict[str, Any], model: nn.Module,
     """Load a payload's model and optimizer states; pruning masks are re-created first."""
     prepare_for_state(model, payload["model"])
     model.load_state_dict(payload["model"])
-    refresh_pruned_weights(model)
+    freeze(model)  # a checkpoint in torch's reparametrized form: weight = orig * mask now
     if optimizer is not None and payload.get("optimizer") is not None:
         load_optimizer_state(model, optimizer, payload["optimizer"])
 
