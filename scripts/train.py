@@ -34,10 +34,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg, parent_run_id=job_parent_run_id(), overrides=job_overrides())
     except Exception as exc:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
+        if HydraConfig.get().mode != RunMode.MULTIRUN or not hasattr(exc, "mlflow_run_id"):
+            raise  # a single run, or a failure before any run existed: shown in full
         # The run is marked FAILED with its reason; the sweep goes on and reports it at the end.
-        log.error("run failed: %s: %s", type(exc).__name__, exc)
+        log.error("run %s failed: %s: %s", exc.mlflow_run_id, type(exc).__name__, exc)
         return None
     return metrics.get("test/acc")
 

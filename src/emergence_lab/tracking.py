@@ -203,7 +203,8 @@ class Run:
             self.set_tags({**tags, "resumed": int(run.data.tags.get("resumed", 0)) + 1})
             return
         exp_id = ensure_experiment(uri, experiment)
-        tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+        tags = {k: str(v) for k, v in tags.items()}  # a server takes strings only
+        tags.update({PARENT_TAG: parent_run_id} if parent_run_id else {})
         self.run_id = _retry(lambda: self.client.create_run(exp_id, run_name=name, tags=tags)
                              ).info.run_id
 
@@ -216,6 +217,8 @@ class Run:
         else:
             status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
             message = f"{exc_type.__name__}: {exc}"[:MAX_ERROR_CHARS]
+            if exc is not None:
+                exc.mlflow_run_id = self.run_id  # lets a sweep tell a run's failure from a bug
             self.set_tags({"error": message})
             _retry(lambda: self.client.set_tag(self.run_id, "mlflow.note.content",
                                                f"**{status}**: {message}"))
