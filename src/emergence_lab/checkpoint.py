@@ -15,21 +15,27 @@ from torch import nn
 from emergence_lab.pruning import freeze, prepare_for_state
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    **extra: Any) -> None:
-    """Write model (with masks) and optimizer state atomically; extra holds plain values."""
-    payload = {"model": model.state_dict(), "optimizer": optimizer_state(model, optimizer), **extra}
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: readers (parallel jobs, a
+    resumed run) never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
-    torch.save(payload, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    **extra: Any) -> None:
+    """Write model (with masks) and optimizer state atomically; extra holds plain values."""
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer_state(model, optimizer),
+                 **extra}, path)
+
+
 def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The optimizer's parameters by name, in its order (pruning's `_orig` suffix dropped)."""
-    names = {id(p): n.replace("_orig", "") for n, p in model.named_parameters()}
+    """The optimizer's parameters by name, in its order."""
+    names = {id(p): n for n, p in model.named_parameters()}
     return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
@@ -86,8 +92,5 @@ def shared_prefix(cache_dir: str | Path, key: str,
         if path.is_file():
             return torch.load(path, map_location="cpu", weights_only=True), True
         payload = compute()
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.")
-        os.close(fd)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_save(payload, path)
         return payload, False

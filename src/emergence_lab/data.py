@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from emergence_lab.checkpoint import atomic_save
+
 log = logging.getLogger(__name__)
 
 
@@ -214,10 +216,7 @@ def load_image_folder(root: str | Path, image_size: int, channels: int, label: s
              "num_classes": len(classes),
              "digest": _digest([x_train.numpy().tobytes(), y_train.numpy().tobytes(),
                                 x_test.numpy().tobytes(), y_test.numpy().tobytes()])}
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tensors.")
-        os.close(fd)
-        torch.save(t, tmp)
-        os.replace(tmp, cache)
+        atomic_save(t, cache)
     scale = lambda x: x.float().div_(255)  # noqa: E731
     return TensorData(scale(t["x_train"]), t["y_train"], scale(t["x_test"]), t["y_test"],
                       int(t["num_classes"]), t["digest"], label)

@@ -287,12 +287,9 @@ def log_json(uri: str, run_id: str, obj: Any, artifact_file: str) -> None:
 
 def load_json(uri: str, run_id: str, artifact_file: str) -> Any | None:
     """A JSON artifact of a run, None when it has none."""
-    client = get_client(uri)
-    names = {a.path for a in client.list_artifacts(run_id)}
-    if artifact_file not in names:
-        return None
     with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(client.download_artifacts(run_id, artifact_file, tmp)).read_text())
+        path = download_artifact(uri, run_id, artifact_file, tmp)
+        return json.loads(path.read_text()) if path else None
 
 
 def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str],
@@ -302,7 +299,7 @@ def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str
     run = _retry(lambda: client.create_run(experiment_id, run_name=name,
                                            tags={"kind": "report", **tags}))
     rid = run.info.run_id
-    _retry(lambda: client.log_text(rid, json.dumps(source_run_ids, indent=1), "source_runs.json"))
+    log_json(uri, rid, source_run_ids, "source_runs.json")
     _retry(lambda: client.set_tag(rid, "source_run_ids", ",".join(source_run_ids)[:5000]))
     _retry(lambda: client.log_artifacts(rid, str(out_dir), "report"))
     _retry(lambda: client.set_terminated(rid, "FINISHED"))
