@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import signal
 import tempfile
 import threading
@@ -168,13 +169,14 @@ class EpochLogger:
     def checkpoint(self, epoch: int, acc: float, best: bool = True) -> None:
         """Log last.pt (what a resumed run starts from), and best.pt when acc is the best so far
         of the network as it ends up (epochs before its last pruning step never count)."""
-        names = ["last.pt"] + (["best.pt"] if best and acc > self.best_acc else [])
-        self.best_acc = max(self.best_acc, acc) if best else self.best_acc
-        for name in names:
-            path = self.workdir / name
-            save_checkpoint(path, self.model, self.opt, epoch=epoch, test_acc=acc,
-                            pruning_steps=self.pruning_steps)
-            self.run.log_artifact(path, "checkpoints")
+        last = self.workdir / "last.pt"
+        save_checkpoint(last, self.model, self.opt, epoch=epoch, test_acc=acc,
+                        pruning_steps=self.pruning_steps)
+        self.run.log_artifact(last, "checkpoints")
+        if best and acc > self.best_acc:
+            self.best_acc = acc
+            shutil.copyfile(last, self.workdir / "best.pt")  # the same bytes: not serialized twice
+            self.run.log_artifact(self.workdir / "best.pt", "checkpoints")
 
     def close(self) -> None:
         self.bar.close()
