@@ -3,6 +3,8 @@ against epochs to converge. Functions take tables and return matplotlib figures.
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on the machines this runs on
@@ -10,6 +12,8 @@ matplotlib.use("Agg")  # files only; no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from emergence_lab.report import mean_ci  # noqa: E402
 
 LEVEL = "pruned"
 
@@ -32,11 +36,17 @@ def _order(d: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(d.sort_values("order")[LEVEL]))
 
 
+def t_band(values: pd.Series) -> tuple[float, float]:
+    """The 95 % t-interval of the mean over seeds, as in the tables (no band for one seed)."""
+    mean, half, _ = mean_ci(values.tolist())
+    half = 0.0 if math.isnan(half) else half
+    return mean - half, mean + half
+
+
 def _lines(ax, data: pd.DataFrame, key: str, ylabel: str, prune_epoch: int) -> None:
     d = data[data.key == key]
-    several = d.groupby([LEVEL, "step"]).size().max() > 1 if len(d) else False
     sns.lineplot(data=d, x="step", y="value", hue=LEVEL, hue_order=_order(d), ax=ax, marker="o",
-                 markersize=3, errorbar=("ci", 95) if several else None, palette="viridis")
+                 markersize=3, errorbar=t_band, palette="viridis")
     if prune_epoch > 0:
         ax.axvline(prune_epoch, color="grey", linestyle="--", linewidth=1, label="pruning")
     ax.set(xlabel="epoch", ylabel=ylabel)
