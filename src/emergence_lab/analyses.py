@@ -21,8 +21,8 @@ def theta_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     for (group, _), cell in per_run.groupby(["group", "order"]):
         row = {"group": group, "pruned": cell.label.iloc[0], "n": len(cell)}
         for key in keys:
-            finals = [curve(hist, rid, key).iloc[-1] for rid in cell.run_id
-                      if len(curve(hist, rid, key))]
+            curves = [curve(hist, rid, key) for rid in cell.run_id]
+            finals = [c.iloc[-1] for c in curves if len(c)]
             row[f"E(θ={key[len(THETA_PREFIX):]})"] = mean_ci(finals)[0]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -173,13 +173,13 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
                       for st, lv in zip(table.strategy, table.level, strict=True)]
     # control first, then by strategy and amount
     table["order"] = [(lv > 0, st, lv) for st, lv in zip(table.strategy, table.level, strict=True)]
-    control = table[table.level == 0].groupby(["group", "seed"]).first()
+    # each run's control: the amount-0 run of its group with the same seed
+    control = table[table.level == 0].groupby(["group", "seed"]).first().reindex(
+        pd.MultiIndex.from_frame(table[["group", "seed"]]))
     for col in ("final_acc", "epochs_to_99pct_final", "mean_E_after_prune",
                 "mean_relE_after_prune"):
-        ref = control[col].reindex(pd.MultiIndex.from_frame(table[["group", "seed"]])).to_numpy()
-        table[f"d_{col}"] = table[col].to_numpy() - ref
-    ref_final = control["final_acc"].reindex(
-        pd.MultiIndex.from_frame(table[["group", "seed"]])).to_numpy()
+        table[f"d_{col}"] = table[col].to_numpy() - control[col].to_numpy()
+    ref_final = control["final_acc"].to_numpy()
     table["epochs_to_control_final"] = [
         epochs_to_reach(curve(hist, rid, "test/acc"), ref, pe) if not math.isnan(ref) else math.nan
         for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
