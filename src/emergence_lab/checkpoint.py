@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch import nn
 
 from emergence_lab.pruning import freeze, prepare_for_state
@@ -79,18 +80,90 @@ def restore_state(payload: dict[str, Any], model: nn.Module,
         load_optimizer_state(model, optimizer, payload["optimizer"])
 
 
+def _machine_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Waiters:
+    """Sibling jobs on this machine that wait for a prefix being computed, and their threads.
+
+    A waiting job registers a marker file (host, pid, torch threads) while it blocks on the
+    lock; the job computing the prefix borrows those threads, which would otherwise sit idle,
+    and gives them back when it is done. Markers of other hosts (a cache folder shared by a
+    cluster) and of processes that died are ignored.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.host = socket.gethostname()
+
+    def register(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / f"{self.host}--{os.getpid()}"
+        marker.write_text(str(torch.get_num_threads()))
+        return marker
+
+    def threads(self) -> int:
+        """Threads registered by live waiting processes of this host."""
+        total = 0
+        for marker in self.folder.glob(f"{self.host}--*") if self.folder.is_dir() else ():
+            try:
+                pid, threads = int(marker.name.rsplit("--", 1)[1]), int(marker.read_text())
+            except (ValueError, OSError):  # removed meanwhile, or half written
+                continue
+            if pid != os.getpid() and _alive(pid):
+                total += threads
+        return total
+
+
 def shared_prefix(cache_dir: str | Path, key: str,
-                  compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+                  compute: Callable[[Callable[[], None]], dict[str, Any]]
+                  ) -> tuple[dict[str, Any], bool]:
     """The cached payload for `key`, computed by the first caller; (payload, was_cached).
 
     A file lock serialises siblings: one trains, the others wait and then load its result.
+    `compute(borrow)` should call `borrow()` between epochs: it sets torch's threads to the
+    job's own plus those of the siblings waiting on this machine (at most the machine's CPUs).
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{key}.pt"
-    with FileLock(str(path) + ".lock"):
+    lock = FileLock(str(path) + ".lock")
+    waiters = Waiters(cache_dir / f"{key}.waiting")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # a sibling is computing it: lend it our threads while we wait
+        marker = waiters.register()
+        try:
+            lock.acquire()
+        finally:
+            marker.unlink(missing_ok=True)
+    try:
         if path.is_file():
             return torch.load(path, map_location="cpu", weights_only=True), True
-        payload = compute()
+        own = torch.get_num_threads()
+
+        def borrow() -> None:
+            torch.set_num_threads(min(max(own, _machine_cpus()), own + waiters.threads()))
+
+        try:
+            payload = compute(borrow)
+        finally:
+            torch.set_num_threads(own)
         atomic_save(payload, path)
         return payload, False
+    finally:
+        lock.release()

@@ -194,14 +194,18 @@ class Setup:
     pretrain: tuple[TensorData, torch.Tensor] | None  # pretraining data and its probe set
 
 
-def _prefix(s: Setup, upto: int, logger: EpochLogger) -> Callable[[], dict[str, Any]]:
-    """The training every sibling shares: pretraining, then epochs 1..upto of the run's data."""
+def _prefix(s: Setup, upto: int, logger: EpochLogger
+            ) -> Callable[[Callable[[], None]], dict[str, Any]]:
+    """The training every sibling shares: pretraining, then epochs 1..upto of the run's data.
+    `borrow()`, called before each epoch, takes up the threads of siblings waiting for it."""
 
-    def compute() -> dict[str, Any]:
+    def compute(borrow: Callable[[], None]) -> dict[str, Any]:
         history: list[Row] = []
+        borrow()
 
         def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
             history.append((epoch, metrics))
+            borrow()
             return logger(epoch, metrics, checkpoint)
 
         if s.pretrain:
