@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from epoch_overhead import bare_epochs, new_model, project_epochs, setup  # noqa: E402
 
+from emergence_lab import tracking  # noqa: E402
 from emergence_lab.render import build_report  # noqa: E402
 from emergence_lab.synthetic import big_sweep  # noqa: E402
 
@@ -105,10 +106,24 @@ def sweep_ratio(quick: bool) -> dict[str, float]:
             by_hand += sweep_seconds(base + ["tracking.experiment=by_hand",
                                              "hydra.launcher.n_jobs=1", f"pruning.amount={amount}",
                                              f"tracking.cache_dir={tmp}/cache-4-{amount}"], Path(tmp))
+        after = 2 if quick else 5  # the epochs after pruning: every branch trains them
+        parallel, alone = (branch_epoch_s(f"sqlite:///{tmp}/b.db", e, after)
+                           for e in ("shared", "naive"))
     return {"sweep_shared_2jobs_s": shared, "sweep_naive_serial_s": serial,
             "sweep_naive_4_commands_s": by_hand,
             "sweep_shared_over_naive": shared / serial,
-            "sweep_shared_over_4_commands": shared / by_hand}
+            "sweep_shared_over_4_commands": shared / by_hand,
+            # What the second parallel job adds: epochs trained per second by two jobs side by
+            # side over one job alone with all the threads.
+            "branch_epoch_s_2_jobs": parallel, "branch_epoch_s_1_job": alone,
+            "parallel_throughput_gain": 2 * alone / parallel}
+
+
+def branch_epoch_s(uri: str, experiment: str, after: int) -> float:
+    """Median seconds per training epoch after the pruning epoch, over an experiment's runs."""
+    runs = [r.info.run_id for r in tracking.experiment_runs(uri, experiment)]
+    return statistics.median(v for _, _, step, v in
+                             tracking.metric_histories(uri, runs, ["time/epoch_s"]) if step > after)
 
 
 def report_seconds() -> dict[str, float]:
