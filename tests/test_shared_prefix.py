@@ -30,12 +30,14 @@ def one_thread():
 
 
 @pytest.mark.skipif(_machine_cpus() < 2, reason="needs 2 CPUs to lend a thread")
-def test_a_waiting_sibling_lends_its_thread_to_the_job_computing_the_prefix(tmp_path, one_thread):
+@pytest.mark.parametrize("lend", [True, False])
+def test_a_waiting_sibling_lends_its_thread_to_the_job_computing_the_prefix(
+        tmp_path, one_thread, lend):
     seen, waiter = [], None
 
     def compute(borrow):
         nonlocal waiter
-        borrow()
+        assert borrow() == torch.get_num_threads()
         seen.append(torch.get_num_threads())  # nobody waits yet: its own thread only
         waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path)], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -47,8 +49,8 @@ def test_a_waiting_sibling_lends_its_thread_to_the_job_computing_the_prefix(tmp_
         seen.append(torch.get_num_threads())
         return {"value": torch.ones(2)}
 
-    payload, cached = shared_prefix(tmp_path, "k", compute)
-    assert (cached, seen) == (False, [1, 2])
+    payload, cached = shared_prefix(tmp_path, "k", compute, lend=lend)
+    assert (cached, seen) == (False, [1, 2] if lend else [1, 1])  # pinned threads stay pinned
     assert torch.get_num_threads() == 1  # given back
     out, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err

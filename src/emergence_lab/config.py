@@ -147,7 +147,9 @@ class TrainerConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     device: str = "auto"  # auto = cuda when available, else cpu
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    # torch CPU threads; 0 = torch's default (the launcher's share of the CPUs), and a job
+    # computing a shared prefix borrows the threads of siblings waiting for it
+    num_threads: int = 0
     checkpoints: bool = True  # log last and best checkpoints as artifacts
     stop_epsilon: float | None = None  # stop once E <= stop_epsilon for stop_patience epochs
     stop_patience: int = 3

@@ -195,17 +195,19 @@ class Setup:
 
 
 def _prefix(s: Setup, upto: int, logger: EpochLogger
-            ) -> Callable[[Callable[[], None]], dict[str, Any]]:
+            ) -> Callable[[Callable[[], int]], dict[str, Any]]:
     """The training every sibling shares: pretraining, then epochs 1..upto of the run's data.
-    `borrow()`, called before each epoch, takes up the threads of siblings waiting for it."""
+    `borrow()`, called before each epoch, takes up the threads of siblings waiting for it; the
+    thread counts the epochs trained with are kept with the state."""
 
-    def compute(borrow: Callable[[], None]) -> dict[str, Any]:
+    def compute(borrow: Callable[[], int]) -> dict[str, Any]:
         history: list[Row] = []
-        borrow()
+        threads = [borrow()]
 
         def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
             history.append((epoch, metrics))
-            borrow()
+            if "train/loss" in metrics or "pretrain/train/loss" in metrics:  # an epoch trained
+                threads.append(borrow())
             return logger(epoch, metrics, checkpoint)
 
         if s.pretrain:
@@ -215,7 +217,7 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
         keep(0, measure(s.model, s.data, s.probe, s.c), "none")
         fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep)
         return {"model": s.model.state_dict(), "optimizer": optimizer_state(s.model, s.opt),
-                "history": history}
+                "history": history, "threads": threads[:-1]}
 
     return compute
 
@@ -230,8 +232,13 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
-    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger))
-    run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
+    # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
+    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger),
+                                    lend=not c.trainer.num_threads)
+    tags = {"prefix_cache": "hit" if cached else "miss", "prefix_key": key}
+    if payload.get("threads"):  # the CPU threads each shared epoch trained with
+        tags["prefix_threads"] = ",".join(map(str, payload["threads"]))
+    run.set_tags(tags)
     if cached:
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
