@@ -177,3 +177,16 @@ def test_cnn_trains_with_emergence_init(tiny_overrides, store):
     assert {"emergence/active_frac/conv1", "emergence/active_frac/conv2",
             "emergence/active_frac/hidden1"} <= set(out)
     assert out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("batch_size", [4, 10, 64])  # a short last batch; one exact; one batch
+def test_train_epoch_reports_the_mean_loss_and_accuracy_over_every_sample(batch_size):
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 1, 2, 2), torch.randint(0, 3, (10,))
+    model = MLP(in_shape=(1, 2, 2), num_classes=3, hidden=[5])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the network stays as it is
+    loss, acc = train_mod.train_epoch(model, opt, x, y, batch_size, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    assert acc == (logits.argmax(1) == y).sum().item() / 10

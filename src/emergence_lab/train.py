@@ -49,10 +49,13 @@ def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y
                 batch_size: int, generator: torch.Generator) -> tuple[float, float]:
     """One pass over shuffled index slices of in-memory tensors; (mean loss, accuracy)."""
     model.train()
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, x.shape[0], batch_size):
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    # Kept on the device and reduced once after the epoch: a .item() per batch would be a
+    # CPU-GPU sync point, and every extra op per batch costs the CPU loop time.
+    losses: list[torch.Tensor] = []
+    predicted = torch.empty(n, dtype=y.dtype, device=x.device)
+    for start in range(0, n, batch_size):
         idx = perm[start:start + batch_size]
         xb, yb = x[idx], y[idx]
         logits = model(xb)
@@ -60,10 +63,12 @@ def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        # Accumulate on the device: a .item() per batch would be a CPU-GPU sync point.
-        loss_sum += loss.detach() * yb.shape[0]
-        correct += (logits.argmax(1) == yb).sum()
-    return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
+        losses.append(loss.detach())
+        predicted[start:start + batch_size] = logits.argmax(1)
+    sizes = torch.full((len(losses),), float(batch_size), device=x.device)
+    sizes[-1] = n - batch_size * (len(losses) - 1)  # the last batch may be short
+    mean_loss = (torch.stack(losses) * sizes).sum() / n
+    return mean_loss.item(), (predicted == y[perm]).sum().item() / n
 
 
 @torch.no_grad()
