@@ -92,8 +92,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, but another user's
+        pass
     return True
 
 
@@ -130,14 +130,14 @@ class Waiters:
 
 
 def shared_prefix(cache_dir: str | Path, key: str,
-                  compute: Callable[[Callable[[], int]], dict[str, Any]], lend: bool = True
+                  compute: Callable[[Callable[[], None]], dict[str, Any]], lend: bool = True
                   ) -> tuple[dict[str, Any], bool]:
     """The cached payload for `key`, computed by the first caller; (payload, was_cached).
 
     A file lock serialises siblings: one trains, the others wait and then load its result.
     `compute(borrow)` should call `borrow()` between epochs: with `lend`, it sets torch's threads
     to the job's own plus those of the siblings waiting on this machine (at most the machine's
-    CPUs); it returns the thread count the next epoch trains with.
+    CPUs).
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -157,10 +157,9 @@ def shared_prefix(cache_dir: str | Path, key: str,
             return torch.load(path, map_location="cpu", weights_only=True), True
         own = torch.get_num_threads()
 
-        def borrow() -> int:
+        def borrow() -> None:
             if lend:
                 torch.set_num_threads(min(max(own, _machine_cpus()), own + waiters.threads()))
-            return torch.get_num_threads()
 
         try:
             payload = compute(borrow)

@@ -269,7 +269,7 @@ def _reject_unknown_keys(cfg: DictConfig, obj: Config) -> None:
         schema = getattr(obj, f.name)
         if not dataclasses.is_dataclass(schema):
             continue
-        known = {g.name for g in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
-        extra = sorted(set(cfg[f.name].keys()) - known) if known is not None else []
+        known = {g.name for g in dataclasses.fields(schema)}
+        extra = sorted(set(cfg[f.name].keys()) - known)
         if extra:
             raise ValueError(f"unknown key {f.name}.{extra[0]}; valid keys of {f.name}: {sorted(known)}")

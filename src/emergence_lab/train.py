@@ -123,6 +123,7 @@ def fit(model: UnitModel, opt: torch.optim.Optimizer, data: TensorData, probe: t
                                      f"(trainer.lr={c.trainer.lr})")
         metrics = {"train/loss": loss, "train/acc": acc, **measure(model, data, probe, c)}
         metrics["time/epoch_s"] = time.perf_counter() - t0
+        metrics["time/threads"] = float(torch.get_num_threads())  # the CPU threads it trained with
         if on_epoch(epoch, metrics):
             return True
     return False
@@ -200,19 +201,17 @@ class Setup:
 
 
 def _prefix(s: Setup, upto: int, logger: EpochLogger
-            ) -> Callable[[Callable[[], int]], dict[str, Any]]:
+            ) -> Callable[[Callable[[], None]], dict[str, Any]]:
     """The training every sibling shares: pretraining, then epochs 1..upto of the run's data.
-    `borrow()`, called before each epoch, takes up the threads of siblings waiting for it; the
-    thread counts the epochs trained with are kept with the state."""
+    `borrow()`, called before each epoch, takes up the threads of siblings waiting for it."""
 
-    def compute(borrow: Callable[[], int]) -> dict[str, Any]:
+    def compute(borrow: Callable[[], None]) -> dict[str, Any]:
         history: list[Row] = []
-        threads = [borrow()]
+        borrow()
 
         def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
             history.append((epoch, metrics))
-            if "train/loss" in metrics or "pretrain/train/loss" in metrics:  # an epoch trained
-                threads.append(borrow())
+            borrow()
             return logger(epoch, metrics, checkpoint)
 
         if s.pretrain:
@@ -222,7 +221,7 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
         keep(0, measure(s.model, s.data, s.probe, s.c), "none")
         fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep)
         return {"model": s.model.state_dict(), "optimizer": optimizer_state(s.model, s.opt),
-                "history": history, "threads": threads[:-1]}
+                "history": history}
 
     return compute
 
@@ -240,10 +239,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
     payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger),
                                     lend=not c.trainer.num_threads)
-    tags = {"prefix_cache": "hit" if cached else "miss", "prefix_key": key}
-    if payload.get("threads"):  # the CPU threads each shared epoch trained with
-        tags["prefix_threads"] = ",".join(map(str, payload["threads"]))
-    run.set_tags(tags)
+    run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
     if cached:
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
