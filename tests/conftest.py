@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ CONF = ROOT / "conf"
 SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 
 register_configs()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def corrupt_mnist_copy(data_dir: Path, offset: int = 100) -> Path:

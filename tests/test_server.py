@@ -2,7 +2,6 @@
 over HTTP, and the runs and the report read back through MLflow."""
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,15 +13,9 @@ import pytest
 
 from emergence_lab import tracking
 from emergence_lab.render import build_report
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
