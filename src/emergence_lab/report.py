@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# Config fields that never define a group: the comparison axis, replicates, and where or how
-# a run was executed rather than what it computed.
+# Config fields that never define a group: the comparison axis, replicates, how a run was
+# executed rather than what it computed, and (any *.data_dir, *.sources, *.download) where its
+# data came from.
 NOT_GROUPING = {"pruning.amount", "pruning.name", "pruning.scope", "pruning.steps",
                 "pruning.interval", "trainer.seed", "trainer.device", "trainer.num_threads",
-                "trainer.checkpoints", "dataset.data_dir", "dataset.sources", "dataset.download"}
+                "trainer.checkpoints"}
 NOT_GROUPING_PREFIXES = ("tracking.",)
+WHERE_DATA_IS = ("data_dir", "sources", "download")
 
 # The paper's section 4 (MLP, one seed): test accuracy after 5 epochs and at the end, in %.
 PAPER = {
@@ -48,7 +50,7 @@ def grouping_fields(runs: pd.DataFrame) -> list[str]:
     """Config fields that vary across the runs and define the groups compared within."""
     fields = [c for c in runs.columns if "." in c and c not in NOT_GROUPING
               and not c.startswith(NOT_GROUPING_PREFIXES)
-              and c.rsplit(".", 1)[1] not in ("data_dir", "sources", "download")]
+              and c.rsplit(".", 1)[1] not in WHERE_DATA_IS]
     return sorted(c for c in fields if runs[c].astype(str).nunique(dropna=False) > 1)
 
 
