@@ -23,8 +23,8 @@ def interrupt_at(monkeypatch, call: int):
 
 
 def only_runs(store):
-    client = tracking.get_client(store)
-    return client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
+    """The experiment's training runs (not the cell-claims run)."""
+    return tracking.experiment_runs(store, "emergence")
 
 
 @pytest.mark.parametrize("pruning", [["pruning=none"],

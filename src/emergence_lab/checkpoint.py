@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,10 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from emergence_lab.procs import pid_alive
 from emergence_lab.pruning import freeze, prepare_for_state
+
+log = logging.getLogger(__name__)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -87,16 +92,6 @@ def _machine_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        pass
-    return True
-
-
 class Waiters:
     """Sibling jobs on this machine that wait for a prefix being computed, and their threads.
 
@@ -124,9 +119,22 @@ class Waiters:
                 pid, threads = int(marker.name.rsplit("--", 1)[1]), int(marker.read_text())
             except (ValueError, OSError):  # removed meanwhile, or half written
                 continue
-            if pid != os.getpid() and _alive(pid):
+            if pid != os.getpid() and pid_alive(pid):
                 total += threads
         return total
+
+
+def _load_cache(path: Path) -> dict[str, Any] | None:
+    """A cached payload, or None when it does not load: caches are disposable, so a truncated or
+    tampered file is moved aside (named in a warning) and the payload computed again."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, refused pickle, ...: whatever torch raises
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        os.replace(path, aside)
+        log.warning("prefix cache %s does not load (%s: %s); moved to %s, computing it again",
+                    path, type(exc).__name__, str(exc).splitlines()[0][:200], aside)
+        return None
 
 
 def shared_prefix(cache_dir: str | Path, key: str,
@@ -154,7 +162,9 @@ def shared_prefix(cache_dir: str | Path, key: str,
             marker.unlink(missing_ok=True)
     try:
         if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True), True
+            payload = _load_cache(path)
+            if payload is not None:
+                return payload, True
         own = torch.get_num_threads()
 
         def borrow() -> None:

@@ -7,6 +7,7 @@ checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,7 +180,8 @@ class InitConfig:
 
     def __post_init__(self) -> None:
         _one_of("init.name", self.name, INITS)
-        _check(self.alpha >= 1, f"init.alpha must be >= 1 (1 = standard), got {self.alpha}")
+        _check(math.isfinite(self.alpha) and self.alpha >= 1,
+               f"init.alpha must be finite and >= 1 (1 = standard), got {self.alpha}")
 
 
 @dataclass
@@ -199,12 +201,23 @@ class TrackingConfig:
     experiment: str = "emergence"
     cache_dir: str | None = None  # shared pre-prune states; default: next to the store
     progress: bool = True  # progress bar per run (on a terminal)
+    on_taken: str = "wait"  # a cell another live process trains: wait for it, or skip it
+    heartbeat_s: float = 30.0  # how often a run's owner says it is alive
+    stale_after_s: float = 300.0  # an owner silent this long (or a dead local pid) is dead
 
     def __post_init__(self) -> None:
-        _check(re.match(r"(sqlite|https?|postgresql|mysql|file)[:+]", self.uri) is not None,
-               f"tracking.uri must start with sqlite:, http(s):, postgresql:, mysql: or file:, "
+        _check(not self.uri.startswith("file:"),
+               f"tracking.uri={self.uri}: MLflow 3.13+ refuses the file store; use an SQLite "
+               f"file, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or a server's http:// URI")
+        _check(re.match(r"(sqlite|https?|postgresql|mysql)[:+]", self.uri) is not None,
+               f"tracking.uri must start with sqlite:, http(s):, postgresql: or mysql:, "
                f"got {self.uri!r}")
         _check(bool(self.experiment), "tracking.experiment must not be empty")
+        _one_of("tracking.on_taken", self.on_taken, ("wait", "skip"))
+        _check(self.heartbeat_s > 0, f"tracking.heartbeat_s must be > 0, got {self.heartbeat_s}")
+        _check(self.stale_after_s > 2 * self.heartbeat_s,
+               f"tracking.stale_after_s must exceed 2 * tracking.heartbeat_s "
+               f"({2 * self.heartbeat_s:g}), got {self.stale_after_s}")
 
 
 @dataclass
@@ -226,13 +239,15 @@ class Config:
         _check(counted >= 2, f"emergence needs at least 2 counted layers: threshold.layers={list(layers)} "
                f"counts {counted} of this model; add hidden widths or 'output' to threshold.layers")
         if self.pruning.name != "none":
-            _check(self.pruning.epoch <= self.trainer.epochs,
-                   f"pruning.epoch must be <= trainer.epochs ({self.trainer.epochs}), "
-                   f"got {self.pruning.epoch}")
+            # a network pruned after the last epoch is never trained nor measured as the
+            # run's final one: its row would describe the unpruned network
+            _check(self.pruning.epoch < self.trainer.epochs,
+                   f"pruning.epoch must be < trainer.epochs ({self.trainer.epochs}), "
+                   f"got {self.pruning.epoch}: prune earlier or train longer")
             last = self.pruning.epoch + (self.pruning.steps - 1) * self.pruning.interval
-            _check(last <= self.trainer.epochs,
+            _check(last < self.trainer.epochs,
                    f"the last pruning step falls at epoch {last} (pruning.epoch + (steps - 1) * "
-                   f"interval), after trainer.epochs ({self.trainer.epochs})")
+                   f"interval), not before trainer.epochs ({self.trainer.epochs})")
 
 
 def register_configs() -> None:

@@ -178,6 +178,27 @@ LOADERS: dict[str, Callable[..., TensorData]] = {
 }
 
 
+def _folder_classes(root: str | Path) -> int:
+    train = Path(root) / "train"
+    return len([d for d in train.iterdir() if d.is_dir()]) if train.is_dir() else 0
+
+
+# (input shape, classes) of each data set, known without loading it: checked before a sweep.
+SHAPES: dict[str, Callable[..., tuple[tuple[int, ...], int]]] = {
+    "digits": lambda cfg: ((1, 8, 8), 10),
+    "mnist": lambda cfg: ((1, 28, 28), 10),
+    "fashion_mnist": lambda cfg: ((1, 28, 28), 10),
+    "cifar10": lambda cfg: ((3, 32, 32), 10),
+    "image_folder": lambda cfg: ((cfg.channels, cfg.image_size, cfg.image_size),
+                                 _folder_classes(cfg.root)),
+}
+
+
+def shape_of(cfg) -> tuple[tuple[int, ...], int]:
+    """(input shape (C, H, W), number of classes) of the data set a DatasetConfig names."""
+    return SHAPES[cfg.name](cfg)
+
+
 def _decode(path: Path, channels: int, size: int) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2.functional import resize

@@ -48,7 +48,9 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
     tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash")
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-             **{t: r.data.tags.get(t, "") for t in tags}, **r.data.params} for r in runs]
+             "start_time": r.info.start_time, **{t: r.data.tags.get(t, "") for t in tags},
+             **{k: v for k, v in r.data.params.items() if not k.startswith(tracking.LEASE_PREFIX)}}
+            for r in runs]
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(THETA_PREFIX)})
     hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])

@@ -12,7 +12,9 @@ import atexit
 import dataclasses
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from emergence_lab import tracking
 from emergence_lab.config import Config, validate
 from emergence_lab.data import check_available
 from emergence_lab.identity import config_hash, stable_hash
+from emergence_lab.procs import forward_signal, stop_when_gone
+from emergence_lab.runner import preflight
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"
@@ -79,6 +83,7 @@ class SweepCallback(Callback):
         self.run_id: str | None = None
         self.jobs: list[dict[str, Any]] = []
         self.interrupted = False
+        self.stale_after_s = 300.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
@@ -95,22 +100,32 @@ class SweepCallback(Callback):
         if any((j.tracking.uri, j.tracking.experiment) != (first.uri, first.experiment)
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
+        check_launcher(config.hydra.launcher)
         tracking.check_reachable(first.uri)
         for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
                         for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
             check_available(dataset)
+        local = jobs_run_here(config.hydra.launcher)
+        for (overrides, _), job in zip(composed, jobs, strict=True):
+            try:
+                preflight(job, device=local)
+            except ValueError as exc:
+                raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
         self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
                      for (o, _), j in zip(composed, jobs, strict=True)]
         sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs))
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.uri = first.uri
+        self.stale_after_s = first.tracking.stale_after_s
         self.run_id = tracking.open_sweep(
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
             {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
         tracking.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": self.run_id, "uri": first.uri}))
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({
+            "run_id": self.run_id, "uri": first.uri, "launcher_pid": os.getpid(),
+            "launcher_host": socket.gethostname()}))
         # A job that raises aborts the sweeper before on_multirun_end: end the parent anyway.
         atexit.register(self._end_if_open)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +134,10 @@ class SweepCallback(Callback):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.interrupted = True  # the parent ends KILLED, like its runs
+        # `kill` or a scheduler signals the launcher alone: its workers' runs must end KILLED too
+        forwarded = forward_signal(signum)
+        log.warning("%s: stopping the sweep (forwarded to %d worker processes)",
+                    signal.Signals(signum).name, forwarded)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _end_if_open(self) -> None:
@@ -129,27 +148,64 @@ class SweepCallback(Callback):
             return
         runs = tracking.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
         cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
-        failed = [r for r in runs if r.info.status != "FINISHED"
-                  and r.data.tags.get("config_hash") not in cells]
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
-        tracking.end_sweep(self.uri, self.run_id, "FAILED" if missing else "FINISHED")
-        if missing:
-            lines = [f"  {r.info.run_name} ({r.info.status}): {r.data.tags.get('error', '')}"
-                     for r in failed]
-            lines += [f"  not finished: {' '.join(j['overrides'])}" for j in missing
-                      if not any(r.data.tags.get("config_hash") == j["config_hash"] for r in failed)]
-            sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines))
+        latest = {r.data.tags.get("config_hash"): r for r in runs}  # sweep_runs: oldest first
+        elsewhere = {h: owner for h, r in latest.items() if h not in cells
+                     for alive, owner in [tracking.owner_alive(r, self.stale_after_s)] if alive}
+        if not missing:
+            tracking.end_sweep(self.uri, self.run_id, "FINISHED")
+            return
+        if len(elsewhere) == len(missing):  # all in the hands of other live processes
+            log.warning("%d cells are being trained by other processes and were left to them:"
+                        "\n%s", len(missing), "\n".join(
+                            f"  {latest[h].info.run_name} (run {latest[h].info.run_id}): {o}"
+                            for h, o in elsewhere.items()))
+            return  # the parent stays RUNNING until a sweep finishes them
+        tracking.end_sweep(self.uri, self.run_id, "FAILED")
+        lines = []
+        for j in missing:
+            r = latest.get(j["config_hash"])
+            if r is None:
+                lines.append(f"  not finished: {' '.join(j['overrides'])}")
+            elif j["config_hash"] in elsewhere:
+                lines.append(f"  {r.info.run_name}: being trained by {elsewhere[j['config_hash']]}")
+            else:
+                lines.append(f"  {r.info.run_name} ({r.info.status}): {r.data.tags.get('error', '')}")
+        sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines))
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """Launcher settings that would fail only once jobs start."""
+    n_jobs = launcher.get("n_jobs", 1)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1):
+        raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: the number of parallel jobs must be "
+                         f"a positive integer (or -1: one per CPU), e.g. hydra.launcher.n_jobs=2")
+
+
+def jobs_run_here(launcher: DictConfig) -> bool:
+    """Whether the launcher runs jobs on this machine (so its devices are theirs): not SLURM,
+    not a Ray cluster joined by address."""
+    target = str(launcher.get("_target_", ""))
+    address = OmegaConf.select(launcher, "ray.init.address", default=None)
+    return "submitit" not in target and not ("ray" in target.lower() and address)
 
 
 def job_parent_run_id() -> str | None:
-    """Inside a Hydra multirun job: the sweep's parent run id; None for a single run."""
+    """Inside a Hydra multirun job: the sweep's parent run id; None for a single run. A job in
+    a worker process of this machine also starts watching its launcher, and stops (its run
+    KILLED) when the launcher dies."""
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return None
     path = Path(str(hc.sweep.dir)).resolve() / PARENT_FILE
-    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    parent = json.loads(path.read_text())
+    if parent.get("launcher_host") == socket.gethostname() and parent.get("launcher_pid"):
+        stop_when_gone(int(parent["launcher_pid"]))
+    return parent["run_id"]
 
 
 def job_overrides() -> list[str]:

@@ -1,17 +1,28 @@
-"""Everything that talks to MLflow: the store, sweeps (parent runs), runs, metrics, artifacts.
+"""Everything that talks to MLflow: the store, sweeps (parent runs), runs, metrics, artifacts,
+and the claims that keep two processes from training one cell.
 
 The only module that imports mlflow. Runs are driven through MlflowClient with explicit run
 ids (no fluent global state), so several runs can live in one process and in parallel jobs.
+
+Claims are atomic against the store itself (SQLite, PostgreSQL, an `mlflow server`), not a
+local file: MLflow refuses to change a logged param, so logging a param that another process
+logged first with another value fails, and whoever logged it first holds it. The claims of an
+experiment are params of one run in it (`cell-claims`); that run is found through a deleted
+(hidden) experiment whose name is unique and whose tags are written with it in one step.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import random
+import socket
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +34,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from emergence_lab.procs import pid_alive  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,19 +73,36 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+@functools.cache
+def _schema_ready(uri: str) -> None:
+    """Create an embedded store's schema under a file lock: two processes opening a fresh
+    store at once would otherwise both run MLflow's migrations, and one fails."""
+    from filelock import FileLock
+
+    store = local_store_dir(uri)
+    with FileLock(str(store / ".schema.lock")):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
 def get_client(uri: str) -> MlflowClient:
     """A client for the store at `uri`; creates an embedded SQLite store's schema if needed."""
-    return MlflowClient(tracking_uri=resolve_uri(uri))
+    uri = resolve_uri(uri)
+    if local_store_dir(uri) is not None:
+        _schema_ready(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(uri: str, name: str) -> str:
     """The id of experiment `name`, created (with its artifact root next to a local store)."""
     client = get_client(uri)
+    store = local_store_dir(uri)
+    return _experiment_id(client, name, (store / "artifacts" / name).as_uri() if store else None)
+
+
+def _experiment_id(client: MlflowClient, name: str, location: str | None = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    store = local_store_dir(uri)
-    location = (store / "artifacts" / name).as_uri() if store else None
     try:
         # The kind tag opens the experiment in the UI's model-training view, not the GenAI one.
         return client.create_experiment(name, artifact_location=location,
@@ -90,22 +120,51 @@ def start_sweep(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -
 
 def open_sweep(uri: str, experiment: str, name: str, sweep_hash: str,
                tags: Mapping[str, str]) -> str:
-    """The parent run of the sweep with these cells: reopened if it exists, else created."""
+    """The parent run of the sweep with these cells: reopened if it exists, else created. Two
+    launchers of the same sweep get the same parent (claimed in the store). A FINISHED parent
+    stays FINISHED: its cells are all finished, whatever a rerun does."""
     client = get_client(uri)
     exp_id = ensure_experiment(uri, experiment)
-    found = client.search_runs([exp_id], f"tags.kind = 'sweep' and tags.sweep_hash = '{sweep_hash}'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
-    if found:
-        run_id = found[0].info.run_id
+    key = f"sweep.{sweep_hash}"
+    run_id = claims(uri, exp_id, key).get(key)
+    if run_id is None:
+        found = client.search_runs([exp_id], f"tags.kind = 'sweep' and tags.sweep_hash = '{sweep_hash}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        mine = found[0].info.run_id if found else start_sweep(
+            uri, experiment, name, {**tags, "sweep_hash": sweep_hash})
+        run_id = claim(uri, exp_id, key, mine)
+        if run_id != mine and not found:
+            _retry(lambda: client.delete_run(mine))  # another launcher's parent won
+    if client.get_run(run_id).info.status != "FINISHED":
         _retry(lambda: client.update_run(run_id, status="RUNNING"))
-        return run_id
-    return start_sweep(uri, experiment, name, {**tags, "sweep_hash": sweep_hash})
+    return run_id
+
+
+def _check_writable_store(uri: str) -> None:
+    """Raise ValueError naming the path when an embedded store cannot be written (SQLite would
+    otherwise retry for minutes and then fail without naming it)."""
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is None:
+        return
+    path = path.resolve()
+    hint = "; set tracking.uri=sqlite:///WRITABLE/PATH/mlflow.db"
+    if path.is_dir():
+        raise ValueError(f"tracking.uri={uri}: {path} is a directory, not an SQLite file{hint}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+        if path.exists():
+            open(path, "r+b").close()
+    except OSError as exc:
+        raise ValueError(f"tracking.uri={uri}: the store {path} cannot be written "
+                         f"({exc.strerror or exc}){hint}") from None
 
 
 def check_reachable(uri: str) -> None:
-    """Raise ValueError naming the URI when a tracking server does not answer."""
+    """Raise ValueError naming the URI when a tracking server does not answer, or the path when
+    an embedded store cannot be written."""
     if not uri.startswith(("http://", "https://")):
-        resolve_uri(uri)  # creates an embedded store's folder, or fails on it
+        _check_writable_store(uri)
         return
     import urllib.request
 
@@ -117,10 +176,115 @@ def check_reachable(uri: str) -> None:
 
 
 def end_sweep(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Terminate a parent run, unless it already ended."""
+    """End a parent run. Its status only moves towards FINISHED: a FINISHED parent is never
+    changed, and FAILED or KILLED replace only RUNNING (a concurrent launcher of the same sweep
+    that was interrupted does not stop the one that finishes it)."""
     client = get_client(uri)
-    if client.get_run(run_id).info.status == "RUNNING":
+    now = client.get_run(run_id).info.status
+    if now != "FINISHED" and (status == "FINISHED" or now == "RUNNING"):
         _retry(lambda: client.set_terminated(run_id, status))
+
+
+# ---- claims and ownership -------------------------------------------------------------------
+
+CLAIMS_EXPERIMENT = "emergence-lab-claims"  # one claims run per experiment, out of its way
+CLAIMS_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experiment id
+LEASE_PREFIX = "lease."  # lease.<n> = "<host>:<pid>:<nonce>@<unix time>": run owners, in order
+HEARTBEAT_TAG = "owner.heartbeat"  # "<owner> <unix time>", refreshed while the owner trains
+OWNER_TAG = "owner"
+
+
+class LeaseLost(RuntimeError):
+    """Another process took over the run this one was training (it was thought dead)."""
+
+
+def owner_token() -> str:
+    """Who this process is: host, pid and a nonce (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claims_run(client: MlflowClient, exp_id: str) -> str:
+    """The run whose params hold the experiment's claims, created by the first caller."""
+    name = CLAIMS_ANCHOR.format(exp_id)
+    anchor = client.get_experiment_by_name(name)
+    if anchor is None:
+        home = _experiment_id(client, CLAIMS_EXPERIMENT)
+        run = _retry(lambda: client.create_run(home, run_name=f"claims-of-experiment-{exp_id}", tags={
+            "kind": "claims", "experiment_id": exp_id, "mlflow.note.content": "Which run "
+            "trains each cell of experiment " f"{exp_id} (params cell.<config_hash>.<attempt>) "
+            "and each sweep's parent run (sweep.<sweep_hash>)."}))
+        _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+        try:  # the name is unique, and the tag is written with it: one winner
+            anchor_id = _retry(lambda: client.create_experiment(
+                name, tags={"claims_run": run.info.run_id}))
+            _retry(lambda: client.delete_experiment(anchor_id))  # hidden; name and tags stay
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise
+            _retry(lambda: client.delete_run(run.info.run_id))
+        anchor = client.get_experiment_by_name(name)
+    return anchor.tags["claims_run"]
+
+
+def claim(uri: str, exp_id: str, key: str, value: str) -> str:
+    """Set `key` to `value` in the experiment's claims unless another value holds it; returns
+    the value that holds (atomic against the store)."""
+    client = get_client(uri)
+    registry = _claims_run(client, exp_id)
+    try:
+        _retry(lambda: client.log_param(registry, key, value))
+        return value
+    except MlflowException:
+        held = client.get_run(registry).data.params.get(key)
+        if held is None:
+            raise
+        return held
+
+
+def claims(uri: str, exp_id: str, prefix: str) -> dict[str, str]:
+    """The experiment's claims whose key starts with `prefix`."""
+    client = get_client(uri)
+    params = client.get_run(_claims_run(client, exp_id)).data.params
+    return {k: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def lease_holder(run: Any) -> tuple[int, str | None, float]:
+    """(generation, owner, time the lease was taken) of a run; (0, None, 0) for none."""
+    leases = [(int(k[len(LEASE_PREFIX):]), v) for k, v in run.data.params.items()
+              if k.startswith(LEASE_PREFIX) and k[len(LEASE_PREFIX):].isdigit()]
+    if not leases:
+        return 0, None, 0.0
+    gen, value = max(leases)
+    owner, _, since = value.rpartition("@")
+    return gen, owner, float(since)
+
+
+def take_lease(uri: str, run_id: str, owner: str) -> bool:
+    """Become the run's owner, unless another process became it first (atomic)."""
+    client = get_client(uri)
+    gen = lease_holder(client.get_run(run_id))[0] + 1
+    try:
+        _retry(lambda: client.log_param(run_id, f"{LEASE_PREFIX}{gen}", f"{owner}@{time.time():.3f}"))
+    except MlflowException:
+        return False
+    _retry(lambda: client.set_tag(run_id, OWNER_TAG, owner))
+    return True
+
+
+def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
+    """Whether a RUNNING run's owner still trains it, and who that is. An owner is dead when its
+    heartbeat is older than stale_after_s, or at once when it is a dead process of this host."""
+    if run.info.status != "RUNNING":
+        return False, ""
+    _, owner, since = lease_holder(run)
+    if owner is None:  # a run from before ownership: its process is gone, or it would own it
+        return False, ""
+    beat_owner, _, beat = run.data.tags.get(HEARTBEAT_TAG, " 0").rpartition(" ")
+    last = max(since, float(beat) if beat_owner == owner else 0.0)
+    host, pid, _ = owner.split(":")
+    if host == socket.gethostname() and not pid_alive(int(pid)):
+        return False, owner
+    return time.time() - last <= stale_after_s, owner
 
 
 def sweep_children(uri: str, parent_run_id: str) -> list[Any]:
@@ -163,14 +327,10 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in get_client(uri).get_metric_history(run_id, key))
 
 
-def find_runs(uri: str, experiment: str, config_hash: str) -> list[Any]:
-    """The training runs of an experiment with this config hash, newest first."""
-    client = get_client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], f"tags.config_hash = '{config_hash}'",
-                              order_by=["attributes.start_time DESC"], max_results=1000)
+def find_runs(uri: str, exp_id: str, config_hash: str) -> list[Any]:
+    """The training runs of an experiment (by id) with this config hash, newest first."""
+    return get_client(uri).search_runs([exp_id], f"tags.config_hash = '{config_hash}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1000)
 
 
 def download_artifact(uri: str, run_id: str, path: str, dest: str | Path) -> Path | None:
@@ -183,35 +343,62 @@ def download_artifact(uri: str, run_id: str, path: str, dest: str | Path) -> Pat
 
 
 class Run:
-    """One tracked run: use as a context manager; the exit sets FINISHED, FAILED or KILLED.
+    """One tracked run, owned by this process: use as a context manager; the exit sets
+    FINISHED, FAILED or KILLED (nothing when another process took the run over).
 
-    With `resume_run_id`, the run is an interrupted one continued: it is set RUNNING again and
-    metrics already logged at a step are not logged twice.
+    Created fresh, or with `run_id` one that `create_owned_run` made or whose lease this process
+    took (`resumed`: it is set RUNNING again and metrics already logged at a step are not logged
+    twice). While it is open, a thread refreshes its heartbeat every `heartbeat_s` seconds.
     """
 
     def __init__(self, uri: str, experiment: str, name: str, tags: Mapping[str, str],
-                 parent_run_id: str | None = None, resume_run_id: str | None = None):
+                 parent_run_id: str | None = None, run_id: str | None = None,
+                 owner: str | None = None, resumed: bool = False, heartbeat_s: float = 30.0):
         self.client = get_client(uri)
         self.logged: dict[str, int] = {}  # metric -> last step already in the store
-        if resume_run_id:
-            self.run_id = resume_run_id
-            run = self.client.get_run(resume_run_id)
+        self.owner = owner or owner_token()
+        self.heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        if run_id is None:
+            run_id = create_owned_run(uri, experiment, name, tags, parent_run_id, self.owner)
+        self.run_id = run_id
+        if resumed:
+            run = self.client.get_run(run_id)
             for key in run.data.metrics:
-                steps = [m.step for m in self.client.get_metric_history(resume_run_id, key)]
+                steps = [m.step for m in self.client.get_metric_history(run_id, key)]
                 self.logged[key] = max(steps, default=-1)
-            _retry(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
+            _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
             self.set_tags({**tags, "resumed": int(run.data.tags.get("resumed", 0)) + 1})
-            return
-        exp_id = ensure_experiment(uri, experiment)
-        tags = {k: str(v) for k, v in tags.items()}  # a server takes strings only
-        tags.update({PARENT_TAG: parent_run_id} if parent_run_id else {})
-        self.run_id = _retry(lambda: self.client.create_run(exp_id, run_name=name, tags=tags)
-                             ).info.run_id
+        self.beat()
 
     def __enter__(self) -> Run:
+        threading.Thread(target=self._beat_until_closed, daemon=True).start()
         return self
 
+    def _beat_until_closed(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.beat()
+            except Exception as exc:  # a store hiccup: the next beat or epoch tries again
+                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
+
+    def beat(self) -> None:
+        """Refresh the heartbeat that tells other processes this run is being trained."""
+        _retry(lambda: self.client.set_tag(self.run_id, HEARTBEAT_TAG,
+                                           f"{self.owner} {time.time():.3f}"))
+
+    def check_owner(self) -> None:
+        """Raise LeaseLost when another process has taken the run over; else beat."""
+        _, holder, _ = lease_holder(self.client.get_run(self.run_id))
+        if holder is not None and holder != self.owner:
+            raise LeaseLost(f"run {self.run_id} was taken over by {holder} (this process, "
+                            f"{self.owner}, was thought dead); stopping without logging")
+        self.beat()
+
     def __exit__(self, exc_type, exc, tb) -> bool:
+        self._stop.set()
+        if exc_type is not None and issubclass(exc_type, LeaseLost):
+            return False  # the run is someone else's now
         if exc_type is None:
             status = "FINISHED"
         else:
@@ -248,6 +435,25 @@ class Run:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
 
+def create_owned_run(uri: str, experiment: str, name: str, tags: Mapping[str, Any],
+                     parent_run_id: str | None, owner: str) -> str:
+    """A new RUNNING run holding its first lease (owner); returns its id."""
+    client = get_client(uri)
+    exp_id = ensure_experiment(uri, experiment)
+    tags = {k: str(v) for k, v in tags.items()}  # a server takes strings only
+    tags.update({PARENT_TAG: parent_run_id} if parent_run_id else {})
+    tags[OWNER_TAG] = owner
+    run_id = _retry(lambda: client.create_run(exp_id, run_name=name, tags=tags)).info.run_id
+    _retry(lambda: client.log_param(run_id, f"{LEASE_PREFIX}1", f"{owner}@{time.time():.3f}"))
+    return run_id
+
+
+def delete_run(uri: str, run_id: str) -> None:
+    """Soft-delete a run (a claim's losing candidate): hidden from searches and the UI."""
+    client = get_client(uri)
+    _retry(lambda: client.delete_run(run_id))
+
+
 def default_cache_dir(uri: str) -> Path:
     """Where siblings share pre-prune states: next to a local store, else ./mlruns/cache."""
     store = local_store_dir(uri)
@@ -262,7 +468,7 @@ def experiment_runs(uri: str, experiment: str) -> list[Any]:
         return []
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
                               max_results=10000)
-    return [r for r in runs if r.data.tags.get("kind") not in ("sweep", "report")]
+    return [r for r in runs if r.data.tags.get("kind") not in ("sweep", "report", "claims")]
 
 
 def metric_histories(uri: str, run_ids: list[str], keys: list[str],

@@ -24,25 +24,19 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from emergence_lab import tracking
+from emergence_lab import runner, tracking
 from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.emergence import active_counts, emergence_metrics, stop_epoch
 from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
-from emergence_lab.models import INITS, UnitModel, build_model, collect_activations
+from emergence_lab.models import UnitModel, collect_activations
 from emergence_lab.pruning import alive_units, apply_pruning, schedule, sparsity, surviving_parameters
+from emergence_lab.runner import resolve_device
 
 log = logging.getLogger(__name__)
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -146,6 +140,7 @@ class EpochLogger:
 
     def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: str = "all") -> bool:
         """Log one epoch; checkpoint "all" (last.pt, best.pt when best), "last" or "none"."""
+        self.run.check_owner()  # never log into a run another process has taken over
         self.run.log_metrics(metrics, step=epoch)
         if "train/loss" in metrics:  # a training epoch of the run's own data set
             self.last = metrics
@@ -286,31 +281,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
-def _previous(c: Config, identity: str, workdir: Path) -> tuple[str, Any, dict | None]:
-    """What the store already has of this cell: ("skip", run, None) when a FINISHED run exists,
-    ("resume", run, last checkpoint or None) for an interrupted (KILLED or RUNNING) one,
-    ("new", None, None) otherwise or with force=true."""
-    if c.force:
-        return "new", None, None
-    runs = tracking.find_runs(c.tracking.uri, c.tracking.experiment, identity)
-    done = [r for r in runs if r.info.status == "FINISHED"]
-    if done:
-        return "skip", done[0], None
-    stopped = [r for r in runs if r.info.status in ("KILLED", "RUNNING")]
-    if not stopped:
-        return "new", None, None
-    path = tracking.download_artifact(c.tracking.uri, stopped[0].info.run_id,
-                                      "checkpoints/last.pt", workdir)
-    return "resume", stopped[0], torch.load(path, map_location="cpu", weights_only=True) \
-        if path else None
-
-
 def train(cfg: DictConfig, parent_run_id: str | None = None,
           overrides: list[str] | None = None) -> dict[str, float]:
-    """Run one configuration end to end; returns the last epoch's metrics.
+    """Run one configuration end to end; returns the last epoch's metrics ({} when another
+    process trains the cell and tracking.on_taken=skip).
 
     A configuration that already has a FINISHED run in the experiment is skipped; an
-    interrupted one continues in its own run from its last checkpoint (force=true: a new run).
+    interrupted one continues in its own run from its last checkpoint (force=true: a new run);
+    one that another live process trains is waited for (see runner.acquire).
     """
     c = validate(cfg)
     if c.trainer.num_threads:
@@ -318,48 +296,42 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # marks the run KILLED, like Ctrl-C
     device = resolve_device(c.trainer.device)
-    # Missing or corrupt data fails here, before a run exists.
+    # Missing or corrupt data, and configs that cannot train, fail here, before a run exists.
+    runner.preflight(c, device=False)
     data, probe = _load(c.dataset, device)
     pretrain = _load(c.pretrain.dataset, device) if c.pretrain.epochs else None
-    if pretrain and (pretrain[0].x_train.shape[1:], pretrain[0].num_classes) != (
-            data.x_train.shape[1:], data.num_classes):
-        raise ValueError(f"pretrain.dataset {c.pretrain.dataset.name} has inputs "
-                         f"{tuple(pretrain[0].x_train.shape[1:])} and {pretrain[0].num_classes} "
-                         f"classes; {c.dataset.name} has {tuple(data.x_train.shape[1:])} and "
-                         f"{data.num_classes}: they must match")
-    identity = config_hash(c)
-    with tempfile.TemporaryDirectory() as workdir:
-        state, previous, checkpoint = _previous(c, identity, Path(workdir))
-        if state == "skip":
-            log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", run_name(c),
-                     previous.info.run_id)
-            return dict(previous.data.metrics)
-        commit = git_commit()
-        tags = {"config_hash": identity, "git_commit": commit, "mlflow.source.git.commit": commit,
-                "data_digest": data.digest, "dataset_label": data.label,
-                "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
-                "device": str(device), "torch_threads": torch.get_num_threads(),
-                "overrides": " ".join(overrides or [])[:5000]}
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
-        with tracking.Run(c.tracking.uri, c.tracking.experiment, run_name(c), tags,
-                          parent_run_id, previous.info.run_id if previous else None) as run:
-            if previous is None:
-                run.log_params(flatten(resolved))
-                run.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
-                run.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
-            torch.manual_seed(c.trainer.seed)
-            model = build_model(c.model.name, data.x_train.shape[1:], data.num_classes,
-                                **{k: v for k, v in dataclasses.asdict(c.model).items()
-                                   if k != "name"})
-            INITS[c.init.name](model, c.init.alpha)
-            model = model.to(device)
-            opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr,
-                                  momentum=c.trainer.momentum, weight_decay=c.trainer.weight_decay)
-            logger = EpochLogger(run, c, model, opt, Path(workdir))
-            try:
-                _train_branch(Setup(c, model, opt, data, probe, pretrain), device, run, logger,
-                              checkpoint)
-            finally:
-                logger.close()
-            return dict(logger.last)
+    identity, name, commit = config_hash(c), run_name(c), git_commit()
+    tags = {"config_hash": identity, "git_commit": commit, "mlflow.source.git.commit": commit,
+            "data_digest": data.digest, "dataset_label": data.label,
+            "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
+            "device": str(device), "torch_threads": torch.get_num_threads(),
+            "overrides": " ".join(overrides or [])[:5000]}
+    got = runner.acquire(c, identity, name, tags, parent_run_id)
+    if got.state == "skip":
+        log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, got.run_id)
+        return dict(got.run.data.metrics)
+    if got.state == "taken":
+        log.warning("%s: skipped, run %s is being trained by %s", name, got.run_id, got.owner)
+        return {}
+    resumed = got.state == "resume"
+    with tempfile.TemporaryDirectory() as workdir, tracking.Run(
+            c.tracking.uri, c.tracking.experiment, name, tags, parent_run_id, run_id=got.run_id,
+            owner=got.owner, resumed=resumed, heartbeat_s=c.tracking.heartbeat_s) as run:
+        checkpoint = runner.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
+            if resumed else None
+        if not resumed:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            resolved.pop("hydra", None)
+            run.log_params(flatten(resolved))
+            run.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+            run.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
+        model = runner.build_network(c, tuple(data.x_train.shape[1:]), data.num_classes).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr,
+                              momentum=c.trainer.momentum, weight_decay=c.trainer.weight_decay)
+        logger = EpochLogger(run, c, model, opt, Path(workdir))
+        try:
+            _train_branch(Setup(c, model, opt, data, probe, pretrain), device, run, logger,
+                          checkpoint)
+        finally:
+            logger.close()
+        return dict(logger.last)

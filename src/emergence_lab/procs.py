@@ -1,0 +1,79 @@
+"""Processes: whether one is alive, a launcher's workers, and workers that outlive their launcher.
+
+A sweep's launcher forwards SIGTERM/SIGINT to the worker processes it started (a scheduler or
+`kill` usually signals the launcher alone), and a worker whose launcher has died stops as if it
+had been sent SIGTERM, so its run ends KILLED and can be resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        pass
+    return True
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process this user can see (Linux /proc; empty elsewhere)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # the command name is in parentheses and may hold spaces: fields follow the last ')'
+        out[int(stat.parent.name)] = int(text[text.rindex(")") + 2:].split()[1])
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, their children, and so on."""
+    parents = _parents()
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def forward_signal(signum: int) -> int:
+    """Send `signum` to every process this one started; returns how many got it."""
+    sent = 0
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, signum)
+            sent += 1
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def stop_when_gone(pid: int, interval_s: float = 1.0) -> None:
+    """In a worker: once process `pid` (its launcher) has died, send SIGTERM to this process,
+    which marks its run KILLED. A daemon thread; nothing happens while the launcher lives."""
+    me = os.getpid()
+    if pid == me:
+        return
+
+    def watch() -> None:
+        while pid_alive(pid):
+            threading.Event().wait(interval_s)
+        log.warning("the sweep's launcher (pid %d) is gone: stopping this job", pid)
+        os.kill(me, signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="launcher-watch").start()

@@ -1,0 +1,162 @@
+"""Which process trains a cell, and from where: skip a finished cell, resume an abandoned one,
+leave one that another live process trains alone, and start a new run otherwise.
+
+A cell (one config_hash in one experiment) maps to its run through a claim in the store
+(`cell.<config_hash>.<attempt>`, see `tracking.claim`); a run is trained by the holder of its
+latest lease. Both are atomic against the store, so two sweeps on one store, on one machine or
+several, never train, resume or log into the same cell at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emergence_lab import tracking
+from emergence_lab.config import Config
+from emergence_lab.data import shape_of
+from emergence_lab.models import INITS, UnitModel, build_model
+
+log = logging.getLogger(__name__)
+TAKEN_POLL_S = 2.0
+
+
+@dataclass
+class Claim:
+    """What this process does with a cell: "skip" (a FINISHED run exists), "new" (it created
+    `run_id` and holds it), "resume" (it took over the abandoned `run_id`) or "taken" (another
+    live process trains `run_id`)."""
+
+    state: str
+    run_id: str | None = None
+    owner: str = ""
+    run: Any = None
+
+
+def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
+    return next((r for r in tracking.find_runs(uri, exp_id, identity)
+                 if r.info.status == "FINISHED"), None)
+
+
+def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
+    """(attempt, run) the cell's latest claim names; attempt 0 and the newest unfinished run for
+    a cell of a store from before claims (adopted when resumed)."""
+    attempts = {int(k.rsplit(".", 1)[1]): v for k, v in
+                tracking.claims(uri, exp_id, f"cell.{identity}.").items()}
+    if attempts:
+        n = max(attempts)
+        return n, tracking.get_client(uri).get_run(attempts[n])
+    legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
+              if r.info.status in ("RUNNING", "KILLED")]
+    return 0, legacy[0] if legacy else None
+
+
+def claim_cell(c: Config, identity: str, name: str, tags: dict[str, Any],
+               parent_run_id: str | None) -> Claim:
+    """Decide, atomically against the store, what this process does with the cell."""
+    uri, t = c.tracking.uri, c.tracking
+    exp_id = tracking.ensure_experiment(uri, t.experiment)
+    owner = tracking.owner_token()
+    for _ in range(20):  # each pass loses a race only to a process that then holds the cell
+        done = None if c.force else _finished(uri, exp_id, identity)
+        if done is not None:
+            return Claim("skip", done.info.run_id, run=done)
+        attempt, run = _current(uri, exp_id, identity)
+        if run is not None and run.info.status == "RUNNING":
+            alive, holder = tracking.owner_alive(run, t.stale_after_s)
+            if alive:
+                return Claim("taken", run.info.run_id, holder, run)
+        if run is not None and not c.force and run.info.status in ("RUNNING", "KILLED"):
+            if tracking.take_lease(uri, run.info.run_id, owner):
+                return Claim("resume", run.info.run_id, owner, run)
+            continue
+        run_id = tracking.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
+        if tracking.claim(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
+            return Claim("new", run_id, owner)
+        tracking.delete_run(uri, run_id)  # another process claimed the cell first
+    raise RuntimeError(f"could not claim cell {identity} ({name}): the store keeps changing")
+
+
+def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
+            parent_run_id: str | None) -> Claim:
+    """claim_cell; a cell another live process trains is waited for (tracking.on_taken=wait:
+    then skipped when it finishes, taken over when its owner dies) or left (skip)."""
+    said = False
+    while True:
+        got = claim_cell(c, identity, name, tags, parent_run_id)
+        if got.state != "taken" or c.tracking.on_taken == "skip":
+            return got
+        if not said:
+            log.warning("%s: run %s is being trained by %s; waiting for it (tracking.on_taken="
+                        "skip leaves it)", name, got.run_id, got.owner)
+            said = True
+        time.sleep(TAKEN_POLL_S)
+
+
+def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:
+    """The run's last checkpoint, None when it has none; a file that torch refuses to load
+    with weights_only=True (tampered, or not a checkpoint) raises ValueError naming it."""
+    path = tracking.download_artifact(uri, run_id, "checkpoints/last.pt", workdir)
+    if path is None:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint checkpoints/last.pt of run {run_id} is refused by "
+                         f"torch.load(weights_only=True) ({type(exc).__name__}: {first}); it "
+                         f"is not resumed: delete the run or rerun the cell with force=true"
+                         ) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is cuda when available, else cpu; a device this machine lacks is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available,
+                 "cpu": lambda: True}[device.type]()
+    if device.type == "cuda" and available and (device.index or 0) >= torch.cuda.device_count():
+        available = False
+    if not available:
+        raise ValueError(f"trainer.device={name}: this machine ({socket.gethostname()}) has no "
+                         f"such device; use trainer.device=auto (cuda when there is one) or cpu")
+    return device
+
+
+def build_network(c: Config, in_shape: tuple[int, ...], num_classes: int) -> UnitModel:
+    """The seeded, initialized network of a run; non-finite initial weights are a config error
+    (init.alpha), found before training rather than blamed on the learning rate."""
+    torch.manual_seed(c.trainer.seed)
+    model = build_model(c.model.name, in_shape, num_classes,
+                        **{k: v for k, v in dataclasses.asdict(c.model).items() if k != "name"})
+    INITS[c.init.name](model, c.init.alpha)
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"init.alpha={c.init.alpha} (init={c.init.name}) makes the initial "
+                         f"weights non-finite ({bad[0]}); use a smaller init.alpha")
+    return model
+
+
+def preflight(c: Config, device: bool = True) -> None:
+    """What a run would find out only after it started, checked before any run exists: the
+    device (where jobs run on this machine), pretraining shapes, finite initial weights."""
+    if device:
+        resolve_device(c.trainer.device)
+    shape, classes = shape_of(c.dataset)
+    if c.pretrain.epochs:
+        pre_shape, pre_classes = shape_of(c.pretrain.dataset)
+        if (pre_shape, pre_classes) != (shape, classes):
+            raise ValueError(
+                f"pretrain.dataset={c.pretrain.dataset.name} has inputs {pre_shape} and "
+                f"{pre_classes} classes, dataset={c.dataset.name} has {shape} and {classes}: "
+                f"the network cannot move from one to the other; pick a data set of the same "
+                f"shape, or pretrain=none")
+    build_network(c, shape, classes)
