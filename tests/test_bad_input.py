@@ -5,8 +5,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from emergence_lab import tracking
 from tests.conftest import ROOT, SHARED_MNIST, corrupt_mnist_copy
@@ -23,7 +25,22 @@ CASES = {
     "amount out of range": (["pruning=magnitude", "pruning.epoch=0", "pruning.amount=0,1.5"],
                             "pruning.amount must be in [0, 1), got 1.5"),
     "prune after the last epoch": (["pruning=magnitude", "pruning.epoch=3"],
-                                   "pruning.epoch must be <= trainer.epochs (1), got 3"),
+                                   "pruning.epoch must be < trainer.epochs (1), got 3"),
+    "prune at the last epoch": (["pruning=magnitude", "pruning.epoch=1"],
+                                "pruning.epoch must be < trainer.epochs (1), got 1"),
+    "a device this machine lacks": (["trainer.device=cuda"], "trainer.device=cuda: this machine"),
+    "no parallel jobs": (["hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0: the number of"),
+    "pretraining on data of another shape": (
+        ["pretrain=mnist"], "pretrain.dataset=mnist has inputs (1, 28, 28) and 10 classes, "
+        "dataset=digits has (1, 8, 8)"),
+    "infinite init scale": (["init=emergence", "init.alpha=inf"], "init.alpha must be finite"),
+    "init scale that overflows": (["init=emergence", "init.alpha=1e39"],
+                                  "init.alpha=1e+39 (init=emergence) makes the initial weights "
+                                  "non-finite"),
+    "the old file store": (["tracking.uri=file:///tmp/mlruns"], "MLflow 3.13+ refuses the file"),
+    "a directory as the store": (["tracking.uri=sqlite:///adir"], "adir is a directory"),
+    "a store that cannot be written": (["tracking.uri=sqlite:////proc/emergence-lab/x.db"],
+                                       "the store /proc/emergence-lab/x.db cannot be written"),
     "negative threshold": (["threshold.theta=-1"], "threshold.theta must be >= 0, got -1.0"),
     "zero learning rate": (["trainer.lr=0"], "trainer.lr must be > 0, got 0.0"),
     "zero width": (["model.hidden=[0,4]"], "model.hidden widths must be > 0, got [0, 4]"),
@@ -50,6 +67,7 @@ def workdir(tmp_path_factory):
     uri = f"sqlite:///{d / 'x.db'}"
     with tracking.Run(uri, "emergence", "existing", {}) as run:
         run.log_metrics({"test/acc": 0.5}, step=0)
+    (d / "adir").mkdir()
     if SHARED_MNIST.is_dir():
         corrupt_mnist_copy(d / "corrupt")
     return d
@@ -60,6 +78,9 @@ def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, case
     overrides, message = CASES[case]
     if "corrupt" in case and not SHARED_MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist absent")
+    if "device" in case and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    started = time.monotonic()
     before = digest(workdir / "x.db")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *BASE, "tracking.uri=sqlite:///x.db",
@@ -67,5 +88,7 @@ def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, case
         env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert time.monotonic() - started < 60  # no minutes of retries against a broken store
     assert digest(workdir / "x.db") == before  # not a byte written: no run, no parent
     assert not (workdir / "mlruns").exists()

@@ -51,21 +51,25 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def forward_signal(signum: int) -> int:
-    """Send `signum` to every process this one started; returns how many got it."""
-    sent = 0
-    for pid in descendants(os.getpid()):
-        try:
-            os.kill(pid, signum)
-            sent += 1
-        except ProcessLookupError:
-            pass
+def forward_signal(signum: int, pids: list[int]) -> list[int]:
+    """Send `signum` to those of `pids` that this process started (directly or not); returns
+    the ones that got it."""
+    mine = set(descendants(os.getpid()))
+    sent = []
+    for pid in pids:
+        if pid in mine:
+            try:
+                os.kill(pid, signum)
+                sent.append(pid)
+            except ProcessLookupError:
+                pass
     return sent
 
 
-def stop_when_gone(pid: int, interval_s: float = 1.0) -> None:
+def stop_when_gone(pid: int, interval_s: float = 1.0, grace_s: float = 20.0) -> None:
     """In a worker: once process `pid` (its launcher) has died, send SIGTERM to this process,
-    which marks its run KILLED. A daemon thread; nothing happens while the launcher lives."""
+    which marks its run KILLED, and exit grace_s later. A daemon thread; nothing happens while
+    the launcher lives."""
     me = os.getpid()
     if pid == me:
         return
@@ -74,6 +78,8 @@ def stop_when_gone(pid: int, interval_s: float = 1.0) -> None:
         while pid_alive(pid):
             threading.Event().wait(interval_s)
         log.warning("the sweep's launcher (pid %d) is gone: stopping this job", pid)
-        os.kill(me, signal.SIGTERM)
+        os.kill(me, signal.SIGTERM)  # the run ends KILLED
+        threading.Event().wait(grace_s)
+        os._exit(128 + signal.SIGTERM)  # a pool worker would otherwise wait for more work
 
     threading.Thread(target=watch, daemon=True, name="launcher-watch").start()

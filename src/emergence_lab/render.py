@@ -7,6 +7,7 @@ import base64
 import html
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 from emergence_lab import tracking
 from emergence_lab.analyses import THETA_PREFIX, stopper_table, theta_table
 from emergence_lab.figures import group_figures
-from emergence_lab.report import claims, completeness, per_run_table, summary_table
+from emergence_lab.report import claims, completeness, dedupe, per_run_table, summary_table
 
 METRIC_KEYS = ["test/acc", "train/acc", "emergence/E", "emergence/relative", "pruning/E_after",
                "pruning/relative_after", "pruning/test_acc_after", "params/nonzero",
@@ -53,21 +54,23 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
             for r in runs]
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(THETA_PREFIX)})
     hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
-    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
+    hist = pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
+    # a step logged twice (by a store written before runs had owners) counts once: the last
+    return pd.DataFrame(rows), hist.drop_duplicates(["run_id", "key", "step"], keep="last")
 
 
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
           expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3)
           ) -> Report:
     """All tables, verdicts and figures of a report (no I/O)."""
+    runs, duplicates = dedupe(runs)
     per_run = per_run_table(runs, hist)
     if per_run.empty:
-        empty = pd.DataFrame()
-        return Report(name, per_run, empty, claims(per_run, hist),
-                      completeness(runs, expected_jobs, per_run), {}, empty, empty, stop_rule)
+        raise ReportError(f"no FINISHED runs in {name}: nothing to compare; "
+                          + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
+    gaps = completeness(runs, expected_jobs, per_run) | {"duplicates": duplicates}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
-    return Report(name, per_run, summary_table(per_run), claims(per_run, hist),
-                  completeness(runs, expected_jobs, per_run),
+    return Report(name, per_run, summary_table(per_run), claims(per_run, hist), gaps,
                   {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")},
                   theta_table(per_run, hist), stopper_table(finished, hist, *stop_rule),
                   stop_rule)
@@ -125,7 +128,9 @@ def slug(text: str) -> str:
 def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
     parts = [(title, items) for title, items in (
         ("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),
-        ("Incomplete groups", gaps["incomplete_groups"])) if items]
+        ("Incomplete groups", gaps["incomplete_groups"]),
+        ("Duplicates (same config_hash: one measurement, counted once)",
+         gaps.get("duplicates", []))) if items]
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 
@@ -213,6 +218,32 @@ def write(rep: Report, out: Path) -> None:
     (out / "report.html").write_text(html_page(rep, out))
 
 
+def _sweep_parent(uri: str, run_id: str):
+    """The parent run of a sweep by id; a ReportError for an unknown id or another kind of run."""
+    run = tracking.find_run(uri, run_id)
+    if run is None:
+        raise ReportError(f"--sweep {run_id}: no such run in {uri}; make ui lists the sweeps "
+                          f"(runs tagged kind=sweep), or omit --sweep for the latest")
+    if run.data.tags.get("kind") != "sweep":
+        parent = run.data.tags.get(tracking.PARENT_TAG)
+        hint = f"it is a run of sweep {parent}: use --sweep {parent}" if parent else \
+            "use a sweep's parent run id, or --experiment NAME"
+        raise ReportError(f"--sweep {run_id} is not a sweep ({hint})")
+    return run
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail before anything is written when the report's folder cannot be."""
+    existing = next(p for p in [folder.resolve(), *folder.resolve().parents] if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()  # leaves nothing behind
+    except OSError as exc:
+        raise ReportError(f"{what} {folder} cannot be written ({exc.strerror or exc}); "
+                          f"pass --out WRITABLE_FOLDER") from None
+
+
 def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
                  out: str | None = None, log_back: bool = True,
                  stop_rule: tuple[float, int] = (0.0, 3)) -> Path:
@@ -224,7 +255,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     if experiment:
         runs, expected, name, exp_id = tracking.experiment_runs(uri, experiment), None, experiment, None
     else:
-        parent = tracking.get_client(uri).get_run(sweep) if sweep else tracking.latest_sweep(uri)
+        parent = _sweep_parent(uri, sweep) if sweep else tracking.latest_sweep(uri)
         if parent is None:
             raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
         expected = tracking.load_json(uri, parent.info.run_id, "sweep_jobs.json")
@@ -235,9 +266,10 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         name, exp_id = parent.info.run_name, parent.info.experiment_id
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
+    out_dir = Path(out) if out else Path("reports") / slug(name)
+    _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
     rep = build(name, runs_df, hist, expected, stop_rule)
-    out_dir = Path(out) if out else Path("reports") / slug(name)
     write(rep, out_dir)
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id

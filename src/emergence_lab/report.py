@@ -290,6 +290,27 @@ def claims(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"claim": k, "statement": CLAIMS[k], **v} for k, v in results.items()])
 
 
+def dedupe(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One run per config_hash: runs with the same hash are one measurement repeated (force=true,
+    a retry), never replicates. Keeps the latest FINISHED run of each (else the latest run) and
+    describes the others."""
+    if runs.empty or "config_hash" not in runs:
+        return runs, []
+    has_hash = runs.config_hash.astype(str).str.len() > 0
+    order = runs.assign(_done=runs.status == "FINISHED").sort_values(["_done", "start_time"])
+    keep = order[has_hash].groupby("config_hash").tail(1).index.union(runs.index[~has_hash])
+    notes = []
+    for h, same in runs[has_hash].groupby("config_hash"):
+        if len(same) < 2:
+            continue
+        kept = runs.loc[keep.intersection(same.index)[0]]
+        others = ", ".join(f"{r.run_id} ({r.status})" for _, r in same.drop(kept.name).iterrows())
+        notes.append(f"{kept['name']} (config_hash {h}): kept run {kept.run_id} ({kept.status}, "
+                     f"the latest {'FINISHED' if kept.status == 'FINISHED' else ''} run); the "
+                     f"same measurement, not counted: {others}".replace("latest  run", "latest run"))
+    return runs.loc[runs.index.isin(keep)], notes
+
+
 def completeness(runs: pd.DataFrame, expected_jobs: Sequence[dict] | None,
                  per_run: pd.DataFrame) -> dict[str, list[str]]:
     """What is missing: jobs (dicts of overrides and config_hash) without a FINISHED run,

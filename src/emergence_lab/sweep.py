@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from emergence_lab.runner import preflight
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"
+SIGNAL_GRACE_S = 30.0  # how long an interrupted launcher waits for its workers' runs to end
 JOBS_FILE = "sweep_jobs.json"  # on the parent run: every job's overrides, to list missing cells
 
 
@@ -101,22 +103,22 @@ class SweepCallback(Callback):
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher)
-        tracking.check_reachable(first.uri)
-        for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
-                        for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
-            check_available(dataset)
         local = jobs_run_here(config.hydra.launcher)
         for (overrides, _), job in zip(composed, jobs, strict=True):
             try:
                 preflight(job, device=local)
             except ValueError as exc:
                 raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
+        tracking.check_reachable(first.uri)
+        for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
+                        for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
+            check_available(dataset)
         self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
                      for (o, _), j in zip(composed, jobs, strict=True)]
         sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs))
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.uri = first.uri
-        self.stale_after_s = first.tracking.stale_after_s
+        self.stale_after_s = first.stale_after_s
         self.run_id = tracking.open_sweep(
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
             {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
@@ -134,10 +136,19 @@ class SweepCallback(Callback):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.interrupted = True  # the parent ends KILLED, like its runs
-        # `kill` or a scheduler signals the launcher alone: its workers' runs must end KILLED too
-        forwarded = forward_signal(signum)
-        log.warning("%s: stopping the sweep (forwarded to %d worker processes)",
-                    signal.Signals(signum).name, forwarded)
+        # `kill` or a scheduler signals the launcher alone: the workers training this sweep's
+        # runs get the signal too, and the launcher waits (a while) for them to mark the runs
+        # KILLED before its pool is torn down
+        host = socket.gethostname()
+        owners = tracking.running_owners(self.uri, self.run_id)
+        pids = [int(o.split(":")[1]) for o in owners.values() if o.split(":")[0] == host]
+        sent = forward_signal(signum, pids)
+        log.warning("%s: stopping the sweep (forwarded to workers %s)",
+                    signal.Signals(signum).name, sent)
+        deadline = time.monotonic() + SIGNAL_GRACE_S
+        while sent and time.monotonic() < deadline and set(owners) & set(
+                tracking.running_owners(self.uri, self.run_id)):
+            time.sleep(0.3)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _end_if_open(self) -> None:

@@ -271,6 +271,12 @@ def take_lease(uri: str, run_id: str, owner: str) -> bool:
     return True
 
 
+def running_owners(uri: str, parent_run_id: str) -> dict[str, str]:
+    """run id -> owner of a sweep's children that are RUNNING."""
+    return {r.info.run_id: owner for r in sweep_children(uri, parent_run_id)
+            if r.info.status == "RUNNING" for _, owner, _ in [lease_holder(r)] if owner}
+
+
 def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
     """Whether a RUNNING run's owner still trains it, and who that is. An owner is dead when its
     heartbeat is older than stale_after_s, or at once when it is a dead process of this host."""
@@ -297,20 +303,26 @@ def sweep_children(uri: str, parent_run_id: str) -> list[Any]:
 
 
 def sweep_runs(uri: str, parent_run_id: str, config_hashes: list[str] | None = None) -> list[Any]:
-    """A sweep's runs: its children, and FINISHED runs elsewhere in the experiment of the cells
-    it names (a rerun skips cells finished by another sweep); one run per cell, a FINISHED one
-    when there is one, else the newest."""
+    """A sweep's runs, oldest first: its children, and FINISHED runs elsewhere in the experiment
+    of the cells it names that it has no FINISHED run of (a rerun skips cells finished by
+    another sweep). A cell may have several runs (retries, force=true): see report.dedupe."""
     client = get_client(uri)
     runs = sweep_children(uri, parent_run_id)
     have = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
     exp_id = client.get_run(parent_run_id).info.experiment_id
     for h in sorted(set(config_hashes or []) - have):
         runs += client.search_runs([exp_id], f"tags.config_hash = '{h}' and "
-                                   "attributes.status = 'FINISHED'", max_results=1)
-    best: dict[str, Any] = {}
-    for r in sorted(runs, key=lambda r: (r.info.status == "FINISHED", r.info.start_time)):
-        best[r.data.tags.get("config_hash") or r.info.run_id] = r  # the last wins
-    return sorted(best.values(), key=lambda r: r.info.start_time)
+                                   "attributes.status = 'FINISHED'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def find_run(uri: str, run_id: str) -> Any | None:
+    """A run by id, None when the store has none."""
+    try:
+        return get_client(uri).get_run(run_id)
+    except MlflowException:
+        return None
 
 
 def latest_sweep(uri: str) -> Any | None:

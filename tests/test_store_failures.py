@@ -1,0 +1,107 @@
+"""What can go wrong after the up-front check never damages finished results or counts a
+measurement twice: duplicates in reports, broken caches, and a report asked for bad things."""
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from emergence_lab import tracking
+from emergence_lab import train as train_mod
+from emergence_lab.render import build_report
+from emergence_lab.synthetic import branch, params, write_run
+from tests.conftest import ROOT, compose_cfg
+
+BRANCHES = ["pruning=magnitude", "pruning.epoch=1", "trainer.epochs=2"]
+
+
+def test_runs_of_one_cell_are_one_measurement_in_both_report_modes(tiny_overrides, store, tmp_path):
+    parent = tracking.start_sweep(store, "emergence", "s", {})
+    ids = {}
+    for force in ("false", "true"):  # a sweep, then the same with force=true
+        for amount in ("0", "0.5"):
+            train_mod.train(compose_cfg(tiny_overrides + BRANCHES + [
+                f"pruning.amount={amount}", f"force={force}"]), parent_run_id=parent)
+    for r in tracking.experiment_runs(store, "emergence"):
+        ids.setdefault(r.data.tags["config_hash"], []).append(r.info.run_id)  # oldest first
+    assert sorted(len(v) for v in ids.values()) == [2, 2]
+    for mode in ({"sweep": parent}, {"experiment": "emergence"}):
+        out = build_report(store, out=str(tmp_path / next(iter(mode))), log_back=False, **mode)
+        summary = (out / "summary.csv").read_text().splitlines()
+        assert len(summary) == 3  # control and 50 %
+        text = (out / "report.md").read_text()
+        assert "n = 2" not in text and "| 2 |" not in text  # never two "seeds" from one cell
+        assert text.count("the same measurement, not counted") == 2
+        for old, new in ids.values():
+            assert f"kept run {new} (FINISHED" in text and f"{old} (FINISHED)" in text
+
+
+def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, store, tmp_path,
+                                                              caplog):
+    train_mod.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0"]))
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated, as by a full disk
+    with caplog.at_level(logging.WARNING):
+        out = train_mod.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
+    assert out["test/acc"] > 0
+    assert f"prefix cache {cache} does not load" in caplog.text
+    assert list((tmp_path / "cache").glob(f"{cache.name}.corrupt-*"))
+    runs = {r.info.run_name: r for r in tracking.experiment_runs(store, "emergence")}
+    pruned = runs["digits-mlp-magnitude0.5-seed0"]
+    assert pruned.info.status == "FINISHED" and pruned.data.tags["prefix_cache"] == "miss"
+
+
+def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, store, tmp_path):
+    train_mod.train(compose_cfg(tiny_overrides))
+    (run,) = tracking.experiment_runs(store, "emergence")
+    client = tracking.get_client(store)
+    client.set_terminated(run.info.run_id, "KILLED")  # as if interrupted
+    tampered = tmp_path / "last.pt"
+    tampered.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'echo pwned'\ntR." * 2)
+    client.log_artifact(run.info.run_id, str(tampered), "checkpoints")
+    with pytest.raises(ValueError, match=f"checkpoints/last.pt of run {run.info.run_id} is "
+                                         r"refused by torch.load\(weights_only=True\)"):
+        train_mod.train(compose_cfg(tiny_overrides))
+    got = client.get_run(run.info.run_id)
+    assert got.info.status == "FAILED" and "is refused" in got.data.tags["error"]
+
+
+def test_a_step_logged_twice_by_an_old_store_counts_once(store, tmp_path):
+    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    curves = branch([0.1, 0.5, 0.6], [100, 90, 80], [0.1, 0.09, 0.08], pe=1)
+    write_run(store, parent, "c", params(0.0, 0, pe=1), curves)
+    rid = write_run(store, parent, "p", params(0.5, 0, pe=1), curves)
+    tracking.get_client(store).log_metric(rid, "test/acc", 0.7, step=2)  # a second value at step 2
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
+    assert (out / "report.md").is_file()
+
+
+def report(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_report_asked_for_bad_things_says_so_in_one_line_and_writes_nothing(store, tmp_path):
+    parent = tracking.start_sweep(store, "synthetic", "all-failed", {})
+    curves = branch([0.1, 0.5], [100, 90], [0.1, 0.09], pe=1)
+    child = write_run(store, parent, "c", params(0.0, 0, pe=1), curves, status="FAILED")
+    (tmp_path / "afile").write_text("")
+    cases = {
+        "all cells failed": (["--sweep", parent], "no FINISHED runs in all-failed"),
+        "unknown sweep": (["--sweep", "0" * 32], f"--sweep {'0' * 32}: no such run in"),
+        "a child run": (["--sweep", child], f"it is a run of sweep {parent}: use --sweep {parent}"),
+        "unwritable --out": (["--sweep", parent, "--out", str(tmp_path / "afile" / "r")],
+                             "cannot be written"),
+    }
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for case, (args, message) in cases.items():
+        proc = report(["--tracking-uri", store, *args], tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (case, proc.stderr[-2000:])
+        assert len(lines) == 1 and message in lines[0], (case, proc.stderr[-2000:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no reports/ folder
+    reports = [r for r in tracking.get_client(store).search_runs(
+        [tracking.ensure_experiment(store, "synthetic")]) if r.data.tags.get("kind") == "report"]
+    assert reports == []
