@@ -38,7 +38,10 @@ def one_finished_run_per_cell(uri, out):
     assert len(by_cell) == 2, [r.info.run_name for r in runs]
     client = tracking.get_client(uri)
     for cell in by_cell.values():
-        assert [r.info.status for r in cell] == ["FINISHED"], [r.info.run_name for r in cell]
+        assert [r.info.status for r in cell] == ["FINISHED"], [
+            (r.info.run_name, r.info.run_id, r.info.start_time, r.data.tags.get("mlflow.parentRunId"),
+             {k: v for k, v in r.data.params.items() if k.startswith("lease")}) for r in cell] + [
+            tracking.claims(uri, tracking.ensure_experiment(uri, "emergence"), "")]
         for key in KEYS:
             steps = [m.step for m in client.get_metric_history(cell[0].info.run_id, key)]
             assert len(steps) == len(set(steps)) and max(steps) == 4, (key, steps)

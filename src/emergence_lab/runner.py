@@ -48,32 +48,51 @@ def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
 def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
     """(attempt, run) the cell's latest claim names; attempt 0 and the newest unfinished run for
     a cell of a store from before claims (adopted when resumed)."""
-    attempts = {int(k.rsplit(".", 1)[1]): v for k, v in
-                tracking.claims(uri, exp_id, f"cell.{identity}.").items()}
-    if attempts:
-        n = max(attempts)
-        return n, tracking.get_client(uri).get_run(attempts[n])
+    n, run_id = tracking.latest_claim(uri, exp_id, f"cell.{identity}")
+    if run_id is not None:
+        run = tracking.get_client(uri).get_run(run_id)
+        return n, None if run.info.lifecycle_stage == "deleted" else run
     legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
               if r.info.status in ("RUNNING", "KILLED")]
     return 0, legacy[0] if legacy else None
 
 
-def claim_cell(c: Config, identity: str, name: str, tags: dict[str, Any],
-               parent_run_id: str | None) -> Claim:
-    """Decide, atomically against the store, what this process does with the cell."""
+def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
+            parent_run_id: str | None) -> Claim:
+    """Decide, atomically against the store, what this process does with the cell. A cell that
+    another live process trains is waited for (tracking.on_taken=wait: then skipped once it
+    finishes, taken over if its owner dies) or left to it (skip).
+
+    force=true makes a new run unless another process already started one for the cell while
+    this one decided (two identical forced sweeps rerun each cell once, not twice).
+    """
     uri, t = c.tracking.uri, c.tracking
     exp_id = tracking.ensure_experiment(uri, t.experiment)
     owner = tracking.owner_token()
-    for _ in range(20):  # each pass loses a race only to a process that then holds the cell
-        done = None if c.force else _finished(uri, exp_id, identity)
+    force, said, races = c.force, False, 0
+    while races < 50:  # each race is lost to a process that then holds the cell
+        done = None if force else _finished(uri, exp_id, identity)
         if done is not None:
             return Claim("skip", done.info.run_id, run=done)
         attempt, run = _current(uri, exp_id, identity)
-        if run is not None and run.info.status == "RUNNING":
+        status = run.info.status if run is not None else None
+        if status == "FINISHED" and not force:
+            races += 1
+            continue  # it finished between the two reads: skip it on the next pass
+        if status == "RUNNING":
             alive, holder = tracking.owner_alive(run, t.stale_after_s)
             if alive:
-                return Claim("taken", run.info.run_id, holder, run)
-        if run is not None and not c.force and run.info.status in ("RUNNING", "KILLED"):
+                force = False  # a run started meanwhile is this rerun's result too
+                if t.on_taken == "skip":
+                    return Claim("taken", run.info.run_id, holder, run)
+                if not said:
+                    log.warning("%s: run %s is being trained by %s; waiting for it "
+                                "(tracking.on_taken=skip leaves it)", name, run.info.run_id, holder)
+                    said = True
+                time.sleep(TAKEN_POLL_S)
+                continue
+        races += 1
+        if not force and status in ("RUNNING", "KILLED"):
             if tracking.take_lease(uri, run.info.run_id, owner):
                 return Claim("resume", run.info.run_id, owner, run)
             continue
@@ -81,23 +100,8 @@ def claim_cell(c: Config, identity: str, name: str, tags: dict[str, Any],
         if tracking.claim(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
             return Claim("new", run_id, owner)
         tracking.delete_run(uri, run_id)  # another process claimed the cell first
+        force = False
     raise RuntimeError(f"could not claim cell {identity} ({name}): the store keeps changing")
-
-
-def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
-            parent_run_id: str | None) -> Claim:
-    """claim_cell; a cell another live process trains is waited for (tracking.on_taken=wait:
-    then skipped when it finishes, taken over when its owner dies) or left (skip)."""
-    said = False
-    while True:
-        got = claim_cell(c, identity, name, tags, parent_run_id)
-        if got.state != "taken" or c.tracking.on_taken == "skip":
-            return got
-        if not said:
-            log.warning("%s: run %s is being trained by %s; waiting for it (tracking.on_taken="
-                        "skip leaves it)", name, got.run_id, got.owner)
-            said = True
-        time.sleep(TAKEN_POLL_S)
 
 
 def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:

@@ -125,14 +125,13 @@ def open_sweep(uri: str, experiment: str, name: str, sweep_hash: str,
     stays FINISHED: its cells are all finished, whatever a rerun does."""
     client = get_client(uri)
     exp_id = ensure_experiment(uri, experiment)
-    key = f"sweep.{sweep_hash}"
-    run_id = claims(uri, exp_id, key).get(key)
-    if run_id is None:
+    attempt, run_id = latest_claim(uri, exp_id, f"sweep.{sweep_hash}")
+    if run_id is None or client.get_run(run_id).info.lifecycle_stage == "deleted":
         found = client.search_runs([exp_id], f"tags.kind = 'sweep' and tags.sweep_hash = '{sweep_hash}'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
         mine = found[0].info.run_id if found else start_sweep(
             uri, experiment, name, {**tags, "sweep_hash": sweep_hash})
-        run_id = claim(uri, exp_id, key, mine)
+        run_id = claim(uri, exp_id, f"sweep.{sweep_hash}.{attempt + 1}", mine)
         if run_id != mine and not found:
             _retry(lambda: client.delete_run(mine))  # another launcher's parent won
     if client.get_run(run_id).info.status != "FINISHED":
@@ -212,7 +211,7 @@ def _claims_run(client: MlflowClient, exp_id: str) -> str:
         run = _retry(lambda: client.create_run(home, run_name=f"claims-of-experiment-{exp_id}", tags={
             "kind": "claims", "experiment_id": exp_id, "mlflow.note.content": "Which run "
             "trains each cell of experiment " f"{exp_id} (params cell.<config_hash>.<attempt>) "
-            "and each sweep's parent run (sweep.<sweep_hash>)."}))
+            "and each sweep's parent run (sweep.<sweep_hash>.<attempt>)."}))
         _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
         try:  # the name is unique, and the tag is written with it: one winner
             anchor_id = _retry(lambda: client.create_experiment(
@@ -246,6 +245,13 @@ def claims(uri: str, exp_id: str, prefix: str) -> dict[str, str]:
     client = get_client(uri)
     params = client.get_run(_claims_run(client, exp_id)).data.params
     return {k: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def latest_claim(uri: str, exp_id: str, key: str) -> tuple[int, str | None]:
+    """(attempt, value) of the highest `<key>.<attempt>` claim; (0, None) when there is none."""
+    attempts = {int(k.rsplit(".", 1)[1]): v for k, v in claims(uri, exp_id, f"{key}.").items()
+                if k.rsplit(".", 1)[1].isdigit()}
+    return (max(attempts), attempts[max(attempts)]) if attempts else (0, None)
 
 
 def lease_holder(run: Any) -> tuple[int, str | None, float]:
