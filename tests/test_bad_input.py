@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -73,22 +74,38 @@ def workdir(tmp_path_factory):
     return d
 
 
+def run_case(workdir, case):
+    """(return code, output, seconds) of the command line with one case's overrides."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *BASE, "tracking.uri=sqlite:///x.db",
+         *CASES[case][0]], cwd=workdir, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    return proc.returncode, proc.stderr + proc.stdout, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def results(workdir):
+    """Every case's outcome, the cases run three at a time (each is mostly start-up), and the
+    store's digest before and after all of them."""
+    before = digest(workdir / "x.db")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = dict(zip(CASES, pool.map(lambda c: run_case(workdir, c), CASES), strict=True))
+    return outcomes, before, digest(workdir / "x.db")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, case):
-    overrides, message = CASES[case]
+def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, results, case):
+    message = CASES[case][1]
     if "corrupt" in case and not SHARED_MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist absent")
     if "device" in case and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    started = time.monotonic()
-    before = digest(workdir / "x.db")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *BASE, "tracking.uri=sqlite:///x.db",
-         *overrides], cwd=workdir, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert time.monotonic() - started < 60  # no minutes of retries against a broken store
-    assert digest(workdir / "x.db") == before  # not a byte written: no run, no parent
+    outcomes, before, after = results
+    code, output, seconds = outcomes[case]
+    assert code != 0
+    assert message in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    assert seconds < 60  # no minutes of retries against a broken store
+    assert after == before  # not a byte written: no run, no parent
     assert not (workdir / "mlruns").exists()

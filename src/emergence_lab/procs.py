@@ -14,6 +14,11 @@ import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_watched: set[int] = set()  # launchers this process watches
+# Set once this process was asked to stop (SIGTERM, Ctrl-C): whatever exception the
+# interruption surfaces as (torch, SQLite's "interrupted"), its run ends KILLED, not FAILED.
+stop_requested = threading.Event()
+stopped_run_closed = threading.Event()  # ... and the run it was training has been closed
 
 
 def pid_alive(pid: int) -> bool:
@@ -68,18 +73,19 @@ def forward_signal(signum: int, pids: list[int]) -> list[int]:
 
 def stop_when_gone(pid: int, interval_s: float = 1.0, grace_s: float = 20.0) -> None:
     """In a worker: once process `pid` (its launcher) has died, send SIGTERM to this process,
-    which marks its run KILLED, and exit grace_s later. A daemon thread; nothing happens while
-    the launcher lives."""
+    which marks its run KILLED, and exit once that run is closed (at most grace_s later).
+    A daemon thread; nothing happens while the launcher lives."""
     me = os.getpid()
-    if pid == me:
+    if pid == me or pid in _watched:  # a pool worker runs many jobs: one watcher is enough
         return
+    _watched.add(pid)
 
     def watch() -> None:
         while pid_alive(pid):
             threading.Event().wait(interval_s)
         log.warning("the sweep's launcher (pid %d) is gone: stopping this job", pid)
         os.kill(me, signal.SIGTERM)  # the run ends KILLED
-        threading.Event().wait(grace_s)
+        stopped_run_closed.wait(grace_s)
         os._exit(128 + signal.SIGTERM)  # a pool worker would otherwise wait for more work
 
     threading.Thread(target=watch, daemon=True, name="launcher-watch").start()

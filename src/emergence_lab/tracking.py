@@ -35,6 +35,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from emergence_lab import procs  # noqa: E402
 from emergence_lab.procs import pid_alive  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,8 @@ class Run:
         if exc_type is None:
             status = "FINISHED"
         else:
-            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            stopped = issubclass(exc_type, KeyboardInterrupt) or procs.stop_requested.is_set()
+            status = "KILLED" if stopped else "FAILED"
             message = f"{exc_type.__name__}: {exc}"[:MAX_ERROR_CHARS]
             if exc is not None:
                 exc.mlflow_run_id = self.run_id  # lets a sweep tell a run's failure from a bug
@@ -428,6 +430,8 @@ class Run:
             _retry(lambda: self.client.set_tag(self.run_id, "mlflow.note.content",
                                                f"**{status}**: {message}"))
         _retry(lambda: self.client.set_terminated(self.run_id, status))
+        if procs.stop_requested.is_set():
+            procs.stopped_run_closed.set()
         return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:

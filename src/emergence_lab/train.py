@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from emergence_lab import runner, tracking
+from emergence_lab import procs, runner, tracking
 from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
@@ -278,6 +278,7 @@ def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    procs.stop_requested.set()
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
@@ -291,6 +292,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     one that another live process trains is waited for (see runner.acquire).
     """
     c = validate(cfg)
+    procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
+    procs.stopped_run_closed.clear()
     if c.trainer.num_threads:
         torch.set_num_threads(c.trainer.num_threads)
     if threading.current_thread() is threading.main_thread():
