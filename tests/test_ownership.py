@@ -169,3 +169,14 @@ def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
     first = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     second = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert first.state == "new" and (second.state, second.run_id) == ("taken", first.run_id)
+
+
+def test_another_process_s_unclaimed_candidate_is_not_taken_over(tiny_overrides, store):
+    c = config(tiny_overrides)
+    exp_id = tracking.ensure_experiment(store, "emergence")
+    other = f"{socket.gethostname()}:{os.getpid()}:other"  # made its run, not yet its lease
+    candidate = tracking.get_client(store).create_run(
+        exp_id, tags={"config_hash": "h1", tracking.OWNER_TAG: other}).info.run_id
+    got = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    assert got.state == "new" and got.run_id != candidate
+    assert tracking.lease_holder(tracking.get_client(store).get_run(candidate))[1] is None

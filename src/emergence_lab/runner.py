@@ -52,8 +52,10 @@ def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
     if run_id is not None:
         run = tracking.get_client(uri).get_run(run_id)
         return n, None if run.info.lifecycle_stage == "deleted" else run
+    # runs with an owner tag were made by claim-aware code: one not in the claims is another
+    # process's candidate that has not claimed the cell yet, not an abandoned run
     legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
-              if r.info.status in ("RUNNING", "KILLED")]
+              if r.info.status in ("RUNNING", "KILLED") and tracking.OWNER_TAG not in r.data.tags]
     return 0, legacy[0] if legacy else None
 
 

@@ -290,6 +290,8 @@ def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
     if run.info.status != "RUNNING":
         return False, ""
     _, owner, since = lease_holder(run)
+    if owner is None and OWNER_TAG in run.data.tags:  # created, its first lease not yet logged
+        owner, since = run.data.tags[OWNER_TAG], run.info.start_time / 1000
     if owner is None:  # a run from before ownership: its process is gone, or it would own it
         return False, ""
     beat_owner, _, beat = run.data.tags.get(HEARTBEAT_TAG, " 0").rpartition(" ")
