@@ -305,9 +305,9 @@ def dedupe(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             continue
         kept = runs.loc[keep.intersection(same.index)[0]]
         others = ", ".join(f"{r.run_id} ({r.status})" for _, r in same.drop(kept.name).iterrows())
+        latest = "the latest FINISHED run" if kept.status == "FINISHED" else "the latest run"
         notes.append(f"{kept['name']} (config_hash {h}): kept run {kept.run_id} ({kept.status}, "
-                     f"the latest {'FINISHED' if kept.status == 'FINISHED' else ''} run); the "
-                     f"same measurement, not counted: {others}".replace("latest  run", "latest run"))
+                     f"{latest}); the same measurement, not counted: {others}")
     return runs.loc[runs.index.isin(keep)], notes
 
 

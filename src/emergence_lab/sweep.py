@@ -85,7 +85,7 @@ class SweepCallback(Callback):
         self.run_id: str | None = None
         self.jobs: list[dict[str, Any]] = []
         self.interrupted = False
-        self.stale_after_s = 300.0
+        self.stale_after_s: float | None = None  # the jobs' tracking.stale_after_s
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
@@ -139,9 +139,8 @@ class SweepCallback(Callback):
         # `kill` or a scheduler signals the launcher alone: the workers training this sweep's
         # runs get the signal too, and the launcher waits (a while) for them to mark the runs
         # KILLED before its pool is torn down
-        host = socket.gethostname()
         owners = tracking.running_owners(self.uri, self.run_id)
-        pids = [int(o.split(":")[1]) for o in owners.values() if o.split(":")[0] == host]
+        pids = [pid for o in owners.values() if (pid := tracking.local_pid(o)) is not None]
         sent = forward_signal(signum, pids)
         log.warning("%s: stopping the sweep (forwarded to workers %s)",
                     signal.Signals(signum).name, sent)

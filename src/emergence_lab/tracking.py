@@ -7,8 +7,9 @@ ids (no fluent global state), so several runs can live in one process and in par
 Claims are atomic against the store itself (SQLite, PostgreSQL, an `mlflow server`), not a
 local file: MLflow refuses to change a logged param, so logging a param that another process
 logged first with another value fails, and whoever logged it first holds it. The claims of an
-experiment are params of one run in it (`cell-claims`); that run is found through a deleted
-(hidden) experiment whose name is unique and whose tags are written with it in one step.
+experiment are params of one run in the experiment `emergence-lab-claims`; that run is found
+through a deleted (hidden) experiment whose name is unique and whose tags are written with it
+in one step.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ CLAIMS_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experimen
 LEASE_PREFIX = "lease."  # lease.<n> = "<host>:<pid>:<nonce>@<unix time>": run owners, in order
 HEARTBEAT_TAG = "owner.heartbeat"  # "<owner> <unix time>", refreshed while the owner trains
 OWNER_TAG = "owner"
+_CLAIMS_RUNS: dict[tuple[str, str], str] = {}  # (store, experiment id) -> claims run id
 
 
 class LeaseLost(RuntimeError):
@@ -204,7 +206,15 @@ def owner_token() -> str:
 
 
 def _claims_run(client: MlflowClient, exp_id: str) -> str:
-    """The run whose params hold the experiment's claims, created by the first caller."""
+    """The run whose params hold the experiment's claims, created by the first caller (it never
+    changes: looked up once per store and experiment)."""
+    key = (client.tracking_uri, exp_id)
+    if key not in _CLAIMS_RUNS:
+        _CLAIMS_RUNS[key] = _find_or_make_claims_run(client, exp_id)
+    return _CLAIMS_RUNS[key]
+
+
+def _find_or_make_claims_run(client: MlflowClient, exp_id: str) -> str:
     name = CLAIMS_ANCHOR.format(exp_id)
     anchor = client.get_experiment_by_name(name)
     if anchor is None:
@@ -248,22 +258,31 @@ def claims(uri: str, exp_id: str, prefix: str) -> dict[str, str]:
     return {k: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def _highest(params: Mapping[str, str], prefix: str) -> tuple[int, str | None]:
+    """(n, value) of the param `<prefix><n>` with the highest n; (0, None) when there is none."""
+    numbered = [(int(k[len(prefix):]), v) for k, v in params.items()
+                if k.startswith(prefix) and k[len(prefix):].isdigit()]
+    return max(numbered) if numbered else (0, None)
+
+
 def latest_claim(uri: str, exp_id: str, key: str) -> tuple[int, str | None]:
     """(attempt, value) of the highest `<key>.<attempt>` claim; (0, None) when there is none."""
-    attempts = {int(k.rsplit(".", 1)[1]): v for k, v in claims(uri, exp_id, f"{key}.").items()
-                if k.rsplit(".", 1)[1].isdigit()}
-    return (max(attempts), attempts[max(attempts)]) if attempts else (0, None)
+    return _highest(claims(uri, exp_id, f"{key}."), f"{key}.")
 
 
 def lease_holder(run: Any) -> tuple[int, str | None, float]:
     """(generation, owner, time the lease was taken) of a run; (0, None, 0) for none."""
-    leases = [(int(k[len(LEASE_PREFIX):]), v) for k, v in run.data.params.items()
-              if k.startswith(LEASE_PREFIX) and k[len(LEASE_PREFIX):].isdigit()]
-    if not leases:
+    gen, value = _highest(run.data.params, LEASE_PREFIX)
+    if value is None:
         return 0, None, 0.0
-    gen, value = max(leases)
     owner, _, since = value.rpartition("@")
     return gen, owner, float(since)
+
+
+def local_pid(owner: str) -> int | None:
+    """The pid of an owner that is a process of this host, None for another host's."""
+    host, pid, _ = owner.split(":")
+    return int(pid) if host == socket.gethostname() else None
 
 
 def take_lease(uri: str, run_id: str, owner: str) -> bool:
@@ -296,8 +315,8 @@ def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
         return False, ""
     beat_owner, _, beat = run.data.tags.get(HEARTBEAT_TAG, " 0").rpartition(" ")
     last = max(since, float(beat) if beat_owner == owner else 0.0)
-    host, pid, _ = owner.split(":")
-    if host == socket.gethostname() and not pid_alive(int(pid)):
+    pid = local_pid(owner)
+    if pid is not None and not pid_alive(pid):
         return False, owner
     return time.time() - last <= stale_after_s, owner
 
