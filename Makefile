@@ -29,8 +29,8 @@ data:  ## install Debian's dataset-fashion-mnist when it is missing and apt-get 
 		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try a download"; \
 	fi
 
-sweep: $(STAMP) data  ## run the paper's Fashion-MNIST sweep (EXPERIMENT=paper_mnist for MNIST), then its report
-	$(PY) scripts/train.py -m experiment=$(EXPERIMENT) tracking.uri=$(TRACKING_URI) $(ARGS)
+sweep: $(STAMP) data  ## the paper's Fashion-MNIST sweep on 5 seeds (SEEDS=0 for one; EXPERIMENT=paper_mnist), then its report
+	$(PY) scripts/train.py -m experiment=$(EXPERIMENT) tracking.uri=$(TRACKING_URI) $(if $(SEEDS),trainer.seed=$(SEEDS)) $(ARGS)
 	$(MAKE) --no-print-directory report
 
 report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html}, summary.csv, PNGs

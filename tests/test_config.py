@@ -2,6 +2,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from emergence_lab.config import Config, validate
+from emergence_lab.identity import config_hash
 from tests.conftest import compose_cfg
 
 
@@ -72,14 +73,37 @@ def test_unknown_option_lists_the_valid_ones():
         compose_cfg(["pruning=lottery"])
 
 
-@pytest.mark.parametrize("experiment", ["paper_fmnist", "paper_mnist", "paper_transfer",
-                                        "paper_cnn", "emergence_init", "pruning_strategies"])
+EXPERIMENTS = {"paper_fmnist": 4, "paper_mnist": 4, "paper_transfer": 4, "paper_cnn": 2,
+               "emergence_init": 4, "pruning_strategies": 6, "paper_fmnist_random": 4,
+               "paper_fmnist_lr": 16, "paper_calibration": 96}  # cells per seed
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_every_experiment_sweep_validates(experiment):
     from emergence_lab.sweep import expand_sweep
 
     cfg = compose_cfg([f"experiment={experiment}"], hydra=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    # every named experiment replicates over the same seeds
+    assert cfg.hydra.sweeper.params["trainer.seed"] == "0,1,2,3,4"
     jobs = expand_sweep(params + [f"experiment={experiment}"])
-    checked = [validate(compose_cfg(job)) for job in jobs]
-    assert len(checked) == {"paper_fmnist": 4, "paper_mnist": 4, "paper_transfer": 4,
-                            "paper_cnn": 2, "emergence_init": 4, "pruning_strategies": 6}[experiment]
+    assert len(jobs) == 5 * EXPERIMENTS[experiment]
+    checked = [validate(compose_cfg(job)) for job in jobs if "trainer.seed=0" in job]
+    assert len(checked) == EXPERIMENTS[experiment]
+    assert len({config_hash(c) for c in checked}) == len(checked)
+
+
+def test_shared_cells_of_the_paper_fmnist_family_have_one_identity():
+    """The random-mask sweep's control and the lr sweep's lr-0.005 cells are paper_fmnist's
+    own cells (skipped once FINISHED, counted once by the report); the new fields left at
+    their defaults keep paper_fmnist's identity as it was before they existed."""
+    def cell(*overrides):
+        return config_hash(validate(compose_cfg(["experiment=paper_fmnist", *overrides])))
+
+    control = cell("pruning.amount=0")
+    assert control == "3086f6cebc80"  # as computed before issue 10 added its fields
+    assert cell("pruning=random", "pruning.amount=0") == control
+    assert cell("trainer.lr_after_prune=0.005", "pruning.amount=0") == control
+    assert cell("trainer.lr_after_prune=0.01", "pruning.amount=0") != control
+    assert cell("pruning=random", "pruning.amount=0.5") != cell("pruning.amount=0.5")
+    assert cell("dataset.normalize=true", "pruning.amount=0") != control

@@ -107,3 +107,20 @@ def test_stop_epoch():
     assert stop_epoch(history, epsilon=3.0, patience=4) == 5  # 2..5 are all <= 3
     assert stop_epoch(history, epsilon=0.0, patience=5) is None
     assert stop_epoch([], epsilon=0.0, patience=1) is None
+
+
+def test_sparsity_baselines_by_hand():
+    from emergence_lab.emergence import sparsity_baselines
+
+    # layer a: unit 0 never fires (dead, dormant at every tau), unit 1 fires on one of two
+    # samples, unit 2 on both. Mean |output| per unit: 0, 0.5, 2; layer mean 2.5/3, so the
+    # scores are 0, 0.6, 2.4. Layer b: one unit, score 1.
+    acts = {"a": torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 2.0]]), "b": torch.tensor([[3.0], [1.0]])}
+    out = sparsity_baselines(acts, taus=(0.0, 0.5, 0.7))
+    assert out["sparsity/dead_frac"] == 1 / 4
+    assert out["sparsity/zero_frac"] == 3 / 8
+    assert out["sparsity/dormant_frac/0"] == 1 / 4
+    assert out["sparsity/dormant_frac/0.5"] == 1 / 4
+    assert out["sparsity/dormant_frac/0.7"] == 2 / 4
+    with pytest.raises(ValueError, match="samples, units"):
+        sparsity_baselines({"a": torch.zeros(3)})

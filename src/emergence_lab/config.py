@@ -83,6 +83,7 @@ class DatasetConfig:
     root: str | None = None  # image_folder: a tree with train/<class>/ and test/<class>/
     image_size: int = 32  # image_folder: images are resized to image_size x image_size
     channels: int = 3  # image_folder: 3 (RGB) or 1 (grey)
+    normalize: bool = False  # standardize each input channel with the training set's mean and std
 
     def __post_init__(self) -> None:
         _one_of("dataset.name", self.name, LOADERS)
@@ -154,6 +155,7 @@ class TrainerConfig:
     checkpoints: bool = True  # log last and best checkpoints as artifacts
     stop_epsilon: float | None = None  # stop once E <= stop_epsilon for stop_patience epochs
     stop_patience: int = 3
+    lr_after_prune: float | None = None  # the lr from the first pruning step on (null: lr)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
@@ -167,6 +169,8 @@ class TrainerConfig:
         _check(self.num_threads >= 0, f"trainer.num_threads must be >= 0, got {self.num_threads}")
         _check(self.stop_epsilon is None or self.stop_epsilon >= 0,
                f"trainer.stop_epsilon must be >= 0 or null, got {self.stop_epsilon}")
+        _check(self.lr_after_prune is None or self.lr_after_prune > 0,
+               f"trainer.lr_after_prune must be > 0 or null, got {self.lr_after_prune}")
         _check(self.stop_patience >= 1,
                f"trainer.stop_patience must be >= 1, got {self.stop_patience}")
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
@@ -238,6 +242,9 @@ class Config:
             set(layers) & {"input", "output"})
         _check(counted >= 2, f"emergence needs at least 2 counted layers: threshold.layers={list(layers)} "
                f"counts {counted} of this model; add hidden widths or 'output' to threshold.layers")
+        _check(self.pruning.name != "none" or self.trainer.lr_after_prune is None,
+               f"trainer.lr_after_prune ({self.trainer.lr_after_prune}) needs a pruning step: "
+               f"pruning=none never reaches one; set pruning (amount 0 for a control) or drop it")
         if self.pruning.name != "none":
             # a network pruned after the last epoch is never trained nor measured as the
             # run's final one: its row would describe the unpruned network

@@ -325,4 +325,16 @@ def load_dataset(cfg) -> TensorData:
     """Load the data set named by `cfg.name` (a DatasetConfig) into memory, on the CPU."""
     if cfg.name not in LOADERS:
         raise ValueError(f"dataset.name must be one of {sorted(LOADERS)}, got {cfg.name!r}")
-    return LOADERS[cfg.name](cfg)
+    data = LOADERS[cfg.name](cfg)
+    return standardized(data) if getattr(cfg, "normalize", False) else data
+
+
+def standardized(data: TensorData) -> TensorData:
+    """Each input channel shifted and scaled by the training set's mean and std (a constant
+    channel is only shifted), the test set with the same numbers."""
+    dims = [0, *range(2, data.x_train.dim())]
+    mean = data.x_train.mean(dim=dims, keepdim=True)
+    std = data.x_train.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    return dataclasses.replace(data, x_train=(data.x_train - mean) / std,
+                               x_test=(data.x_test - mean) / std,
+                               label=f"{data.label or 'data'} (standardized)")

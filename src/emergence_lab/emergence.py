@@ -10,6 +10,11 @@ from collections.abc import Mapping, Sequence
 import torch
 
 ACTIVITY_MODES = ("mean", "fraction")
+# Metric-key prefixes of E and relative E at each threshold of threshold.grid, per activity mode
+# (the full key ends with the threshold, e.g. emergence/E_theta/0.05).
+THETA_KEYS = {"mean": "emergence/E_theta/", "fraction": "emergence/E_theta_fraction/"}
+RELATIVE_THETA_KEYS = {"mean": "emergence/relative_theta/",
+                       "fraction": "emergence/relative_theta_fraction/"}
 
 
 def emergence(sizes: Sequence[int], active: Sequence[int]) -> int:
@@ -87,6 +92,44 @@ def emergence_metrics(
     for name, (n, a) in counts.items():
         metrics[f"emergence/active_frac/{name}"] = a / n if n else 0.0
     return metrics
+
+
+DORMANT_TAUS = (0.0, 0.025, 0.1)
+
+
+def sparsity_baselines(activations: Mapping[str, torch.Tensor],
+                       taus: Sequence[float] = DORMANT_TAUS) -> dict[str, float]:
+    """What E is compared against (is E just sparsity?), over the units of every counted layer:
+
+    - `sparsity/dead_frac`: units whose output is <= 0 on every probe sample;
+    - `sparsity/zero_frac`: the share of (sample, unit) outputs that are <= 0 (activation
+      sparsity; conv maps are averaged over positions first, as for E);
+    - `sparsity/dormant_frac/<tau>`: tau-dormant units of Sokar et al. 2023 ("The dormant neuron
+      phenomenon in deep RL"): a unit's mean |output| divided by the mean of that over its layer
+      is <= tau (tau = 0: the unit never fires).
+    """
+    units = dead = zero = cells = 0
+    dormant = dict.fromkeys(taus, 0)
+    for name, acts in activations.items():
+        if acts.dim() != 2:
+            raise ValueError(f"{name}: activations must be (samples, units), "
+                             f"got shape {tuple(acts.shape)}")
+        if acts.numel() == 0:
+            continue
+        off = acts <= 0
+        units += acts.shape[1]
+        dead += int(off.all(dim=0).sum().item())
+        zero += int(off.sum().item())
+        cells += acts.numel()
+        level = acts.abs().mean(dim=0)
+        score = level / level.mean() if level.mean() > 0 else torch.zeros_like(level)
+        for tau in taus:
+            dormant[tau] += int((score <= tau).sum().item())
+    if units == 0:
+        raise ValueError("sparsity_baselines needs at least one unit")
+    out = {"sparsity/dead_frac": dead / units, "sparsity/zero_frac": zero / cells}
+    out |= {f"sparsity/dormant_frac/{tau:g}": n / units for tau, n in dormant.items()}
+    return out
 
 
 def stop_epoch(history: Sequence[tuple[int, float]], epsilon: float, patience: int) -> int | None:

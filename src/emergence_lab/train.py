@@ -28,7 +28,8 @@ from emergence_lab import procs, runner, tracking
 from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
-from emergence_lab.emergence import active_counts, emergence_metrics, stop_epoch
+from emergence_lab.emergence import (ACTIVITY_MODES, RELATIVE_THETA_KEYS, THETA_KEYS, active_counts,
+                                     emergence_metrics, sparsity_baselines, stop_epoch)
 from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
 from emergence_lab.models import UnitModel, collect_activations
 from emergence_lab.pruning import alive_units, apply_pruning, schedule, sparsity, surviving_parameters
@@ -91,10 +92,14 @@ def measure(model: UnitModel, data: TensorData, probe: torch.Tensor, c: Config) 
     t = c.threshold
     n_params = surviving_parameters(model)
     metrics = emergence_metrics(active_counts(acts, t.theta, t.mode, t.min_fraction), n_params)
-    for theta in t.grid:  # the same activations at other thresholds: no retraining to compare
-        grid = emergence_metrics(active_counts(acts, theta, t.mode, t.min_fraction), n_params)
-        metrics[f"emergence/E_theta/{theta:g}"] = grid["emergence/E"]
-        metrics[f"emergence/relative_theta/{theta:g}"] = grid["emergence/relative"]
+    # The same activations at the other thresholds and in both activity modes (mean over the
+    # probe set, share of probe samples): the report's sensitivity tables need no retraining.
+    for mode in ACTIVITY_MODES:
+        for theta in t.grid:
+            grid = emergence_metrics(active_counts(acts, theta, mode, t.min_fraction), n_params)
+            metrics[f"{THETA_KEYS[mode]}{theta:g}"] = grid["emergence/E"]
+            metrics[f"{RELATIVE_THETA_KEYS[mode]}{theta:g}"] = grid["emergence/relative"]
+    metrics |= sparsity_baselines(acts)
     metrics["time/emergence_s"] = time.perf_counter() - t0
     return {"test/loss": test_loss, "test/acc": test_acc, **metrics,
             "pruning/sparsity": sparsity(model), "params/nonzero": float(n_params)}
@@ -242,6 +247,14 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     return upto
 
 
+def _after_prune_lr(opt: torch.optim.Optimizer, c: Config) -> None:
+    """trainer.lr_after_prune, when set, from the first pruning step on (the re-tuned lr of a
+    pruned branch; the shared training before it keeps trainer.lr)."""
+    if c.trainer.lr_after_prune is not None:
+        for group in opt.param_groups:
+            group["lr"] = c.trainer.lr_after_prune
+
+
 def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: EpochLogger,
                   resume: dict[str, Any] | None) -> None:
     """From epoch 0 (or a resumed checkpoint), prune-and-train segments to the last epoch."""
@@ -253,6 +266,8 @@ def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: Epo
         epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
         restore_state(resume, s.model, s.opt)
         logger.pruning_steps = done
+        if done:
+            _after_prune_lr(s.opt, c)
     before_final = lambda e, m: logger(e, m, checkpoint="last")  # noqa: E731 - not best.pt yet
     for i in range(done, len(events)):
         at, rate = events[i]
@@ -266,6 +281,7 @@ def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: Epo
                          "pruning/test_acc_after": after["test/acc"],
                          "pruning/sparsity_after": after["pruning/sparsity"]}, step=at)
         logger.pruning_steps = i + 1
+        _after_prune_lr(s.opt, c)
         if c.trainer.checkpoints:
             logger.checkpoint(at, after["test/acc"], best=i + 1 == len(events))
     logger.stopper_armed = True  # only once the network is final
