@@ -23,11 +23,13 @@ def main() -> int:
     ap.add_argument("--stop-epsilon", type=float, default=0.0,
                     help="the stopper fires once E <= this ... (default 0)")
     ap.add_argument("--stop-patience", type=int, default=3, help="... for this many epochs")
+    ap.add_argument("--ui-url", help="the MLflow UI's address for links to run pages (default: "
+                                     "the server of an http URI, else http://127.0.0.1:5000)")
     args = ap.parse_args()
     try:
         out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
                            log_back=not args.no_log,
-                           stop_rule=(args.stop_epsilon, args.stop_patience))
+                           stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code

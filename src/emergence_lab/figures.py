@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from emergence_lab.report import mean_ci  # noqa: E402
 
@@ -50,6 +51,7 @@ def _lines(ax, data: pd.DataFrame, key: str, ylabel: str, prune_epoch: int) -> N
     if prune_epoch > 0:
         ax.axvline(prune_epoch, color="grey", linestyle="--", linewidth=1, label="pruning")
     ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     ax.grid(alpha=0.3)
 
 
@@ -78,6 +80,58 @@ def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict
         fig.tight_layout()
         figs[stem] = fig
     figs["relE_vs_convergence"] = convergence_scatter(per_run, title)
+    figs["E_vs_accuracy"] = emergence_vs_accuracy(per_run, hist, title)
+    return figs
+
+
+def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> plt.Figure:
+    """E and relative E against test accuracy, one point per run and epoch (the reviewers'
+    "plot E directly against performance")."""
+    keys = ["emergence/E", "emergence/relative", "test/acc"]
+    h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys)]
+    wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide = wide.join(per_run.set_index("run_id")[["label", "order"]], on="run_id").rename(
+        columns={"label": LEVEL})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, key, xlabel in ((axes[0], "emergence/E", "emergence E"),
+                            (axes[1], "emergence/relative", "E / parameter")):
+        if key in wide and "test/acc" in wide:
+            sns.scatterplot(data=wide, x=key, y="test/acc", hue=LEVEL, hue_order=_order(wide),
+                            size="step", sizes=(10, 60), alpha=0.7, ax=ax, palette="viridis")
+        ax.set(xlabel=xlabel, ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Emergence against test accuracy (a point per run and epoch; larger: later)"
+                 f"\n{title}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(sens: pd.DataFrame) -> dict[str, plt.Figure]:
+    """Per group: each E claim's effect with its 95 % interval against the threshold θ, one
+    line per activity mode (and strategy), 0 marked."""
+    figs = {}
+    if sens.empty:
+        return figs
+    d = sens.assign(mode=sens.setting.str.split(" ").str[0],
+                    theta=sens.setting.str.split("=").str[1].astype(float))
+    for group, g in d.groupby("group"):
+        claims = list(dict.fromkeys(g.claim))
+        fig, axes = plt.subplots(1, len(claims), figsize=(5 * len(claims), 3.6), squeeze=False)
+        for ax, claim in zip(axes[0], claims, strict=True):
+            c = g[g.claim == claim]
+            for (mode, strategy), line in c.groupby(["mode", "strategy"]):
+                line = line.sort_values("theta")
+                label = mode if c.strategy.nunique() == 1 else f"{mode}, {strategy}"
+                ax.errorbar(line.theta, line["mean"], yerr=[line["mean"] - line.ci_low,
+                            line.ci_high - line["mean"]], marker="o", capsize=3, label=label)
+            ax.axhline(0, color="grey", linewidth=1)
+            ax.set(xlabel="threshold θ", ylabel=c.unit.iloc[0], title=claim)
+            ax.legend(fontsize=8, title="activity")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"The E claims by threshold (mean and 95 % interval over seeds)\n{group}",
+                     fontsize=10)
+        fig.tight_layout()
+        figs[group] = fig
     return figs
 
 

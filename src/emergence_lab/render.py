@@ -14,14 +14,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from emergence_lab import tracking
-from emergence_lab.analyses import THETA_PREFIX, stopper_table, theta_table
-from emergence_lab.figures import group_figures
-from emergence_lab.report import claims, completeness, dedupe, per_run_table, summary_table
+from emergence_lab import tracking, verdicts
+from emergence_lab.analyses import calibration, stopping_comparison, stopping_summary, theta_table
+from emergence_lab.emergence import RELATIVE_THETA_KEYS, THETA_KEYS
+from emergence_lab.figures import group_figures, sensitivity_figure
+from emergence_lab.report import completeness, dedupe, per_run_table, summary_table
 
-METRIC_KEYS = ["test/acc", "train/acc", "emergence/E", "emergence/relative", "pruning/E_after",
-               "pruning/relative_after", "pruning/test_acc_after", "params/nonzero",
-               "pruning/sparsity", "time/epoch_s"]
+METRIC_KEYS = ["test/acc", "train/acc", "test/loss", "train/loss", "emergence/E",
+               "emergence/relative", "pruning/E_after", "pruning/relative_after",
+               "pruning/test_acc_after", "params/nonzero", "pruning/sparsity", "time/epoch_s",
+               *verdicts.SPARSITY_KEYS]
+GRID_PREFIXES = (*THETA_KEYS.values(), *RELATIVE_THETA_KEYS.values())
 
 
 class ReportError(Exception):
@@ -37,31 +40,48 @@ class Report:
     name: str
     per_run: pd.DataFrame
     summary: pd.DataFrame
-    claims: pd.DataFrame
+    tests: pd.DataFrame  # every claim test (verdicts.claim_tests)
     gaps: dict[str, list[str]]
     figures: dict[str, dict[str, plt.Figure]]  # group -> stem -> figure
     thetas: pd.DataFrame  # final E by threshold
-    stopper: pd.DataFrame  # when the emergence-based stopper would have fired
+    sensitivity: pd.DataFrame  # the E claims by activity mode and threshold
+    sparsity: pd.DataFrame  # E against the sparsity baselines
+    stopping: pd.DataFrame  # when each stopper would have fired, per run
+    lr: pd.DataFrame  # each level at its best lr after pruning
+    calibration: pd.DataFrame  # the paper's open choices by distance to its numbers
     stop_rule: tuple[float, int]  # (epsilon, patience)
+    ui: str | None = None  # the MLflow UI's address, for links to run pages
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
     tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash")
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-             "start_time": r.info.start_time, **{t: r.data.tags.get(t, "") for t in tags},
+             "start_time": r.info.start_time, "experiment_id": r.info.experiment_id,
+             **{t: r.data.tags.get(t, "") for t in tags},
              **{k: v for k, v in r.data.params.items() if not k.startswith(tracking.LEASE_PREFIX)}}
             for r in runs]
-    grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(THETA_PREFIX)})
+    grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(GRID_PREFIXES)})
     hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     hist = pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
     # a step logged twice (by a store written before runs had owners) counts once: the last
     return pd.DataFrame(rows), hist.drop_duplicates(["run_id", "key", "step"], keep="last")
 
 
+def sensitivity_keys(hist: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """'mean θ=0.05' -> (E key, relative E key) for every mode and threshold logged."""
+    out = {}
+    for mode, prefix in THETA_KEYS.items():
+        thetas = sorted({k[len(prefix):] for k in hist.key.unique() if k.startswith(prefix)},
+                        key=float)
+        for theta in thetas:
+            out[f"{mode} θ={theta}"] = (prefix + theta, RELATIVE_THETA_KEYS[mode] + theta)
+    return out
+
+
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
-          expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3)
-          ) -> Report:
+          expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3),
+          ui: str | None = None) -> Report:
     """All tables, verdicts and figures of a report (no I/O)."""
     runs, duplicates = dedupe(runs)
     per_run = per_run_table(runs, hist)
@@ -70,10 +90,15 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {"duplicates": duplicates}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
-    return Report(name, per_run, summary_table(per_run), claims(per_run, hist), gaps,
-                  {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")},
-                  theta_table(per_run, hist), stopper_table(finished, hist, *stop_rule),
-                  stop_rule)
+    sens = verdicts.sensitivity(per_run, hist, sensitivity_keys(hist))
+    figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}
+    for g, fig in sensitivity_figure(sens).items():
+        figures.setdefault(g, {})["theta_sensitivity"] = fig
+    return Report(name, per_run, summary_table(per_run), verdicts.claim_tests(per_run, hist), gaps,
+                  figures, theta_table(per_run, hist), sens,
+                  verdicts.sparsity_controls(per_run, hist),
+                  stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
+                  calibration(per_run), stop_rule, ui)
 
 
 def _fmt(value: float, half: float, kind: str) -> str:
@@ -134,50 +159,182 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 
-NOTES = ("Cells: mean ± half-width of the 95 % t-interval over seeds (no ± with one seed). "
-         "Accuracies are test accuracies; Δ is paired by seed with the unpruned control "
-         "(amount 0). Convergence counts epochs after the prune epoch. AUC: area under the "
-         "test-accuracy curve from the network just after pruning to the last epoch "
-         "(accuracy × epochs). E before/after: just before and just after pruning. The paper's "
-         "column: its section 4 (one seed; the split is not stated). Claims: 'holds' when the 95 % "
-         "interval excludes zero on the claimed side; 'does not hold' when it does not (on this "
-         "sweep; with one seed and few levels the interval is wide); 'not enough data' below "
-         "two paired differences.")
+NOTES = ("Replicates are seeds. Each claim is tested on differences pruned minus control paired "
+         "by seed (n = seeds), per pruning level, and across levels on each seed's mean "
+         "difference over the levels; Holm's correction over every test of a group. Verdicts: "
+         "'supported' when the Holm-corrected test is significant (α = 0.05) on the claimed side, "
+         "'contradicted' when significant on the other side, 'inconclusive' when not (its "
+         "95 % interval includes 0; the seeds that would detect the observed effect at 80 % "
+         "power follow), 'not enough data' below two paired differences. Effects: mean [95 % "
+         "t-interval], in points of accuracy, epochs or % of the control's E. Tables: mean ± "
+         "half-width of the 95 % t-interval over seeds. Accuracies are test accuracies unless "
+         "marked train; convergence counts epochs after the prune epoch.")
+
+TOP_COLUMNS = [  # (header, summary columns, format): at most 8 columns per group
+    ("final acc %", ["final_acc"], "pct"), ("Δ vs control (pts)", ["d_final_acc"], "pct"),
+    ("epochs to converge", ["epochs_to_99pct_final"], "f"),
+    ("E before → after → end", ["E_before", "E_after", "E_final"], "e"),
+    ("relative E end", ["relE_final"], "e")]
 
 
-def sections(rep: Report) -> list[tuple[int, str, object]]:
-    """The report's content in order: (heading level, heading, table | image stems | lines)."""
-    out: list[tuple[int, str, object]] = []
-    if len(rep.figures) > 1:
-        out.append((2, "Overview: every cell of every group", display_table(
-            rep.summary, columns=OVERVIEW)))
+def one_sentence(rep: Report) -> str:
+    """The sweep in one sentence."""
+    p = rep.per_run
+    groups, seeds = p.group.nunique(), sorted(p.seed.unique())
+    cells = p.groupby(["group", "label"]).ngroups
+    epochs = int(p.last_epoch.max())
+    prune = sorted(set(p.prune_epoch[p.level > 0])) or [0]
+    return (f"{rep.name}: {len(p)} FINISHED runs, {cells} cells ({p.label.nunique()} pruning "
+            f"arms incl. the control{'' if groups == 1 else f' in {groups} groups'}) × "
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
+            f"{epochs} epochs, pruned after epoch {', '.join(map(str, prune))}.")
+
+
+def verdict_table(tests: pd.DataFrame, several_groups: bool) -> pd.DataFrame:
+    """claim, (group,) scope, verdict, effect [95 % CI], n seeds, Holm p."""
+    rows = []
+    for _, r in tests.iterrows():
+        scope = r.scope if r.strategy in ("all", "control") else f"{r.strategy}: {r.scope}"
+        rows.append(({"group": r.group} if several_groups else {})
+                    | {"claim": r.claim, "pruned": scope, "verdict": verdicts.verdict_text(r),
+                       "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
+                       "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"})
+    return pd.DataFrame(rows)
+
+
+def top_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The short table of a group: level, n and five numbers."""
+    rows = []
+    for _, r in summary[summary.group == group].iterrows():
+        row = {"pruned": r.label, "n": int(r.n)}
+        for header, cols, kind in TOP_COLUMNS:
+            parts = [_fmt(r[c], r.get(f"{c}_ci", math.nan) if len(cols) == 1 else math.nan, kind)
+                     for c in cols]
+            row[header] = " → ".join(parts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The paper's accuracies beside ours, train and test (its figures plot training accuracy)."""
+    cells = summary[(summary.group == group) & summary.paper_final_acc.notna()]
+    rows = [{"pruned": r.label, "paper @5 %": _fmt(r.paper_acc_epoch_5, math.nan, "pct"),
+             "train @5 %": _fmt(r.train_acc_epoch_5, r.train_acc_epoch_5_ci, "pct"),
+             "test @5 %": _fmt(r.acc_epoch_5, r.acc_epoch_5_ci, "pct"),
+             "paper final %": _fmt(r.paper_final_acc, math.nan, "pct"),
+             "train final %": _fmt(r.train_final_acc, r.train_final_acc_ci, "pct"),
+             "test final %": _fmt(r.final_acc, r.final_acc_ci, "pct")}
+            for _, r in cells.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(sens: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Verdict by threshold: one row per (activity mode, θ), one column per E claim."""
+    g = sens[sens.group == group] if not sens.empty else sens
+    if g.empty:
+        return pd.DataFrame()
+    g = g.assign(cell=[f"{v} ({verdicts.effect_text(r, 1)})" for v, (_, r) in
+                       zip(g.verdict, g.iterrows(), strict=True)],
+                 claim=[c if s in ("all", "") else f"{c} ({s})" for c, s in
+                        zip(g.claim, g.strategy, strict=True)])
+    return g.pivot_table(index="setting", columns="claim", values="cell", aggfunc="first",
+                         sort=False).reset_index()
+
+
+def sparsity_table(sp: pd.DataFrame, group: str) -> pd.DataFrame:
+    g = sp[sp.group == group].assign(unit="")
+    return pd.DataFrame([{"signal": r.signal, "verdict (rho > 0)": r.verdict,
+                          "mean rho over seeds [95 % CI]": verdicts.effect_text(r, 3),
+                          "n seeds": int(r.n),
+                          "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
+                         for _, r in g.iterrows()])
+
+
+def lr_table(lr: pd.DataFrame, group: str) -> pd.DataFrame:
+    return pd.DataFrame([{"pruned": r.pruned, "best lr": f"{r.best_lr:g}",
+                          "final % at best": f"{r.final_at_best:.1f}",
+                          "control's best lr": f"{r.control_best_lr:g}",
+                          "Δ vs control at its best": verdicts.effect_text(r),
+                          "verdict (costs accuracy)": r.verdict, "n seeds": int(r.n)}
+                         for _, r in lr[lr.group == group].iterrows()])
+
+
+def run_links(per_run: pd.DataFrame, ui: str | None) -> pd.DataFrame:
+    """The per-run table with each run's page in the MLflow UI."""
+    cols = ["name", "pruned", "seed", "final acc %", "E end", "run page"]
+    rows = [{"name": r["name"], "pruned": r.label, "seed": r.seed,
+             "final acc %": f"{100 * r.final_acc:.1f}", "E end": f"{r.E_final:.4g}",
+             "run page": tracking.run_page(ui, r.experiment_id, r.run_id) if ui else r.run_id}
+            for _, r in per_run.iterrows()]
+    return pd.DataFrame(rows, columns=cols)
+
+
+Section = tuple[int, str, object, bool]  # (heading level, title, body, collapsed in HTML)
+
+
+def sections(rep: Report) -> list[Section]:
+    """The report's content in order: the part read in a minute first, the full tables after."""
+    several = len(rep.figures) > 1
+    out: list[Section] = [(0, "", one_sentence(rep), False)]
+    head = verdicts.headline(rep.tests)
+    out.append((2, "Verdicts", verdict_table(head, several), False))
     for group in sorted(rep.figures):
-        out.append((2, group, display_table(rep.summary, group)))
-        out.append((3, "Final E by threshold θ (same activations)",
-                    rep.thetas[rep.thetas.group == group].drop(columns="group")))
-        out.append((0, "", [f"{slug(group)}__{stem}" for stem in rep.figures[group]]))
-    out.append((2, "The paper's claims on this sweep",
-                rep.claims[["statement", "verdict", "evidence"]]))
+        out.append((3 if several else 2, group if several else "Per pruning level",
+                    top_table(rep.summary, group), False))
+    out.append((2, "Full tables", [], False))
+    out.append((3, "Every test (per level and across levels)", verdict_table(rep.tests, several),
+                True))
+    if len(rep.figures) > 1:
+        out.append((3, "Overview: every cell of every group",
+                    display_table(rep.summary, columns=OVERVIEW), True))
+    for group in sorted(rep.figures):
+        out.append((3, group, display_table(rep.summary, group), True))
+        paper = paper_table(rep.summary, group)
+        if not paper.empty:
+            out.append((4, "The paper's accuracies beside ours (train and test)", paper, False))
+        out.append((4, "Verdict by threshold θ and activity mode (the same activations)",
+                    sensitivity_table(rep.sensitivity, group), False))
+        if not rep.thetas.empty and len(rep.thetas.columns) > 3:
+            out.append((4, "Final E by threshold θ", rep.thetas[rep.thetas.group == group]
+                        .drop(columns="group"), True))
+        if not rep.sparsity.empty:
+            out.append((4, "Is E just sparsity? Correlation with the test accuracy still to come "
+                           "(Spearman, each run's epochs after pruning; '|': sparsity baselines "
+                           "partialled out)", sparsity_table(rep.sparsity, group), False))
+        out.append((-1, "", [f"{slug(group)}__{stem}" for stem in rep.figures[group]], False))
+    if not rep.lr.empty:
+        for base in sorted(set(rep.lr.group)):
+            out.append((3, f"Re-tuned learning rate after pruning: {base}", lr_table(rep.lr, base),
+                        False))
+    if not rep.calibration.empty:
+        out.append((3, "Calibration: the paper's open choices by distance to its accuracies",
+                    rep.calibration, False))
     eps, patience = rep.stop_rule
-    out.append((2, f"Emergence-based stopping (E <= {eps:g} for {patience} epochs, after the "
-                   f"last pruning step; runs trained to the end)", rep.stopper))
-    out.append((2, "Completeness", []))
-    out += [(3, title, items) for title, items in _gaps(rep.gaps)]
+    out.append((3, f"Stopping: E <= {eps:g} for {patience} epochs against the standard "
+                   f"criteria (after the last pruning step; runs trained to the end)",
+                stopping_summary(rep.stopping), False))
+    out.append((4, "Per run", rep.stopping, True))
+    out.append((3, "Runs", run_links(rep.per_run, rep.ui), True))
+    out.append((2, "Completeness", [], False))
+    out += [(3, title, items, False) for title, items in _gaps(rep.gaps)]
     return out
 
 
 def markdown(rep: Report) -> str:
     """The report as Markdown."""
-    lines = [f"# Pruning versus convergence: {rep.name}", "", NOTES, ""]
-    for level, title, body in sections(rep):
+    lines = [f"# Pruning versus convergence: {rep.name}", ""]
+    for level, title, body, _ in sections(rep):
         lines += [f"{'#' * level} {title}", ""] if title else []
         if isinstance(body, pd.DataFrame):
             lines += [body.to_markdown(index=False) if not body.empty else "(none)", ""]
-        elif level == 0:
+        elif isinstance(body, str):
+            lines += [body, ""]
+        elif level < 0:
             lines += [f"![{stem}]({stem}.png)" for stem in body] + [""]
         elif body:
             lines += [f"- {item}" for item in body] + [""]
-    return "\n".join(lines)
+    claims = [f"- {k}: {c.statement}" for k, c in verdicts.CLAIMS.items()]
+    return "\n".join(lines + ["## Notes", "", NOTES, "", "The claims:", "", *claims, ""])
 
 
 def _img(path: Path) -> str:
@@ -185,19 +342,39 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}" style="max-width:100%">'
 
 
+def _html_table(body: pd.DataFrame) -> str:
+    if body.empty:
+        return "<p>(none)</p>"
+    if "run page" in body and body["run page"].astype(str).str.startswith("http").any():
+        body = body.assign(**{"run page": [f'<a href="{html.escape(u)}">open</a>'
+                                           for u in body["run page"]]})
+        return body.to_html(index=False, border=0, escape=False)
+    return body.to_html(index=False, border=0)
+
+
 def html_page(rep: Report, out: Path) -> str:
-    """The report as one self-contained HTML page (PNG images embedded)."""
-    parts = [f"<h1>Pruning versus convergence: {html.escape(rep.name)}</h1><p>{NOTES}</p>"]
-    for level, title, body in sections(rep):
-        parts += [f"<h{level}>{html.escape(title)}</h{level}>"] if title else []
+    """The report as one self-contained HTML page (PNG images embedded); the full tables are
+    collapsed."""
+    parts = [f"<h1>Pruning versus convergence: {html.escape(rep.name)}</h1>"]
+    for level, title, body, collapsed in sections(rep):
+        inner = []
         if isinstance(body, pd.DataFrame):
-            parts.append(body.to_html(index=False, border=0) if not body.empty else "<p>(none)</p>")
-        elif level == 0:
-            parts += [_img(out / f"{stem}.png") for stem in body]
+            inner.append(_html_table(body))
+        elif isinstance(body, str):
+            inner.append(f"<p>{html.escape(body)}</p>")
+        elif level < 0:
+            inner += [_img(out / f"{stem}.png") for stem in body]
         elif body:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in body) + "</ul>")
+            inner.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in body) + "</ul>")
+        if collapsed:
+            parts.append(f"<details><summary>{html.escape(title)}</summary>{''.join(inner)}</details>")
+        else:
+            parts += ([f"<h{level}>{html.escape(title)}</h{level}>"] if title else []) + inner
+    parts.append(f"<h2>Notes</h2><p>{html.escape(NOTES)}</p><ul>" + "".join(
+        f"<li>{k}: {html.escape(c.statement)}</li>" for k, c in verdicts.CLAIMS.items()) + "</ul>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-             "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}")
+             "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}"
+             "summary{font-weight:bold;margin:1em 0;cursor:pointer}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>" \
            f"<body>{''.join(parts)}</body></html>"
 
@@ -210,10 +387,15 @@ def write(rep: Report, out: Path) -> None:
             fig.savefig(out / f"{slug(group)}__{stem}.png", dpi=110)
             plt.close(fig)
     rep.summary.to_csv(out / "summary.csv", index=False)
-    rep.claims.to_csv(out / "claims.csv", index=False)
+    rep.tests.to_csv(out / "claims.csv", index=False)
     rep.per_run.to_csv(out / "runs.csv", index=False)
     rep.thetas.to_csv(out / "thetas.csv", index=False)
-    rep.stopper.to_csv(out / "stopper.csv", index=False)
+    rep.sensitivity.to_csv(out / "theta_verdicts.csv", index=False)
+    rep.sparsity.to_csv(out / "sparsity.csv", index=False)
+    rep.stopping.to_csv(out / "stopping.csv", index=False)
+    for name, table in (("lr.csv", rep.lr), ("calibration.csv", rep.calibration)):
+        if not table.empty:
+            table.to_csv(out / name, index=False)
     (out / "report.md").write_text(markdown(rep))
     (out / "report.html").write_text(html_page(rep, out))
 
@@ -246,7 +428,7 @@ def _check_writable(folder: Path, what: str) -> None:
 
 def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
                  out: str | None = None, log_back: bool = True,
-                 stop_rule: tuple[float, int] = (0.0, 3)) -> Path:
+                 stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
     store = tracking.local_store_dir(uri)
     if store is not None and not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
@@ -264,15 +446,29 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         hashes = [j["config_hash"] for j in expected or []]
         runs = tracking.sweep_runs(uri, parent.info.run_id, hashes)
         name, exp_id = parent.info.run_name, parent.info.experiment_id
+    parent_id = None if experiment else parent.info.run_id
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
     out_dir = Path(out) if out else Path("reports") / slug(name)
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
-    rep = build(name, runs_df, hist, expected, stop_rule)
+    address = tracking.ui_address(uri, ui)
+    rep = build(name, runs_df, hist, expected, stop_rule, address)
     write(rep, out_dir)
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id
-        tracking.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs], out_dir,
-                            {"report_of": name})
+        report_id = tracking.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
+                                        out_dir, {"report_of": name})
+        if parent_id:  # the sweep's page says what it found and where the report is
+            link = tracking.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
+            tracking.set_note(uri, parent_id, parent_note(rep, link))
     return out_dir
+
+
+def parent_note(rep: Report, report_link: str) -> str:
+    """The description of a sweep's parent run: its sentence, its verdicts and its report."""
+    table = verdict_table(verdicts.headline(rep.tests), len(rep.figures) > 1)
+    return "\n\n".join([f"**{one_sentence(rep)}**",
+                         table.to_markdown(index=False) if not table.empty else "(no verdicts)",
+                         f"Full report: [report.html]({report_link}) (artifact report/ of run "
+                         f"report-{rep.name})"])

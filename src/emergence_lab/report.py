@@ -8,7 +8,6 @@ here reads a store or writes a file.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,22 +28,6 @@ PAPER = {
     "mnist": {"after5": 90.4, "final": {0.0: 95.7, 0.3: 95.7, 0.5: 95.6, 0.7: 95.1}},
     "fashion_mnist": {"after5": 82.0, "final": {0.0: 86.3, 0.3: 87.0, 0.5: 86.8, 0.7: 86.2}},
 }
-
-CLAIMS = {
-    "lowers_E": "Pruning lowers absolute emergence E (mean E over the epochs after pruning, "
-                "pruned minus control, paired by seed)",
-    "raises_relative_E": "Pruning raises relative emergence (mean relative E after pruning, "
-                         "pruned minus control, paired by seed)",
-    "speeds_convergence": "Pruning speeds convergence (epochs after pruning to 99 % of the "
-                          "run's final accuracy, pruned minus control, paired by seed)",
-    "costs_accuracy": "Pruning costs final accuracy (final test accuracy, pruned minus "
-                      "control, paired by seed)",
-    "E_to_zero_signals_plateau": "E falling towards zero signals that accuracy will not improve "
-                                 "much more (Spearman correlation of E at an epoch with the "
-                                 "test-accuracy gain still to come, every run's epochs after "
-                                 "pruning)",
-}
-
 
 def grouping_fields(runs: pd.DataFrame) -> list[str]:
     """Config fields that vary across the runs and define the groups compared within."""
@@ -87,6 +70,10 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     interval = out.get("pruning.interval", pd.Series(1, index=out.index)).astype(int)
     out["final_from"] = np.where(out["prune_epoch"] > 0,
                                  out["prune_epoch"] + (steps - 1) * interval, 0)
+    lr = out.get("trainer.lr", pd.Series(math.nan, index=out.index)).astype(float)
+    after = pd.to_numeric(out.get("trainer.lr_after_prune", pd.Series(math.nan, index=out.index)),
+                          errors="coerce")  # "None" when unset
+    out["lr_after"] = after.fillna(lr)
     return out
 
 
@@ -108,7 +95,7 @@ def paper_protocol(run: pd.Series) -> bool:
     paper's accuracies belong beside it."""
     return (run.get("model.name") == "mlp" and run.get("dataset.name") in PAPER
             and run.strategy in ("control", "magnitude") and int(run.prune_epoch) == 5
-            and float(run.get("trainer.lr", 0)) == 0.005
+            and float(run.get("trainer.lr", 0)) == 0.005 and float(run.get("lr_after", 0.005)) == 0.005
             and str(run.get("pretrain.epochs", "0")) in ("0", "nan")
             and str(run.get("init.name", "standard")) in ("standard", "nan"))
 
@@ -138,8 +125,11 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
     times = curve(hist, rid, "time/epoch_s")
     final = float(acc.iloc[-1]) if len(acc) else math.nan
     e_before = float(e.get(pe, math.nan))
+    train = curve(hist, rid, "train/acc")
     return {
         "final_acc": final, "best_acc": float(acc.max()) if len(acc) else math.nan,
+        "train_acc_epoch_5": float(train.get(5, math.nan)),
+        "train_final_acc": float(train.iloc[-1]) if len(train) else math.nan,
         "acc_epoch_1": float(acc.get(1, math.nan)), "acc_epoch_5": float(acc.get(5, math.nan)),
         "acc_at_prune": float(acc.get(pe, math.nan)), "acc_after_prune": float(acc_after),
         "epochs_to_99pct_final": epochs_to_reach(acc, 0.99 * final, pe),
@@ -161,8 +151,14 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
 def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     """One row per FINISHED run: its labels and run_stats, plus paired comparisons."""
     done = label_runs(runs)
+    # the groups the lr after pruning does not split: where a re-tuned lr is compared
+    base = label_runs(runs.drop(columns=[c for c in ("trainer.lr_after_prune",) if c in runs]))
+    done["base_group"] = base.group
     done = done[done.status == "FINISHED"]
-    rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "level": r.level,
+    rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "base_group": r.base_group,
+             "lr_after": r.lr_after, "batch_size": r.get("trainer.batch_size"),
+             "momentum": r.get("trainer.momentum"), "normalize": r.get("dataset.normalize", "False"),
+             "experiment_id": r.get("experiment_id"), "level": r.level,
              "strategy": r.strategy, "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
              "dataset": r.get("dataset.name"), "model": r.get("model.name"),
              "paper_protocol": paper_protocol(r), **run_stats(r, hist)}
@@ -202,7 +198,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 
 
 SUMMARY_COLUMNS = [
-    "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc",
+    "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc", "train_acc_epoch_5",
+    "train_final_acc",
     "epochs_to_99pct_final", "epochs_to_control_final",
     "auc_after_prune", "E_init", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
     "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
@@ -222,72 +219,9 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
         row["never_reached_control"] = int(cell["epochs_to_control_final"].isna().sum())
         paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell.paper_protocol.all() else {}
         row["paper_final_acc"] = paper.get("final", {}).get(round(level, 2), math.nan) / 100
+        row["paper_acc_epoch_5"] = paper.get("after5", math.nan) / 100
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _paired_verdict(pruned: pd.DataFrame, column: str, direction: int) -> dict[str, object]:
-    """A claim about the sign of paired differences (pruned minus control, every pruned level
-    and seed pooled): holds when the 95 % t-interval of their mean excludes 0 on its side."""
-    d = pruned.dropna(subset=[column]) if column in pruned else pruned.iloc[0:0]
-    by_level = "; ".join(f"{label}: {g[column].mean():+.4g}"
-                         for label, g in d.groupby("label", sort=False))
-    if len(d) < 2:
-        return {"verdict": "not enough data", "n": len(d),
-                "evidence": f"{len(d)} paired difference(s) {by_level}".strip()}
-    mean, half, n = mean_ci(d[column].tolist())
-    lo, hi = mean - half, mean + half
-    holds = hi < 0 if direction < 0 else lo > 0
-    return {"verdict": "holds" if holds else "does not hold", "n": n, "mean": mean,
-            "ci_low": lo, "ci_high": hi,
-            "evidence": f"mean paired difference {mean:.4g}, 95 % CI [{lo:.4g}, {hi:.4g}], "
-                        f"n = {n} (by level: {by_level})"}
-
-
-def plateau_evidence(per_run: pd.DataFrame, hist: pd.DataFrame, seed: int = 0) -> dict[str, object]:
-    """Spearman correlation of E at each epoch with the accuracy gain still to come.
-
-    Epochs after each run's prune epoch only: before it, sibling branches share one network.
-    """
-    xs, ys = [], []
-    for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True):
-        e, acc = curve(hist, rid, "emergence/E"), curve(hist, rid, "test/acc")
-        final = acc.iloc[-1]
-        for step in acc.index[acc.index >= max(1, pe + 1)][:-1]:
-            if step in e.index:
-                xs.append(e[step])
-                ys.append(final - acc[step])
-    if len(xs) < 5 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return {"verdict": "not enough data", "n": len(xs), "evidence": f"{len(xs)} epochs"}
-    rho = stats.spearmanr(xs, ys).statistic
-    with warnings.catch_warnings():  # resamples with a constant column give NaN: dropped below
-        warnings.simplefilter("ignore")
-        boot = stats.bootstrap((np.asarray(xs), np.asarray(ys)),
-                               lambda a, b: stats.spearmanr(a, b).statistic, paired=True,
-                               vectorized=False, n_resamples=999, method="percentile",
-                               rng=np.random.default_rng(seed))
-    lo, hi = boot.confidence_interval
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return {"verdict": "not enough data", "n": len(xs), "rho": float(rho),
-                "evidence": f"Spearman rho {rho:.3f}; no bootstrap interval (degenerate data)"}
-    return {"verdict": "holds" if lo > 0 else "does not hold", "n": len(xs), "rho": float(rho),
-            "ci_low": float(lo), "ci_high": float(hi),
-            "evidence": f"Spearman rho {rho:.3f}, 95 % bootstrap CI [{lo:.3f}, {hi:.3f}], "
-                        f"n = {len(xs)} (run, epoch) points"}
-
-
-def claims(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
-    """The paper's five claims with a verdict and its evidence on this sweep."""
-    pruned = per_run[per_run.level > 0] if not per_run.empty else per_run
-    results = {
-        "lowers_E": _paired_verdict(pruned, "d_mean_E_after_prune", -1),
-        "raises_relative_E": _paired_verdict(pruned, "d_mean_relE_after_prune", +1),
-        "speeds_convergence": _paired_verdict(pruned, "d_epochs_to_99pct_final", -1),
-        "costs_accuracy": _paired_verdict(pruned, "d_final_acc", -1),
-        "E_to_zero_signals_plateau": (plateau_evidence(per_run, hist) if not per_run.empty
-                                      else {"verdict": "not enough data", "n": 0, "evidence": "no runs"}),
-    }
-    return pd.DataFrame([{"claim": k, "statement": CLAIMS[k], **v} for k, v in results.items()])
 
 
 def dedupe(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

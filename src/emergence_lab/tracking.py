@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 # Artifact downloads here are small JSON files: no progress bar in the report's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -553,3 +554,31 @@ def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str
     _retry(lambda: client.log_artifacts(rid, str(out_dir), "report"))
     _retry(lambda: client.set_terminated(rid, "FINISHED"))
     return rid
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves an embedded store
+
+
+def ui_address(uri: str, ui: str | None = None) -> str:
+    """The MLflow UI's address for a store: `ui` when given, the server itself for an http(s)
+    tracking URI, else where `make ui` serves."""
+    if ui:
+        return ui.rstrip("/")
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def run_page(ui: str, experiment_id: str, run_id: str, path: str = "") -> str:
+    """A run's page in the MLflow UI (path: e.g. artifactPath/report/report.html)."""
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" + (f"/{path}" if path else "")
+
+
+def sweep_page(ui: str, experiment_id: str, parent_run_id: str) -> str:
+    """The runs table of an experiment filtered to one sweep's runs (its parent's children)."""
+    query = quote(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}"
+
+
+def set_note(uri: str, run_id: str, markdown: str) -> None:
+    """The run's description, the note the MLflow UI shows on its page."""
+    client = get_client(uri)
+    _retry(lambda: client.set_tag(run_id, "mlflow.note.content", markdown[:60000]))

@@ -28,8 +28,15 @@ from emergence_lab import procs, runner, tracking
 from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset
-from emergence_lab.emergence import (ACTIVITY_MODES, RELATIVE_THETA_KEYS, THETA_KEYS, active_counts,
-                                     emergence_metrics, sparsity_baselines, stop_epoch)
+from emergence_lab.emergence import (
+    ACTIVITY_MODES,
+    RELATIVE_THETA_KEYS,
+    THETA_KEYS,
+    active_counts,
+    emergence_metrics,
+    sparsity_baselines,
+    stop_epoch,
+)
 from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
 from emergence_lab.models import UnitModel, collect_activations
 from emergence_lab.pruning import alive_units, apply_pruning, schedule, sparsity, surviving_parameters

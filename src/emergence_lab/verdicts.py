@@ -1,0 +1,252 @@
+"""The paper's claims tested on a sweep: effects in natural units, paired by seed, per pruning
+level and across levels, Holm-corrected, with a verdict and, when inconclusive, the seeds that
+would detect the observed effect. Also the same claims at other thresholds, and whether E says
+more than sparsity does. Pure functions on the report's per-run table and metric history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from emergence_lab import stats
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str
+    direction: int  # the claimed sign of the effect
+    unit: str
+
+
+CLAIMS = {
+    "lowers_E": Claim("Pruning lowers absolute emergence E (mean E over the epochs after pruning, "
+                      "pruned vs control, % of the control's)", -1, "% of control E"),
+    "raises_relative_E": Claim("Pruning raises relative emergence (mean E per parameter over the "
+                               "epochs after pruning, % of the control's)", +1, "% of control rel. E"),
+    "speeds_convergence": Claim("Pruning speeds convergence (epochs after pruning to 99 % of the "
+                                "run's final accuracy, pruned minus control)", -1, "epochs"),
+    "costs_accuracy": Claim("Pruning costs final accuracy (final test accuracy, pruned minus "
+                            "control)", -1, "points"),
+    "E_to_zero_signals_plateau": Claim(
+        "E falling towards zero signals that accuracy will not improve much more (each run's "
+        "Spearman correlation of E with the test-accuracy gain still to come, epochs after "
+        "pruning; mean over seeds)", +1, "Spearman rho"),
+}
+E_CLAIMS = ("lowers_E", "raises_relative_E", "E_to_zero_signals_plateau")
+SPARSITY_KEYS = ("sparsity/dead_frac", "sparsity/zero_frac", "sparsity/dormant_frac/0",
+                 "sparsity/dormant_frac/0.025", "sparsity/dormant_frac/0.1")
+
+
+def mean_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
+    """Each run's mean of a metric over the epochs after its prune epoch (indexed like per_run)."""
+    h = hist[hist.key == key].merge(per_run[["run_id", "prune_epoch"]], on="run_id")
+    means = h[h.step > h.prune_epoch].groupby("run_id")["value"].mean()
+    return per_run.run_id.map(means).astype(float)
+
+
+def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
+               scale: float = 1.0) -> pd.Series:
+    """Each run's value minus that of its control (level 0, same group and seed), times scale,
+    or as % of the control's value; NaN without a control."""
+    is_control = per_run.level == 0
+    ctrl = pd.Series(values[is_control].to_numpy(),
+                     index=pd.MultiIndex.from_frame(per_run.loc[is_control, ["group", "seed"]]))
+    ctrl = ctrl[~ctrl.index.duplicated()]
+    c = ctrl.reindex(pd.MultiIndex.from_frame(per_run[["group", "seed"]])).to_numpy()
+    diff = values.to_numpy() - c
+    if percent:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diff = np.where(c != 0, 100 * diff / c, np.nan)
+    return pd.Series(diff * (1 if percent else scale), index=per_run.index)
+
+
+def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergence/E",
+            rel_key: str = "emergence/relative") -> dict[str, pd.Series]:
+    """Per-run paired effect of each two-arm claim, in its unit."""
+    return {
+        "lowers_E": vs_control(per_run, mean_after_prune(per_run, hist, e_key), percent=True),
+        "raises_relative_E": vs_control(per_run, mean_after_prune(per_run, hist, rel_key),
+                                        percent=True),
+        "speeds_convergence": vs_control(per_run, per_run.epochs_to_99pct_final.astype(float)),
+        "costs_accuracy": vs_control(per_run, per_run.final_acc.astype(float), scale=100),
+    }
+
+
+def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = "emergence/E",
+                     controls: Sequence[str] = ()) -> pd.Series:
+    """Each run's (partial) Spearman correlation of a metric at an epoch with the test accuracy
+    still to come, over its epochs after pruning (the last epoch has nothing to come), the
+    controls' ranks partialled out."""
+    wide = hist[hist.key.isin([key, "test/acc", *controls])].pivot_table(
+        index=["run_id", "step"], columns="key", values="value")
+    out = {}
+    for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True):
+        if rid not in wide.index.get_level_values(0):
+            continue
+        w = wide.loc[rid].dropna(subset=[key, "test/acc"])
+        to_come = w["test/acc"].iloc[-1] - w["test/acc"] if len(w) else w["test/acc"]
+        sel = (w.index > max(pe, 0)) & (w.index < w.index.max())
+        w, to_come = w[sel], to_come[sel]
+        if len(w) < 3 + len(controls):
+            continue
+        ctrl = w[list(controls)] if controls else None
+        out[rid] = stats.partial_spearman(w[key], to_come, ctrl)
+    return per_run.run_id.map(out).astype(float)
+
+
+def _by_seed(per_run: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """The mean of values over each seed's runs (seeds are the replicates)."""
+    return values.groupby(per_run.seed).mean().dropna()
+
+
+def _row(group: str, claim: str, strategy: str, scope: str, test: stats.Paired) -> dict:
+    return {"group": group, "claim": claim, "strategy": strategy, "scope": scope,
+            "unit": CLAIMS[claim].unit, **test.as_dict()}
+
+
+def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergence/E",
+                rel_key: str = "emergence/relative", which: Sequence[str] = tuple(CLAIMS)
+                ) -> pd.DataFrame:
+    """One row per (group, claim, strategy, scope): scope is a pruning level (its paired test
+    over seeds) or "all levels" (the paired test of each seed's mean effect over the levels).
+    Holm's correction runs over every test of a group; then the verdict, and for an
+    inconclusive test the seeds that would detect its effect at 80 % power."""
+    rows = []
+    for group, g in per_run.groupby("group", sort=True):
+        eff = effects(g, hist, e_key, rel_key)
+        pruned = g[g.level > 0]
+        for claim in which:
+            if claim == "E_to_zero_signals_plateau":
+                rho = run_correlations(g, hist, e_key)
+                rows.append(_row(group, claim, "all", "all runs", stats.paired_test(_by_seed(g, rho))))
+                continue
+            for strategy, s in pruned.groupby("strategy", sort=True):
+                for label, cell in s.groupby("label", sort=False):
+                    rows.append(_row(group, claim, strategy, label,
+                                     stats.paired_test(eff[claim][cell.index])))
+                if s.level.nunique() > 1:
+                    rows.append(_row(group, claim, strategy, "all levels",
+                                     stats.paired_test(_by_seed(s, eff[claim][s.index]))))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = np.nan
+    for _, idx in table.groupby("group").groups.items():
+        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
+    table["verdict"] = [stats.verdict(m, p, CLAIMS[c].direction)
+                        for m, p, c in zip(table["mean"], table.p_holm, table.claim, strict=True)]
+    table["seeds_for_80pct_power"] = [
+        stats.seeds_for_power(m, sd) if v == "inconclusive" else math.nan
+        for m, sd, v in zip(table["mean"], table.sd, table.verdict, strict=True)]
+    return table
+
+
+def headline(tests: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts a reader sees first: each claim across levels (or at the only level)."""
+    if tests.empty:
+        return tests
+    levels = tests.groupby(["group", "claim", "strategy"]).scope.transform("nunique")
+    keep = tests.scope.isin(["all levels", "all runs"]) | (levels == 1)
+    return tests[keep].reset_index(drop=True)
+
+
+def effect_text(row: pd.Series, digits: int = 2) -> str:
+    """'-12.3 % of control E [-15.0, -9.6]' (the 95 % t-interval), or '–'."""
+    if math.isnan(row["mean"]):
+        return "–"
+    ci = "" if math.isnan(row.ci_low) else f" [{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
+    return f"{row['mean']:+.{digits}f} {row.unit}{ci}"
+
+
+def verdict_text(row: pd.Series) -> str:
+    """The verdict, with the seeds an inconclusive effect would need."""
+    need = row.get("seeds_for_80pct_power", math.nan)
+    if row.verdict != "inconclusive" or math.isnan(need):
+        return row.verdict
+    return f"inconclusive (≈{need:.0f} seeds for 80 % power)" if math.isfinite(need) else \
+        "inconclusive (no effect to detect)"
+
+
+def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple[str, str]]
+                ) -> pd.DataFrame:
+    """The E-based claims recomputed at each (mode, threshold): keys maps a label such as
+    'mean θ=0.05' to its (E key, relative E key). One row per label, group and strategy."""
+    rows = []
+    for label, (e_key, rel_key) in keys.items():
+        if not hist.key.isin([e_key]).any():
+            continue
+        t = headline(claim_tests(per_run, hist, e_key, rel_key, E_CLAIMS))
+        for _, r in t.iterrows():
+            rows.append({"setting": label, "group": r.group, "strategy": r.strategy,
+                         "claim": r.claim, "verdict": r.verdict, "mean": r["mean"],
+                         "ci_low": r.ci_low, "ci_high": r.ci_high, "unit": r.unit, "n": r.n})
+    return pd.DataFrame(rows)
+
+
+def sparsity_controls(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """Is E just sparsity? Per group, the Spearman correlation of each signal with the accuracy
+    still to come (each run's epochs after pruning, mean over seeds), plain and, for E and
+    relative E, with the sparsity baselines partialled out. Holm within each group."""
+    present = [k for k in SPARSITY_KEYS if hist.key.eq(k).any()]
+    signals = [("E", "emergence/E", ()), ("E | sparsity baselines", "emergence/E", present),
+               ("relative E", "emergence/relative", ()),
+               ("relative E | sparsity baselines", "emergence/relative", present)]
+    signals += [(k.removeprefix("sparsity/"), k, ()) for k in present]
+    rows = []
+    for group, g in per_run.groupby("group", sort=True):
+        for name, key, ctrl in signals:
+            if ctrl == [] and "|" in name:
+                continue  # no baselines logged (runs from before they were)
+            test = stats.paired_test(_by_seed(g, run_correlations(g, hist, key, ctrl)))
+            rows.append({"group": group, "signal": name, **test.as_dict()})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = np.nan
+    for _, idx in table.groupby("group").groups.items():
+        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
+    table["verdict"] = [stats.verdict(m, p, +1) for m, p in zip(table["mean"], table.p_holm,
+                                                                 strict=True)]
+    return table
+
+
+def best_lr(per_run: pd.DataFrame) -> pd.DataFrame:
+    """The re-tuned learning rate: per base group and cell, the lr after pruning with the best
+    mean final accuracy, and each pruned level at its best against the control at its best
+    (final accuracy, points, paired by seed; Holm within the base group). Empty unless the
+    lr after pruning varies."""
+    if "lr_after" not in per_run or per_run.lr_after.nunique() < 2:
+        return pd.DataFrame()
+    rows = []
+    for base, g in per_run.groupby("base_group", sort=True):
+        means = g.groupby(["label", "lr_after"]).final_acc.mean()
+        best = {label: means[label].idxmax() for label in means.index.get_level_values(0).unique()}
+        if not (g.level == 0).any():
+            continue
+        ctrl_label = g[g.level == 0].label.iloc[0]
+        ctrl = g[(g.label == ctrl_label) & (g.lr_after == best[ctrl_label])].set_index("seed").final_acc
+        for label in dict.fromkeys(g.sort_values("order").label):
+            if label == ctrl_label:
+                continue
+            cell = g[(g.label == label) & (g.lr_after == best[label])].set_index("seed").final_acc
+            diff = (100 * (cell - ctrl.reindex(cell.index))).tolist()
+            test = stats.paired_test(diff)
+            rows.append({"group": base, "pruned": label, "best_lr": best[label],
+                         "final_at_best": 100 * cell.mean(), "control_best_lr": best[ctrl_label],
+                         "control_final_at_best": 100 * ctrl.mean(), "unit": "points",
+                         **test.as_dict()})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = np.nan
+    for _, idx in table.groupby("group").groups.items():
+        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
+    table["verdict"] = [stats.verdict(m, p, CLAIMS["costs_accuracy"].direction)
+                        for m, p in zip(table["mean"], table.p_holm, strict=True)]
+    return table
+
