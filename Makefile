@@ -36,8 +36,8 @@ sweep: $(STAMP) data  ## the paper's Fashion-MNIST sweep on 5 seeds (SEEDS=0 for
 report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html}, summary.csv, PNGs
 	$(PY) scripts/report.py --tracking-uri $(TRACKING_URI) $(REPORT_ARGS)
 
-ui: $(STAMP)  ## browse the runs: MLflow UI on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+ui: $(STAMP)  ## browse the runs: prints the latest sweep's URLs, then the MLflow UI on http://127.0.0.1:5000
+	$(PY) scripts/ui.py --tracking-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
 
 server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT), artifacts in mlruns/server-artifacts
 	$(VENV)/bin/mlflow server --backend-store-uri $$(scripts/postgres.sh start $(PGDATA) $(PGPORT)) \

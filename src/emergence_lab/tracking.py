@@ -575,7 +575,8 @@ def run_page(ui: str, experiment_id: str, run_id: str, path: str = "") -> str:
 def sweep_page(ui: str, experiment_id: str, parent_run_id: str) -> str:
     """The runs table of an experiment filtered to one sweep's runs (its parent's children)."""
     query = quote(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}"
+    # isPreview: the UI applies a filter from the URL only with it (as its own links do)
+    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}&isPreview=true"
 
 
 def set_note(uri: str, run_id: str, markdown: str) -> None:
