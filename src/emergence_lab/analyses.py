@@ -103,6 +103,19 @@ def stopping_summary(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stopping_by_run(comparison: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, one column per stopper: 'never' or 'epoch (−saved, given up pts)'."""
+    if comparison.empty:
+        return comparison
+    cell = [str(f) if f == "never" else f"{f} (−{s}, {g:+.2f} pts)"
+            for f, s, g in zip(comparison.fires_at, comparison.epochs_saved,
+                               comparison.acc_given_up_pts, strict=True)]
+    wide = comparison.assign(cell=cell).pivot_table(
+        index=["run", "pruned", "seed"], columns="stopper", values="cell", aggfunc="first",
+        sort=False)
+    return wide.reset_index()
+
+
 def _pm(mean: float, half: float, digits: int) -> str:
     if math.isnan(mean):
         return "–"

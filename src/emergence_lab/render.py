@@ -15,7 +15,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from emergence_lab import tracking, verdicts
-from emergence_lab.analyses import calibration, stopping_comparison, stopping_summary, theta_table
+from emergence_lab.analyses import (
+    calibration,
+    stopping_by_run,
+    stopping_comparison,
+    stopping_summary,
+    theta_table,
+)
 from emergence_lab.emergence import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.figures import group_figures, sensitivity_figure
 from emergence_lab.report import completeness, dedupe, per_run_table, summary_table
@@ -313,7 +319,8 @@ def sections(rep: Report) -> list[Section]:
     out.append((3, f"Stopping: E <= {eps:g} for {patience} epochs against the standard "
                    f"criteria (after the last pruning step; runs trained to the end)",
                 stopping_summary(rep.stopping), False))
-    out.append((4, "Per run", rep.stopping, True))
+    out.append((4, "Per run: the epoch it fires at (epochs saved, test accuracy given up)",
+                stopping_by_run(rep.stopping), True))
     out.append((3, "Runs", run_links(rep.per_run, rep.ui), True))
     out.append((2, "Completeness", [], False))
     out += [(3, title, items, False) for title, items in _gaps(rep.gaps)]

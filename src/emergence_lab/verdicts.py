@@ -140,9 +140,11 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergen
         table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
     table["verdict"] = [stats.verdict(m, p, CLAIMS[c].direction)
                         for m, p, c in zip(table["mean"], table.p_holm, table.claim, strict=True)]
+    # the seeds to detect the effect at the strictest level Holm could ask of it (alpha / m)
+    family = table.groupby("group").p.transform(lambda p: p.notna().sum()).clip(lower=1)
     table["seeds_for_80pct_power"] = [
-        stats.seeds_for_power(m, sd) if v == "inconclusive" else math.nan
-        for m, sd, v in zip(table["mean"], table.sd, table.verdict, strict=True)]
+        stats.seeds_for_power(m, sd, alpha=stats.ALPHA / k) if v == "inconclusive" else math.nan
+        for m, sd, v, k in zip(table["mean"], table.sd, table.verdict, family, strict=True)]
     return table
 
 
@@ -165,11 +167,16 @@ def effect_text(row: pd.Series, digits: int = 2) -> str:
 
 def verdict_text(row: pd.Series) -> str:
     """The verdict, with the seeds an inconclusive effect would need."""
-    need = row.get("seeds_for_80pct_power", math.nan)
-    if row.verdict != "inconclusive" or math.isnan(need):
+    if row.verdict != "inconclusive":
         return row.verdict
-    return f"inconclusive (≈{need:.0f} seeds for 80 % power)" if math.isfinite(need) else \
-        "inconclusive (no effect to detect)"
+    notes = []
+    if row.p < stats.ALPHA:  # the plain interval excludes 0; the correction does not let it
+        notes.append(f"after Holm; p = {row.p:.2g} uncorrected")
+    need = row.get("seeds_for_80pct_power", math.nan)
+    if not math.isnan(need):
+        notes.append(f"≈{need:.0f} seeds for 80 % power" if math.isfinite(need)
+                     else "no effect to detect")
+    return "inconclusive" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple[str, str]]
@@ -190,12 +197,11 @@ def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple
 
 def sparsity_controls(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     """Is E just sparsity? Per group, the Spearman correlation of each signal with the accuracy
-    still to come (each run's epochs after pruning, mean over seeds), plain and, for E and
-    relative E, with the sparsity baselines partialled out. Holm within each group."""
+    still to come (each run's epochs after pruning, mean over seeds): E, E with the sparsity
+    baselines partialled out, and each baseline. Holm within each group."""
     present = [k for k in SPARSITY_KEYS if hist.key.eq(k).any()]
-    signals = [("E", "emergence/E", ()), ("E | sparsity baselines", "emergence/E", present),
-               ("relative E", "emergence/relative", ()),
-               ("relative E | sparsity baselines", "emergence/relative", present)]
+    # (relative E would repeat E: within a run after pruning it is E over a constant)
+    signals = [("E", "emergence/E", ()), ("E | sparsity baselines", "emergence/E", present)]
     signals += [(k.removeprefix("sparsity/"), k, ()) for k in present]
     rows = []
     for group, g in per_run.groupby("group", sort=True):
