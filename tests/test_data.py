@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from emergence_lab import data
-from tests.conftest import SHARED_MNIST, corrupt_mnist_copy
+from emergence_lab.config import validate
+from tests.conftest import SHARED_MNIST, compose_cfg, corrupt_mnist_copy
 
 
 def digits_cfg(**kw):
@@ -130,3 +131,15 @@ def test_cifar10_with_nothing_names_the_ways(tmp_path):
     cfg = SimpleNamespace(name="cifar10", data_dir=str(tmp_path), sources=[], download=False)
     with pytest.raises(FileNotFoundError, match=r"(?s)cifar10: no data.*download=true.*tar.gz"):
         data.load_dataset(cfg)
+
+
+def test_normalize_standardizes_each_channel_with_the_training_statistics():
+    from emergence_lab.data import load_dataset
+
+    plain = load_dataset(validate(compose_cfg(["dataset=digits"])).dataset)
+    std = load_dataset(validate(compose_cfg(["dataset=digits", "dataset.normalize=true"])).dataset)
+    assert std.x_train.mean().abs().item() < 1e-5
+    assert std.x_train.std().item() == pytest.approx(1.0, abs=1e-3)
+    mean, sd = plain.x_train.mean(), plain.x_train.std()
+    assert torch.allclose(std.x_test, (plain.x_test - mean) / sd, atol=1e-5)  # the train's numbers
+    assert "standardized" in std.label

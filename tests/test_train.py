@@ -144,6 +144,26 @@ def test_theta_grid_is_logged_from_the_same_activations(tiny_overrides, store):
             "emergence/relative_theta/0.5"} <= set(out)
 
 
+def test_both_activity_modes_and_the_sparsity_baselines_are_logged(tiny_overrides, store):
+    out = train_mod.train(compose_cfg(tiny_overrides + ["threshold=fraction",
+                                                        "threshold.grid=[0.05]"]))
+    assert out["emergence/E_theta_fraction/0.05"] == out["emergence/E"]  # the run's own mode
+    assert "emergence/E_theta/0.05" in out  # the mean mode at the same threshold
+    for key in ("sparsity/dead_frac", "sparsity/zero_frac", "sparsity/dormant_frac/0.1"):
+        assert 0 <= out[key] <= 1
+
+
+def test_lr_after_prune_takes_over_at_the_pruning_step(tiny_overrides, store):
+    train_mod.train(compose_cfg(tiny_overrides + [
+        "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5",
+        "trainer.lr_after_prune=0.0123"]))
+    run = next(iter(runs_by_name(store).values()))
+    assert "-magnitude0.5-lr0.0123-" in run.info.run_name
+    local = tracking.get_client(store).download_artifacts(run.info.run_id, "checkpoints/last.pt")
+    payload = torch.load(local, weights_only=True)
+    assert {g["lr"] for g in payload["optimizer"]["state_dict"]["param_groups"]} == {0.0123}
+
+
 def test_emergence_stopper_stops_and_says_when(tiny_overrides, store):
     out = train_mod.train(compose_cfg(tiny_overrides + [
         "trainer.epochs=6", "trainer.stop_epsilon=1e12", "trainer.stop_patience=2"]))

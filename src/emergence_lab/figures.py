@@ -90,8 +90,10 @@ def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str)
     keys = ["emergence/E", "emergence/relative", "test/acc"]
     h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys)]
     wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value").reset_index()
-    wide = wide.join(per_run.set_index("run_id")[["label", "order"]], on="run_id").rename(
-        columns={"label": LEVEL})
+    wide = wide.join(per_run.set_index("run_id")[["label", "order", "level", "prune_epoch"]],
+                     on="run_id").rename(columns={"label": LEVEL})
+    # a seed's branches share their epochs up to pruning: those points once, as the control's
+    wide = wide[(wide.level == 0) | (wide.step > wide.prune_epoch)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, key, xlabel in ((axes[0], "emergence/E", "emergence E"),
                             (axes[1], "emergence/relative", "E / parameter")):
