@@ -48,7 +48,7 @@ def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, st
     assert f"prefix cache {cache} does not load" in caplog.text
     assert list((tmp_path / "cache").glob(f"{cache.name}.corrupt-*"))
     runs = {r.info.run_name: r for r in tracking.experiment_runs(store, "emergence")}
-    pruned = runs["digits-mlp-magnitude0.5-seed0"]
+    pruned = runs["digits-mlp-magnitude0.5-bs32-seed0"]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["prefix_cache"] == "miss"
 
 

@@ -61,7 +61,7 @@ def test_a_sweep_interrupted_twice_finishes_each_cell_once(tmp_path):
     children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_name for r in children) == [
-        "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]
+        "digits-mlp-magnitude0-bs1-seed0", "digits-mlp-magnitude0.5-bs1-seed0"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert max(int(r.data.tags.get("resumed", 0)) for r in children) >= 1
     for r in children:

@@ -42,7 +42,7 @@ def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
     assert second["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
 
     runs = runs_by_name(store)
-    a, b = runs["digits-mlp-magnitude0-seed0"], runs["digits-mlp-magnitude0.5-seed0"]
+    a, b = runs["digits-mlp-magnitude0-bs32-seed0"], runs["digits-mlp-magnitude0.5-bs32-seed0"]
     assert (a.data.tags["prefix_cache"], b.data.tags["prefix_cache"]) == ("miss", "hit")
     threads = {r: tracking.metric_history(store, r.info.run_id, "time/threads") for r in (a, b)}
     assert [s for s, _ in threads[a][:2]] == [1, 2] and all(t >= 1 for _, t in threads[a])
@@ -118,7 +118,7 @@ def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
         "pruning=iterative", "pruning.amount=0.75", "pruning.epoch=1", "pruning.steps=2",
         "pruning.interval=1", "trainer.epochs=3"]))
     run = next(iter(runs_by_name(store).values()))
-    assert run.info.run_name == "digits-mlp-magnitude0.75x2-seed0"
+    assert run.info.run_name == "digits-mlp-magnitude0.75x2-bs32-seed0"
     after = tracking.metric_history(store, run.info.run_id, "pruning/sparsity_after")
     assert [s for s, _ in after] == [1, 2]
     assert after[0][1] == pytest.approx(0.5, abs=2e-3) and after[1][1] == pytest.approx(0.75, abs=2e-3)
@@ -180,8 +180,8 @@ def test_pretraining_is_shared_by_its_branches(tiny_overrides, store, count_epoc
     train_mod.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0.5"]))
     assert len(count_epochs) == 2 + 2 + 2  # pretraining once, then 2 epochs per branch
     runs = runs_by_name(store)
-    assert set(runs) == {"digits2to-digits-mlp-magnitude0-seed0",
-                         "digits2to-digits-mlp-magnitude0.5-seed0"}
+    assert set(runs) == {"digits2to-digits-mlp-magnitude0-bs32-seed0",
+                         "digits2to-digits-mlp-magnitude0.5-bs32-seed0"}
     for run in runs.values():
         assert metric_steps(store, run, "pretrain/train/loss") == [1, 2]
         assert metric_steps(store, run, "test/acc") == [0, 1, 2]
@@ -193,7 +193,7 @@ def test_cnn_trains_with_emergence_init(tiny_overrides, store):
         "model=cnn", "model.channels=[4,8]", "model.hidden=[16]", "init=emergence",
         "init.alpha=1.2", "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5"]))
     run = next(iter(runs_by_name(store).values()))
-    assert run.info.run_name == "digits-cnn-magnitude0.5-emergence1.2-seed0"
+    assert run.info.run_name == "digits-cnn-magnitude0.5-emergence1.2-bs32-seed0"
     assert {"emergence/active_frac/conv1", "emergence/active_frac/conv2",
             "emergence/active_frac/hidden1"} <= set(out)
     assert out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
