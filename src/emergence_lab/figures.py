@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from emergence_lab.report import mean_ci  # noqa: E402
+from emergence_lab.report import PAPER, mean_ci  # noqa: E402
 
 LEVEL = "pruned"
 
@@ -76,12 +76,29 @@ def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for ax, (key, ylabel) in zip(axes[0], panels, strict=True):
             _lines(ax, data, key, ylabel, prune_epoch)
+            if key in ("test/acc", "train/acc"):
+                _paper_points(ax, per_run)
         fig.suptitle(f"{name}\n{title}", fontsize=10)
         fig.tight_layout()
         figs[stem] = fig
     figs["relE_vs_convergence"] = convergence_scatter(per_run, title)
     figs["E_vs_accuracy"] = emergence_vs_accuracy(per_run, hist, title)
     return figs
+
+
+def _paper_points(ax, per_run: pd.DataFrame) -> None:
+    """The paper's accuracies (section 4) where the group follows its protocol: after 5 epochs
+    and at the last epoch, each level, as black crosses on both the train and test panels."""
+    if per_run.empty or not per_run.paper_protocol.all():
+        return
+    paper = PAPER.get(str(per_run.dataset.iloc[0]))
+    if not paper:
+        return
+    last = int(per_run.last_epoch.max())
+    finals = [v / 100 for lv, v in paper["final"].items() if lv in set(per_run.level.round(2))]
+    ax.scatter([5] + [last] * len(finals), [paper["after5"] / 100, *finals], marker="x",
+               color="black", s=50, zorder=5, label="paper (section 4)")
+    ax.legend(fontsize=8)
 
 
 def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> plt.Figure:
