@@ -65,11 +65,12 @@ def local_store_dir(uri: str) -> Path | None:
 
 
 def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Call fn, retrying with jittered backoff while SQLite reports a lock."""
+    """Call fn, retrying with jittered backoff while SQLite reports a lock (through MLflow, or
+    as sqlalchemy's OperationalError while a store object checks its schema)."""
     for i in range(attempts):
         try:
             return fn()
-        except MlflowException as exc:
+        except Exception as exc:
             if "locked" not in str(exc).lower() or i == attempts - 1:
                 raise
             time.sleep(min(0.1 * 2**i, 5.0) * (0.5 + random.random()))
@@ -84,7 +85,8 @@ def _schema_ready(uri: str) -> None:
 
     store = local_store_dir(uri)
     with FileLock(str(store / ".schema.lock")):
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        # another process writing (a sweep beside this one) can hold the lock for a moment
+        _retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
 
 
 def get_client(uri: str) -> MlflowClient:
