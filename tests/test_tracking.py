@@ -39,3 +39,13 @@ def test_sweep_parent_and_children(store):
     assert latest.info.run_id == parent and latest.info.status == "FINISHED"
     artifact_uri = tracking.get_client(store).get_experiment_by_name("exp").artifact_location
     assert artifact_uri.endswith("mlruns/artifacts/exp")
+
+
+def test_a_reopened_sweep_is_the_latest(store):
+    """make sweep run again (every cell skipped) then make report: the report is of that sweep,
+    not of a sweep started in between."""
+    first = tracking.open_sweep(store, "exp", "first", "hash-1", {})
+    second = tracking.open_sweep(store, "other", "second", "hash-2", {})
+    assert tracking.latest_sweep(store).info.run_id == second
+    assert tracking.open_sweep(store, "exp", "first", "hash-1", {}) == first  # reopened
+    assert tracking.latest_sweep(store).info.run_id == first

@@ -141,6 +141,8 @@ def open_sweep(uri: str, experiment: str, name: str, sweep_hash: str,
             _retry(lambda: client.delete_run(mine))  # another launcher's parent won
     if client.get_run(run_id).info.status != "FINISHED":
         _retry(lambda: client.update_run(run_id, status="RUNNING"))
+    # when it was last opened: a reopened sweep is the latest one (make report after make sweep)
+    _retry(lambda: client.set_tag(run_id, OPENED_TAG, f"{time.time():.3f}"))
     return run_id
 
 
@@ -356,13 +358,20 @@ def find_run(uri: str, run_id: str) -> Any | None:
         return None
 
 
+OPENED_TAG = "opened_at"  # a sweep parent's last opening (seconds since the epoch)
+
+
 def latest_sweep(uri: str) -> Any | None:
-    """The most recently started parent run in the store, or None."""
+    """The sweep parent most recently started or reopened in the store, or None."""
     client = get_client(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, filter_string="tags.kind = 'sweep'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if exps else []
-    return runs[0] if runs else None
+                              max_results=5000) if exps else []
+
+    def opened(run: Any) -> float:
+        return max(run.info.start_time / 1000, float(run.data.tags.get(OPENED_TAG, 0)))
+
+    return max(runs, key=opened) if runs else None
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
