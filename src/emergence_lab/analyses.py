@@ -154,7 +154,7 @@ def calibration(per_run: pd.DataFrame, tolerance_pts: float = 2.0) -> pd.DataFra
         rows.append(row)
     table = pd.DataFrame(rows)
     table["best gap (pts)"] = table[["max gap train (pts)", "max gap test (pts)"]].min(axis=1)
-    return table.sort_values("best gap (pts)").reset_index(drop=True)
+    return table.sort_values("best gap (pts)").reset_index(drop=True).round(2)
 
 
 def stopper_table(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: float,
