@@ -190,7 +190,9 @@ def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple
         t = headline(claim_tests(per_run, hist, e_key, rel_key, E_CLAIMS))
         for _, r in t.iterrows():
             rows.append({"setting": label, "group": r.group, "strategy": r.strategy,
-                         "claim": r.claim, "verdict": r.verdict, "mean": r["mean"],
+                         "claim": r.claim, "mean": r["mean"], "p": r.p,
+                         "verdict": r.verdict if r.verdict != "inconclusive" or not r.p < stats.ALPHA
+                         else "inconclusive after Holm",
                          "ci_low": r.ci_low, "ci_high": r.ci_high, "unit": r.unit, "n": r.n})
     return pd.DataFrame(rows)
 
