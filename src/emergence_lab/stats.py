@@ -10,6 +10,7 @@ the levels (level is a factor averaged within a seed, never a replicate).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -107,10 +108,15 @@ def partial_spearman(x: Sequence[float], y: Sequence[float],
         return math.nan
     if controls is not None and not controls.empty:
         ranks = controls.apply(stats.rankdata).loc[:, lambda d: d.std() > 0]
+        ranks = ranks.loc[:, ~ranks.T.duplicated()]  # e.g. dead units = 0-dormant units
         if not ranks.empty:
             design = add_constant(ranks.to_numpy(float), has_constant="add")
-            rx = OLS(rx, design).fit().resid
-            ry = OLS(ry, design).fit().resid
+            with warnings.catch_warnings():
+                # collinear controls leave the coefficients open but not the residuals (the
+                # projection onto their span, which OLS's pseudo-inverse computes)
+                warnings.simplefilter("ignore")
+                rx = OLS(rx, design).fit().resid
+                ry = OLS(ry, design).fit().resid
             if np.ptp(rx) < 1e-12 or np.ptp(ry) < 1e-12:
                 return math.nan
     return float(stats.pearsonr(rx, ry).statistic)
