@@ -162,6 +162,7 @@ def convergence_scatter(per_run: pd.DataFrame, title: str) -> plt.Figure:
                     hue_order=_order(d), s=60, ax=ax, palette="viridis")
     ax.set(xlabel="relative emergence just after pruning",
            ylabel="epochs after pruning to 99 % of final acc")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     ax.grid(alpha=0.3)
     fig.suptitle(f"Relative emergence at pruning vs epochs to converge\n{title}", fontsize=10)
     fig.tight_layout()
