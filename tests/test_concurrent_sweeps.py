@@ -3,6 +3,7 @@ command line, a real SQLite store and a real tracking server on PostgreSQL."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,6 @@ from emergence_lab import procs, tracking
 from emergence_lab.render import build_report
 from tests.conftest import ROOT
 from tests.test_server import backend, server  # noqa: F401 - fixtures
-from tests.test_sweep_resilience import logged_epochs
 
 pytestmark = pytest.mark.slow
 
@@ -85,11 +85,22 @@ def test_the_same_sweep_twice_on_a_postgresql_tracking_server(server, tmp_path):
             client.delete_run(r.info.run_id)  # the next round starts with no runs
 
 
+def cells_logging(uri):
+    """How many runs have logged a training epoch (read with sqlite3, as logged_epochs)."""
+    try:
+        with sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=5) as db:
+            row = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
+                             "WHERE key = 'train/loss'").fetchone()
+        return row[0] or 0
+    except sqlite3.Error:
+        return 0
+
+
 def running_workers(uri, proc, timeout=300):
     """The launcher's worker processes, once both cells have logged an epoch."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if logged_epochs(uri) >= 1:
+        if cells_logging(uri) >= 2:
             return procs.descendants(proc.pid)
         time.sleep(0.3)
     pytest.fail(f"the sweep ended or stalled: {proc.stdout.read()[-2000:]}")
