@@ -8,10 +8,10 @@ import math
 
 import pandas as pd
 
-from emergence_lab.emergence import stop_epoch
+from emergence_lab.emergence import THETA_KEYS, stop_epoch
 from emergence_lab.report import PAPER, curve, mean_ci
 
-THETA_PREFIX = "emergence/E_theta/"
+THETA_PREFIX = THETA_KEYS["mean"]  # final E by θ, in the paper's mode
 
 
 def theta_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -155,22 +155,3 @@ def calibration(per_run: pd.DataFrame, tolerance_pts: float = 2.0) -> pd.DataFra
     table = pd.DataFrame(rows)
     table["best gap (pts)"] = table[["max gap train (pts)", "max gap test (pts)"]].min(axis=1)
     return table.sort_values("best gap (pts)").reset_index(drop=True).round(2)
-
-
-def stopper_table(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: float,
-                  patience: int) -> pd.DataFrame:
-    """For each run trained to its last epoch: the epoch at which the stopper (E <= epsilon for
-    `patience` epochs, counted after the last pruning step) would have fired, the epochs that
-    would have saved and the test accuracy given up."""
-    rows = []
-    for _, r in per_run.iterrows():
-        e, acc = curve(hist, r.run_id, "emergence/E"), curve(hist, r.run_id, "test/acc")
-        after = e[e.index > r.final_from]
-        fired = stop_epoch(list(after.items()), epsilon, patience)
-        last = int(acc.index.max())
-        rows.append({"run": r["name"], "pruned": r.label, "seed": r.seed,
-                     "last_epoch": last, "fires_at": fired if fired is not None else "never",
-                     "epochs_saved": last - fired if fired is not None else 0,
-                     "acc_given_up": float(acc.iloc[-1] - acc[fired]) if fired is not None
-                     else math.nan})
-    return pd.DataFrame(rows)

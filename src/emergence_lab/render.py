@@ -200,7 +200,7 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool) -> pd.DataFrame:
     """claim, (group,) scope, verdict, effect [95 % CI], n seeds, Holm p."""
     rows = []
     for _, r in tests.iterrows():
-        scope = r.scope if r.strategy in ("all", "control") else f"{r.strategy}: {r.scope}"
+        scope = f"{r.strategy}: {r.scope}" if r.strategy else r.scope  # "" for all runs
         rows.append(({"group": r.group} if several_groups else {})
                     | {"claim": r.claim, "pruned": scope, "verdict": verdicts.verdict_text(r),
                        "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
@@ -241,7 +241,7 @@ def sensitivity_table(sens: pd.DataFrame, group: str) -> pd.DataFrame:
         return pd.DataFrame()
     g = g.assign(cell=[f"{v} ({verdicts.effect_text(r, 1)})" for v, (_, r) in
                        zip(g.verdict, g.iterrows(), strict=True)],
-                 claim=[c if s in ("all", "") else f"{c} ({s})" for c, s in
+                 claim=[f"{c} ({s})" if s else c for c, s in
                         zip(g.claim, g.strategy, strict=True)])
     return g.pivot_table(index="setting", columns="claim", values="cell", aggfunc="first",
                          sort=False).reset_index()

@@ -104,6 +104,15 @@ def _by_seed(per_run: pd.DataFrame, values: pd.Series) -> pd.Series:
     return values.groupby(per_run.seed).mean().dropna()
 
 
+def _correct(table: pd.DataFrame, directions: Sequence[int]) -> None:
+    """Adds p_holm (Holm over the tests of each group) and each test's verdict, in place."""
+    table["p_holm"] = np.nan
+    for _, idx in table.groupby("group").groups.items():
+        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
+    table["verdict"] = [stats.verdict(m, p, d) for m, p, d in
+                        zip(table["mean"], table.p_holm, directions, strict=True)]
+
+
 def _row(group: str, claim: str, strategy: str, scope: str, test: stats.Paired) -> dict:
     return {"group": group, "claim": claim, "strategy": strategy, "scope": scope,
             "unit": CLAIMS[claim].unit, **test.as_dict()}
@@ -123,7 +132,7 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergen
         for claim in which:
             if claim == "E_to_zero_signals_plateau":
                 rho = run_correlations(g, hist, e_key)
-                rows.append(_row(group, claim, "all", "all runs", stats.paired_test(_by_seed(g, rho))))
+                rows.append(_row(group, claim, "", "all runs", stats.paired_test(_by_seed(g, rho))))
                 continue
             for strategy, s in pruned.groupby("strategy", sort=True):
                 for label, cell in s.groupby("label", sort=False):
@@ -135,11 +144,7 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergen
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["p_holm"] = np.nan
-    for _, idx in table.groupby("group").groups.items():
-        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
-    table["verdict"] = [stats.verdict(m, p, CLAIMS[c].direction)
-                        for m, p, c in zip(table["mean"], table.p_holm, table.claim, strict=True)]
+    _correct(table, [CLAIMS[c].direction for c in table.claim])
     # the seeds to detect the effect at the strictest level Holm could ask of it (alpha / m)
     family = table.groupby("group").p.transform(lambda p: p.notna().sum()).clip(lower=1)
     table["seeds_for_80pct_power"] = [
@@ -215,11 +220,7 @@ def sparsity_controls(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["p_holm"] = np.nan
-    for _, idx in table.groupby("group").groups.items():
-        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
-    table["verdict"] = [stats.verdict(m, p, +1) for m, p in zip(table["mean"], table.p_holm,
-                                                                 strict=True)]
+    _correct(table, [+1] * len(table))
     return table
 
 
@@ -251,10 +252,6 @@ def best_lr(per_run: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["p_holm"] = np.nan
-    for _, idx in table.groupby("group").groups.items():
-        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p"].tolist())
-    table["verdict"] = [stats.verdict(m, p, CLAIMS["costs_accuracy"].direction)
-                        for m, p in zip(table["mean"], table.p_holm, strict=True)]
+    _correct(table, [CLAIMS["costs_accuracy"].direction] * len(table))
     return table
 
