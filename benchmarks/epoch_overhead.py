@@ -25,7 +25,8 @@ from emergence_lab import tracking
 from emergence_lab.config import register_configs, validate
 from emergence_lab.data import load_dataset
 from emergence_lab.models import build_model
-from emergence_lab.train import EpochLogger, fit, resolve_device
+from emergence_lab.runner import EpochLogger, resolve_device
+from emergence_lab.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def setup(dataset: str, device_name: str):
 
 def new_model(c, in_shape, num_classes: int, device):
     torch.manual_seed(c.trainer.seed)
-    model = build_model(c.model.name, in_shape, num_classes, hidden=c.model.hidden).to(device)
+    model = build_model(c.model, in_shape, num_classes).to(device)
     return model, torch.optim.SGD(model.parameters(), lr=c.trainer.lr)
 
 

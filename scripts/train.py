@@ -19,8 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emergence_lab.config import register_configs
+from emergence_lab.runner import train
 from emergence_lab.sweep import job_overrides, job_parent_run_id
-from emergence_lab.train import train
 
 register_configs()
 log = logging.getLogger(__name__)

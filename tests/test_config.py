@@ -56,21 +56,33 @@ def test_wrong_type_fails_at_compose():
     (["trainer.device=tpu"], "trainer.device must be one of auto, cpu, cuda"),
     (["pruning.amount=0.3"], "must be 0 with pruning=none"),
     (["tracking.uri=mlruns"], "tracking.uri must start with"),
-    (["model.hidden=[64]"], r"emergence needs at least 2 counted layers: threshold.layers=\['hidden'\]"),
+    (["dataset.name=digits"], r"dataset.name=digits has settings DigitsConfig: select it with "
+                              r"dataset=digits"),
+    (["pruning=lottery", "pruning.rewind_epoch=6"], r"pruning.rewind_epoch must be in \[0, "
+                                                    r"pruning.epoch=5\]"),
+    (["pruning=gradual", "pruning.schedule=linear"],
+     r"pruning.schedule must be one of \['cubic', 'equal'\], got 'linear'"),
+    (["pruning=snip", "pruning.samples=0"], r"pruning.samples must be >= 1, got 0"),
 ])
 def test_range_and_cross_field_errors_name_field_value_and_range(overrides, message):
     with pytest.raises(ValueError, match=message):
         validate(compose_cfg(overrides))
 
 
-def test_one_hidden_layer_counts_with_the_output_layer():
-    c = validate(compose_cfg(["model.hidden=[64]", "threshold.layers=[hidden,output]"]))
-    assert c.threshold.layers == ["hidden", "output"]
+def test_too_few_counted_layers_fail_the_preflight():
+    """The layer count comes from the built network, checked before any run exists."""
+    from emergence_lab.runner import preflight
+
+    with pytest.raises(ValueError, match=r"emergence needs at least 2 counted layers: "
+                                         r"threshold.layers=\['hidden'\] counts 1"):
+        preflight(validate(compose_cfg(["dataset=digits", "model.hidden=[64]"])))
+    preflight(validate(compose_cfg(["dataset=digits", "model.hidden=[64]",
+                                    "threshold.layers=[hidden,output]"])))
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(Exception, match="(?s)Could not find 'pruning/lottery'.*magnitude.*none"):
-        compose_cfg(["pruning=lottery"])
+    with pytest.raises(Exception, match="(?s)Could not find 'pruning/lotery'.*magnitude.*none"):
+        compose_cfg(["pruning=lotery"])
 
 
 EXPERIMENTS = {"paper_fmnist": 4, "paper_mnist": 4, "paper_transfer": 4, "paper_cnn": 2,

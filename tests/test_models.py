@@ -70,8 +70,10 @@ def test_conv_filters_are_units_averaged_over_positions():
 
 
 def test_build_model_unknown_name():
+    from emergence_lab.models import ModelConfig
+
     with pytest.raises(ValueError, match=r"model.name must be one of \['cnn', 'mlp'\], got 'resnet'"):
-        build_model("resnet", (1, 8, 8), 10)
+        build_model(ModelConfig(name="resnet"), (1, 8, 8), 10)
     with pytest.raises(ValueError, match="unknown unit layers"):
         toy_mlp().unit_layers(["hidden", "attention"])
 
@@ -90,6 +92,25 @@ def test_cnn_counts_filters_and_hidden_units():
         CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 4, 4, 4], hidden=[])
 
 
+def test_layer_order_is_the_forward_order_not_the_registration_order():
+    from torch import nn
+
+    from emergence_lab.pruning import prunable_modules
+
+    class Backwards(nn.Module):  # registers the head first, calls it last
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(3, 2)
+            self.body = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    m = Backwards()
+    assert [type(x) for x in m.modules()][1:] == [nn.Linear, nn.Linear]
+    assert prunable_modules(m) == [m.body, m.head]
+
+
 def test_emergence_init_scales_weights_around_the_middle_layer():
     from emergence_lab.models import INITS
 
@@ -97,11 +118,13 @@ def test_emergence_init_scales_weights_around_the_middle_layer():
     standard = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])  # 4 weight layers
     torch.manual_seed(0)
     scaled = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])
-    INITS["emergence"](scaled, 1.5)
+    from emergence_lab.models import EmergenceInitConfig, InitConfig
+
+    INITS["emergence"].apply(scaled, EmergenceInitConfig(alpha=1.5))
     layers = lambda m: [b[0] for b in m.blocks] + [m.head]  # noqa: E731
     # middle = (4 - 1) // 2 = 1: factors 1.5^-1, 1, 1.5, 1.5^2; biases untouched
     for a, b, factor in zip(layers(standard), layers(scaled), [1 / 1.5, 1, 1.5, 2.25], strict=True):
         assert torch.allclose(b.weight, a.weight * factor)
         assert torch.equal(b.bias, a.bias)
-    INITS["standard"](scaled, 9.0)  # standard leaves the network as torch made it
+    INITS["standard"].apply(scaled, InitConfig())  # standard leaves the network as torch made it
     assert torch.allclose(scaled.head.weight, standard.head.weight * 2.25)

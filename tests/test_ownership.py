@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab import runner, tracking
+from emergence_lab import ownership, tracking
 from emergence_lab.config import validate
 from tests.conftest import compose_cfg
 
@@ -66,7 +66,7 @@ def owned_run(store, owner, age=0.0):
 def test_a_live_owner_keeps_its_cell(tiny_overrides, store):
     c = config(tiny_overrides, "tracking.on_taken=skip")
     run_id = owned_run(store, f"{socket.gethostname()}:{os.getpid()}:x")
-    got = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("taken", run_id)
     assert got.owner == f"{socket.gethostname()}:{os.getpid()}:x"
     assert len(tracking.experiment_runs(store, "emergence")) == 1  # nothing new was created
@@ -75,7 +75,7 @@ def test_a_live_owner_keeps_its_cell(tiny_overrides, store):
 def test_a_dead_owner_on_this_host_is_taken_over_at_once(tiny_overrides, store):
     c = config(tiny_overrides)
     run_id = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")  # as after kill -9
-    got = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("resume", run_id)
     gen, holder, _ = tracking.lease_holder(tracking.get_client(store).get_run(run_id))
     assert (gen, holder) == (2, got.owner)
@@ -85,15 +85,15 @@ def test_an_owner_on_another_host_is_dead_only_once_its_heartbeat_is_stale(tiny_
     c = config(tiny_overrides, "tracking.on_taken=skip", "tracking.stale_after_s=60",
                "tracking.heartbeat_s=10")
     fresh = owned_run(store, "elsewhere:1:x", age=5)
-    assert runner.acquire(c, "h1", "cell", {}, None).state == "taken"
+    assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
     tracking.get_client(store).set_tag(fresh, tracking.HEARTBEAT_TAG, f"elsewhere:1:x {time.time()}")
-    assert runner.acquire(c, "h1", "cell", {}, None).state == "taken"
+    assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
 
 
 def test_a_silent_owner_on_another_host_is_taken_over(tiny_overrides, store):
     c = config(tiny_overrides, "tracking.stale_after_s=60", "tracking.heartbeat_s=10")
     stale = owned_run(store, "elsewhere:1:x", age=120)
-    got = runner.acquire(c, "h1", "cell", {}, None)
+    got = ownership.acquire(c, "h1", "cell", {}, None)
     assert (got.state, got.run_id) == ("resume", stale)
 
 
@@ -150,14 +150,14 @@ def test_a_cell_that_finishes_while_it_is_looked_at_is_skipped_not_rerun(tiny_ov
     c = config(tiny_overrides)
     run_id = owned_run(store, f"{socket.gethostname()}:{os.getpid()}:x")
     tracking.get_client(store).set_terminated(run_id, "FINISHED")
-    real, calls = runner._finished, []
+    real, calls = ownership._finished, []
 
     def finished_after_the_first_look(*args):
         calls.append(args)
         return None if len(calls) == 1 else real(*args)  # it finished just after this read
 
-    monkeypatch.setattr(runner, "_finished", finished_after_the_first_look)
-    got = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    monkeypatch.setattr(ownership, "_finished", finished_after_the_first_look)
+    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("skip", run_id)
     assert len(tracking.experiment_runs(store, "emergence")) == 1
 
@@ -166,8 +166,8 @@ def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
     c = config(tiny_overrides, "force=true", "tracking.on_taken=skip")
     old = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")
     tracking.get_client(store).set_terminated(old, "FINISHED")
-    first = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
-    second = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    first = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    second = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert first.state == "new" and (second.state, second.run_id) == ("taken", first.run_id)
 
 
@@ -177,6 +177,6 @@ def test_another_process_s_unclaimed_candidate_is_not_taken_over(tiny_overrides,
     other = f"{socket.gethostname()}:{os.getpid()}:other"  # made its run, not yet its lease
     candidate = tracking.get_client(store).create_run(
         exp_id, tags={"config_hash": "h1", tracking.OWNER_TAG: other}).info.run_id
-    got = runner.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert got.state == "new" and got.run_id != candidate
     assert tracking.lease_holder(tracking.get_client(store).get_run(candidate))[1] is None

@@ -4,7 +4,14 @@ from torch import nn
 
 from emergence_lab.checkpoint import load_checkpoint, save_checkpoint
 from emergence_lab.models import MLP
-from emergence_lab.pruning import apply_pruning, sparsity, surviving_parameters
+from emergence_lab.pruning import STRATEGIES, PruningConfig, apply_pruning, sparsity, surviving_parameters
+
+
+def prune(m: nn.Module, name: str, amount: float, scope: str = "global", seed: int = 0,
+          data=None, **settings) -> None:
+    """Prune `amount` of the remaining weights with the strategy's own settings dataclass."""
+    p = STRATEGIES[name].settings(name=name, scope=scope, amount=amount, **settings)
+    apply_pruning(m, p, amount, seed=seed, data=data)
 
 
 def model_with_known_weights() -> MLP:
@@ -26,7 +33,7 @@ def weights(m: MLP) -> list[torch.Tensor]:
 
 def test_global_magnitude_prunes_the_smallest_exactly():
     m = model_with_known_weights()  # 20 + 15 = 35 weights, values 1..35
-    apply_pruning(m, "magnitude", 0.4, "global")  # 14 smallest: values 1..14
+    prune(m, "magnitude", 0.4, "global")  # 14 smallest: values 1..14
     assert sparsity(m) == pytest.approx(14 / 35)
     flat = torch.cat([w.flatten() for w in weights(m)])
     assert torch.equal(flat == 0, torch.arange(1, 36) <= 14)
@@ -36,14 +43,14 @@ def test_global_magnitude_prunes_the_smallest_exactly():
 
 def test_layerwise_prunes_each_layer_by_the_amount():
     m = model_with_known_weights()
-    apply_pruning(m, "magnitude", 0.2, "layerwise")
+    prune(m, "magnitude", 0.2, "layerwise")
     assert [(w == 0).sum().item() for w in weights(m)] == [4, 3]
     assert sparsity(m) == pytest.approx(7 / 35)
 
 
 def test_amount_zero_registers_masks_and_prunes_nothing():
     m = model_with_known_weights()
-    apply_pruning(m, "magnitude", 0.0)
+    prune(m, "magnitude", 0.0)
     assert hasattr(m.head, "weight_mask")
     assert sparsity(m) == 0.0
     assert surviving_parameters(m) == sum(p.numel() for p in m.parameters())
@@ -52,19 +59,19 @@ def test_amount_zero_registers_masks_and_prunes_nothing():
 @pytest.mark.parametrize("name, amount, scope, message", [
     ("magnitude", 1.0, "global", r"pruning.amount must be in \[0, 1\), got 1.0"),
     ("magnitude", -0.1, "global", r"pruning.amount must be in \[0, 1\)"),
-    ("lottery", 0.5, "global",
-     r"pruning.name must be one of \['magnitude', 'none', 'random', 'structured'\], got 'lottery'"),
+    ("lotery", 0.5, "global", r"pruning.name must be one of \['grasp', 'magnitude', .*got 'lotery'"),
     ("magnitude", 0.5, "blockwise", "pruning.scope must be one of"),
-    ("none", 0.5, "global", "takes amount 0"),
+    ("structured", 0.5, "global", r"pruning.scope must be one of \['layerwise'\]"),
+    ("none", 0.5, "global", "pruning.amount must be 0 with pruning=none"),
 ])
 def test_bad_pruning_arguments(name, amount, scope, message):
     with pytest.raises(ValueError, match=message):
-        apply_pruning(model_with_known_weights(), name, amount, scope)
+        prune(model_with_known_weights(), name, amount, scope)
 
 
 def test_zeros_survive_optimizer_steps_and_a_checkpoint_round_trip(tmp_path):
     m = model_with_known_weights()
-    apply_pruning(m, "magnitude", 0.5)
+    prune(m, "magnitude", 0.5)
     zero_before = [w == 0 for w in weights(m)]
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
@@ -95,12 +102,12 @@ def test_zeros_survive_optimizer_steps_and_a_checkpoint_round_trip(tmp_path):
 
 def test_random_pruning_is_exact_and_reproducible():
     a, b = model_with_known_weights(), model_with_known_weights()
-    apply_pruning(a, "random", 0.4, "global", seed=3)
-    apply_pruning(b, "random", 0.4, "global", seed=3)
+    prune(a, "random", 0.4, "global", seed=3)
+    prune(b, "random", 0.4, "global", seed=3)
     assert sparsity(a) == pytest.approx(14 / 35)
     assert all(torch.equal(x == 0, y == 0) for x, y in zip(weights(a), weights(b), strict=True))
     c = model_with_known_weights()
-    apply_pruning(c, "random", 0.4, "global", seed=4)
+    prune(c, "random", 0.4, "global", seed=4)
     assert not all(torch.equal(x == 0, y == 0) for x, y in zip(weights(a), weights(c), strict=True))
     # not the magnitude choice: some large weights go, some small ones stay
     flat = torch.cat([w.flatten() for w in weights(a)])
@@ -114,7 +121,7 @@ def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
     with torch.no_grad():
         m.blocks[0][0].weight[3] = 0.001  # unit 3: the weakest
         m.blocks[0][0].bias.fill_(0.5)
-    apply_pruning(m, "structured", 0.4, "layerwise")  # round(0.4 * 5) = 2 units: 3 and 0
+    prune(m, "structured", 0.4, "layerwise")  # round(0.4 * 5) = 2 units: 3 and 0
     fc1 = m.blocks[0][0]
     alive = alive_units(m.unit_producers())["hidden1"]
     assert alive.tolist() == [False, True, True, False, True]
@@ -135,13 +142,13 @@ def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
 def test_iterative_schedule_reaches_the_amount():
     from emergence_lab.pruning import schedule
 
-    steps = schedule("magnitude", 0.7, epoch=5, steps=3, interval=2)
+    steps = schedule(PruningConfig("magnitude", 0.7, epoch=5, steps=3, interval=2))
     assert [e for e, _ in steps] == [5, 7, 9]
     rate = steps[0][1]
     assert (1 - rate) ** 3 == pytest.approx(0.3)
-    assert schedule("magnitude", 0.5, epoch=2) == [(2, 0.5)]
-    assert schedule("none", 0.0, epoch=0) == []
+    assert schedule(PruningConfig("magnitude", 0.5, epoch=2)) == [(2, 0.5)]
+    assert schedule(PruningConfig("none", 0.0)) == []
     m = MLP(in_shape=(20,), num_classes=10, hidden=[50])  # 1500 weights
     for _, r in steps:
-        apply_pruning(m, "magnitude", r)
+        prune(m, "magnitude", r)
     assert sparsity(m) == pytest.approx(0.7, abs=2e-3)

@@ -1,13 +1,15 @@
 """Structured config: one dataclass schema per group, registered in Hydra's ConfigStore.
 
-A typo in a key or a wrong type fails when Hydra composes the config; range and cross-field
-checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before any run exists.
+The options of the pluggable groups (model, dataset, pruning, init) bring their own settings
+dataclasses from their registries; each is stored as `base_<name>` in its group, and its YAML
+extends it. A typo in a key or a wrong type fails when Hydra composes the config; range and
+cross-field checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before
+any run exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +17,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from emergence_lab.data import LOADERS
+from emergence_lab.data import DATASETS, DatasetConfig
 from emergence_lab.emergence import ACTIVITY_MODES
-from emergence_lab.models import INITS, MODELS, UNIT_LAYER_KINDS
-from emergence_lab.pruning import SCOPES, STRATEGIES
+from emergence_lab.models import INITS, MODELS, UNIT_LAYER_KINDS, InitConfig
+from emergence_lab.pruning import STRATEGIES, PruningConfig
+from emergence_lab.registry import Registry
 
 
 def _check(ok: bool, message: str) -> None:
@@ -28,96 +31,6 @@ def _check(ok: bool, message: str) -> None:
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:
     _check(value in choices, f"{field_name} must be one of {sorted(choices)}, got {value!r}")
-
-
-@dataclass
-class MLPConfig:
-    name: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [512, 256])
-
-    def __post_init__(self) -> None:
-        _one_of("model.name", self.name, MODELS)
-        _check(len(self.hidden) > 0, "model.hidden must list at least one width, got []")
-        for w in self.hidden:
-            _check(w > 0, f"model.hidden widths must be > 0, got {list(self.hidden)}")
-
-    @property
-    def hidden_layers(self) -> int:
-        """How many hidden unit layers the model has (what emergence counts by default)."""
-        return len(self.hidden)
-
-
-@dataclass
-class CNNConfig:
-    name: str = "cnn"
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # filters per conv block
-    hidden: list[int] = field(default_factory=lambda: [128])  # fully connected widths
-    kernel_size: int = 3
-    pool: int = 2
-
-    def __post_init__(self) -> None:
-        _one_of("model.name", self.name, MODELS)
-        _check(len(self.channels) > 0, "model.channels must list at least one conv block, got []")
-        for field_name, widths in (("channels", self.channels), ("hidden", self.hidden)):
-            for w in widths:
-                _check(w > 0, f"model.{field_name} widths must be > 0, got {list(widths)}")
-        _check(self.kernel_size >= 1, f"model.kernel_size must be >= 1, got {self.kernel_size}")
-        _check(self.pool >= 1, f"model.pool must be >= 1, got {self.pool}")
-
-    @property
-    def hidden_layers(self) -> int:
-        """Conv blocks (filters are units) plus hidden linear layers."""
-        return len(self.channels) + len(self.hidden)
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    data_dir: str = "data"
-    sources: list[str] = field(default_factory=list)  # local dirs searched before downloading
-    download: bool = True
-    probe_size: int = 2048  # emergence probe: fixed, seeded subset of the training set
-    probe_seed: int = 0
-    test_fraction: float = 0.2  # data sets without an official test split (digits)
-    split_seed: int = 0
-    root: str | None = None  # image_folder: a tree with train/<class>/ and test/<class>/
-    image_size: int = 32  # image_folder: images are resized to image_size x image_size
-    channels: int = 3  # image_folder: 3 (RGB) or 1 (grey)
-    normalize: bool = False  # standardize each input channel with the training set's mean and std
-
-    def __post_init__(self) -> None:
-        _one_of("dataset.name", self.name, LOADERS)
-        _check(self.probe_size > 0, f"dataset.probe_size must be > 0, got {self.probe_size}")
-        _check(0 < self.test_fraction < 1,
-               f"dataset.test_fraction must be in (0, 1), got {self.test_fraction}")
-        _one_of("dataset.channels", self.channels, (1, 3))
-        _check(self.image_size >= 1, f"dataset.image_size must be >= 1, got {self.image_size}")
-        _check(self.name != "image_folder" or bool(self.root),
-               "dataset.root must name an image folder (train/<class>/, test/<class>/) "
-               "with dataset=image_folder")
-
-
-@dataclass
-class PruningConfig:
-    name: str = "none"
-    amount: float = 0.0  # fraction of weights removed, in [0, 1)
-    epoch: int = 0  # prune after this many epochs
-    scope: str = "global"  # global | layerwise
-    steps: int = 1  # iterative pruning: reach `amount` in this many steps ...
-    interval: int = 1  # ... this many epochs apart
-
-    def __post_init__(self) -> None:
-        _one_of("pruning.name", self.name, STRATEGIES)
-        _one_of("pruning.scope", self.scope, SCOPES)
-        _check(0 <= self.amount < 1, f"pruning.amount must be in [0, 1), got {self.amount}")
-        _check(self.name != "none" or self.amount == 0,
-               f"pruning.amount must be 0 with pruning=none, got {self.amount}")
-        _check(self.epoch >= 0, f"pruning.epoch must be >= 0, got {self.epoch}")
-        _check(self.steps >= 1, f"pruning.steps must be >= 1, got {self.steps}")
-        _check(self.interval >= 1, f"pruning.interval must be >= 1, got {self.interval}")
-        _check(self.name != "structured" or self.scope == "layerwise",
-               f"pruning.scope must be layerwise with pruning=structured (units are removed "
-               f"per layer), got {self.scope!r}")
 
 
 @dataclass
@@ -178,20 +91,9 @@ class TrainerConfig:
 
 
 @dataclass
-class InitConfig:
-    name: str = "standard"  # standard | emergence (arXiv 2407.19044)
-    alpha: float = 1.0  # emergence: weights of the layer d steps from the middle scaled by alpha^±d
-
-    def __post_init__(self) -> None:
-        _one_of("init.name", self.name, INITS)
-        _check(math.isfinite(self.alpha) and self.alpha >= 1,
-               f"init.alpha must be finite and >= 1 (1 = standard), got {self.alpha}")
-
-
-@dataclass
 class PretrainConfig:
     epochs: int = 0  # train this many epochs on `dataset` first (0: no pretraining)
-    dataset: DatasetConfig | None = None
+    dataset: Any = None  # a data set's settings (pretrain=mnist)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 0, f"pretrain.epochs must be >= 0, got {self.epochs}")
@@ -226,26 +128,27 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    model: Any = MISSING
-    dataset: DatasetConfig = MISSING
-    pruning: PruningConfig = field(default_factory=PruningConfig)
+    model: Any = MISSING  # the settings of a MODELS entry
+    dataset: Any = MISSING  # the settings of a DATASETS entry
+    pruning: Any = field(default_factory=PruningConfig)  # the settings of a STRATEGIES entry
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    init: InitConfig = field(default_factory=InitConfig)
+    init: Any = field(default_factory=InitConfig)  # the settings of an INITS entry
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     force: bool = False  # rerun as a new run even if this configuration has a FINISHED run
 
     def __post_init__(self) -> None:
-        layers = self.threshold.layers
-        counted = (self.model.hidden_layers if "hidden" in layers else 0) + len(
-            set(layers) & {"input", "output"})
-        _check(counted >= 2, f"emergence needs at least 2 counted layers: threshold.layers={list(layers)} "
-               f"counts {counted} of this model; add hidden widths or 'output' to threshold.layers")
-        _check(self.pruning.name != "none" or self.trainer.lr_after_prune is None,
+        for group, registry, settings in (
+                ("model", MODELS, self.model), ("dataset", DATASETS, self.dataset),
+                ("init", INITS, self.init), ("pretrain.dataset", DATASETS, self.pretrain.dataset)):
+            if settings is not None:
+                _check_settings(group, registry, settings)
+        prunes = STRATEGIES[self.pruning.name].prunes
+        _check(prunes or self.trainer.lr_after_prune is None,
                f"trainer.lr_after_prune ({self.trainer.lr_after_prune}) needs a pruning step: "
                f"pruning=none never reaches one; set pruning (amount 0 for a control) or drop it")
-        if self.pruning.name != "none":
+        if prunes:
             # a network pruned after the last epoch is never trained nor measured as the
             # run's final one: its row would describe the unpruned network
             _check(self.pruning.epoch < self.trainer.epochs,
@@ -257,18 +160,29 @@ class Config:
                    f"interval), not before trainer.epochs ({self.trainer.epochs})")
 
 
+def _check_settings(group: str, registry: Registry, settings: Any) -> None:
+    """The option a group names exists, and its settings are that option's dataclass."""
+    entry = registry[settings.name]
+    _check(isinstance(settings, entry.settings),
+           f"{group}.name={settings.name} has settings {entry.settings.__name__}: select it "
+           f"with {group.split('.')[-1]}={settings.name} (its YAML), not by overriding {group}.name")
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore; each YAML option extends its group's base_*."""
+    """Put the schemas in Hydra's ConfigStore: each option's settings as `base_<name>` in its
+    group (the YAML option extends it), and the fixed groups' `base_<group>`."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="model", name="base_mlp", node=MLPConfig)
-    cs.store(group="model", name="base_cnn", node=CNNConfig)
+    for group, registry in (("model", MODELS), ("dataset", DATASETS), ("pruning", STRATEGIES),
+                            ("init", INITS)):
+        for entry in registry:
+            cs.store(group=group, name=f"base_{entry.name}", node=entry.settings)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="pruning", name="base_pruning", node=PruningConfig)
+    cs.store(group="init", name="base_init", node=InitConfig)
     cs.store(group="threshold", name="base_threshold", node=ThresholdConfig)
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
-    cs.store(group="init", name="base_init", node=InitConfig)
     cs.store(group="pretrain", name="base_pretrain", node=PretrainConfig)
 
 

@@ -1,8 +1,11 @@
 """Data sets loaded once into memory as tensors; batches are index slices of them.
 
-MNIST and Fashion-MNIST are read in torchvision's layout (<data_dir>/<Class>/raw). The files are
-looked for in the data dir, then in local source dirs (gunzipped into the data dir), then through
-torchvision's download; their uncompressed md5 sums are checked every time.
+Each data set is one entry of DATASETS: its settings dataclass, loader, input shape, label and
+availability check. Idx data sets (MNIST, Fashion-MNIST, ...) are read by torchvision's classes
+in their layout (<data_dir>/<Class>/raw); the files are looked for in the data dir, then in local
+source dirs (gunzipped into the data dir), then through torchvision's download; their
+uncompressed md5 sums are checked every time. Adding one is one `idx_dataset(...)` entry and
+one YAML.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import MISSING
 
 from emergence_lab.checkpoint import atomic_save
+from emergence_lab.registry import Registry, check
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +58,6 @@ class TensorData:
         return self.x_train[idx.to(self.x_train.device)]
 
 
-# torchvision folder name, torchvision class name, and md5 of each uncompressed file.
-IDX_DATASETS = {
-    "mnist": ("MNIST", {
-        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-    }),
-    "fashion_mnist": ("FashionMNIST", {
-        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-    }),
-}
-
-
 def md5sum(path: Path) -> str:
     """Hex md5 of a file's bytes."""
     h = hashlib.md5()
@@ -92,10 +81,9 @@ def _copy_from_sources(raw: Path, fname: str, sources: Sequence[str]) -> bool:
     return False
 
 
-def _download(name: str, data_dir: Path) -> None:
+def _download(folder: str, data_dir: Path) -> None:
     import torchvision.datasets as tvd
 
-    folder = IDX_DATASETS[name][0]
     cls = getattr(tvd, folder)
     try:
         for train in (True, False):
@@ -104,21 +92,21 @@ def _download(name: str, data_dir: Path) -> None:
         raise FileNotFoundError(f"download failed ({type(exc).__name__}: {exc})") from None
 
 
-def ensure_idx_files(name: str, data_dir: str, sources: Sequence[str], download: bool) -> Path:
+def ensure_idx_files(name: str, folder: str, md5s: dict[str, str], hint: str, data_dir: str,
+                     sources: Sequence[str], download: bool) -> Path:
     """The verified raw folder of an idx data set, fetched from the first place that has it."""
-    folder, md5s = IDX_DATASETS[name]
     raw = Path(data_dir) / folder / "raw"
     missing = [f for f in md5s if not (raw / f).is_file()]
     missing = [f for f in missing if not _copy_from_sources(raw, f, sources)]
     failure = ""
     if missing and download:
         try:
-            _download(name, Path(data_dir))
+            _download(folder, Path(data_dir))
         except FileNotFoundError as exc:
             failure = f"\n  torchvision's download: {exc}"
         missing = [f for f in md5s if not (raw / f).is_file()]
     if missing:
-        hint = " (Debian: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+        hint = f" ({hint})" if hint else ""
         raise FileNotFoundError(
             f"{name}: missing {missing} in {raw}. Ways to get them:\n"
             f"  1. put the idx files (or .gz) in one of dataset.sources={list(sources)}{hint};\n"
@@ -140,18 +128,85 @@ def _digest(parts: Sequence[str | bytes]) -> str:
     return h.hexdigest()
 
 
-def _load_idx(name: str, cfg) -> TensorData:
-    import torchvision.datasets as tvd
+@dataclass
+class DatasetConfig:
+    """Settings every data set has."""
 
-    ensure_idx_files(name, cfg.data_dir, cfg.sources, cfg.download)
-    folder, md5s = IDX_DATASETS[name]
-    cls = getattr(tvd, folder)
-    train = cls(root=cfg.data_dir, train=True, download=False)
-    test = cls(root=cfg.data_dir, train=False, download=False)
-    scale = lambda d: d.data.unsqueeze(1).float().div_(255)  # noqa: E731 - uint8 -> [0, 1]
-    return TensorData(scale(train), train.targets.long(), scale(test), test.targets.long(),
-                      len(train.classes), _digest(sorted(md5s.values())),
-                      {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[name])
+    name: str = MISSING
+    data_dir: str = "data"
+    sources: list[str] = field(default_factory=list)  # local dirs searched before downloading
+    download: bool = True
+    probe_size: int = 2048  # emergence probe: fixed, seeded subset of the training set
+    probe_seed: int = 0
+    normalize: bool = False  # standardize each input channel with the training set's mean and std
+
+    def __post_init__(self) -> None:
+        check(self.probe_size > 0, f"dataset.probe_size must be > 0, got {self.probe_size}")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A data set option: loader (settings -> TensorData on the CPU), input shape and class
+    count known without loading it, settings dataclass, label, and an availability check that
+    fetches and verifies its files without loading them (run once before a sweep)."""
+
+    name: str
+    load: Callable[[Any], TensorData]
+    shape: Callable[[Any], tuple[tuple[int, ...], int]]
+    settings: type[DatasetConfig]
+    label: str
+    check: Callable[[Any], None] = lambda cfg: None
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset.name")
+
+
+def idx_dataset(name: str, folder: str, md5s: dict[str, str], label: str, hint: str = "",
+                shape: tuple[int, ...] = (1, 28, 28), classes: int = 10) -> DatasetEntry:
+    """An idx data set that torchvision has a class for (`folder` is the class's name and its
+    folder), with the md5 of each uncompressed file; `hint` says where to get the files."""
+
+    def ensure(cfg) -> Path:
+        return ensure_idx_files(name, folder, md5s, hint, cfg.data_dir, cfg.sources, cfg.download)
+
+    def load(cfg) -> TensorData:
+        import torchvision.datasets as tvd
+
+        ensure(cfg)
+        cls = getattr(tvd, folder)
+        train = cls(root=cfg.data_dir, train=True, download=False)
+        test = cls(root=cfg.data_dir, train=False, download=False)
+        scale = lambda d: d.data.unsqueeze(1).float().div_(255)  # noqa: E731 - uint8 -> [0, 1]
+        return TensorData(scale(train), train.targets.long(), scale(test), test.targets.long(),
+                          len(train.classes), _digest(sorted(md5s.values())), label)
+
+    return DatasetEntry(name, load, lambda cfg: (shape, classes), DatasetConfig, label, ensure)
+
+
+DATASETS.add(idx_dataset("mnist", "MNIST", {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}, "MNIST"))
+DATASETS.add(idx_dataset("fashion_mnist", "FashionMNIST", {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}, "Fashion-MNIST", hint="Debian: apt-get install dataset-fashion-mnist"))
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    name: str = "digits"
+    test_fraction: float = 0.2  # it has no official test split: a fixed, seeded one
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.test_fraction < 1,
+              f"dataset.test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
 def load_digits(cfg) -> TensorData:
@@ -169,13 +224,8 @@ def load_digits(cfg) -> TensorData:
     return TensorData(x[train], y[train], x[test], y[test], 10, digest, "digits (scikit-learn)")
 
 
-LOADERS: dict[str, Callable[..., TensorData]] = {
-    "digits": load_digits,
-    "mnist": lambda cfg: _load_idx("mnist", cfg),
-    "fashion_mnist": lambda cfg: _load_idx("fashion_mnist", cfg),
-    "cifar10": lambda cfg: load_cifar10(cfg),
-    "image_folder": lambda cfg: load_image_folder_dataset(cfg),
-}
+DATASETS.add(DatasetEntry("digits", load_digits, lambda cfg: ((1, 8, 8), 10), DigitsConfig,
+                          "digits"))
 
 
 def _folder_classes(root: str | Path) -> int:
@@ -183,20 +233,9 @@ def _folder_classes(root: str | Path) -> int:
     return len([d for d in train.iterdir() if d.is_dir()]) if train.is_dir() else 0
 
 
-# (input shape, classes) of each data set, known without loading it: checked before a sweep.
-SHAPES: dict[str, Callable[..., tuple[tuple[int, ...], int]]] = {
-    "digits": lambda cfg: ((1, 8, 8), 10),
-    "mnist": lambda cfg: ((1, 28, 28), 10),
-    "fashion_mnist": lambda cfg: ((1, 28, 28), 10),
-    "cifar10": lambda cfg: ((3, 32, 32), 10),
-    "image_folder": lambda cfg: ((cfg.channels, cfg.image_size, cfg.image_size),
-                                 _folder_classes(cfg.root)),
-}
-
-
 def shape_of(cfg) -> tuple[tuple[int, ...], int]:
     """(input shape (C, H, W), number of classes) of the data set a DatasetConfig names."""
-    return SHAPES[cfg.name](cfg)
+    return DATASETS[cfg.name].shape(cfg)
 
 
 def _decode(path: Path, channels: int, size: int) -> torch.Tensor:
@@ -243,11 +282,31 @@ def load_image_folder(root: str | Path, image_size: int, channels: int, label: s
                       int(t["num_classes"]), t["digest"], label)
 
 
-def load_image_folder_dataset(cfg) -> TensorData:
-    """dataset=image_folder: any train/test image-folder tree at cfg.root."""
-    if not cfg.root:
-        raise ValueError("dataset.root must name an image folder (train/<class>/, test/<class>/)")
-    return load_image_folder(cfg.root, cfg.image_size, cfg.channels, f"image folder {cfg.root}")
+@dataclass
+class ImageFolderConfig(DatasetConfig):
+    name: str = "image_folder"
+    root: str | None = None  # a tree with train/<class>/ and test/<class>/
+    image_size: int = 32  # images are resized to image_size x image_size
+    channels: int = 3  # 3 (RGB) or 1 (grey)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.channels in (1, 3), f"dataset.channels must be one of [1, 3], got {self.channels}")
+        check(self.image_size >= 1, f"dataset.image_size must be >= 1, got {self.image_size}")
+        check(bool(self.root), "dataset.root must name an image folder (train/<class>/, "
+              "test/<class>/) with dataset=image_folder")
+
+
+def _check_image_folder(cfg) -> None:
+    if not (Path(cfg.root) / "train").is_dir():
+        raise FileNotFoundError(f"dataset.root={cfg.root} has no train/<class>/ folders")
+
+
+DATASETS.add(DatasetEntry(
+    "image_folder",
+    lambda cfg: load_image_folder(cfg.root, cfg.image_size, cfg.channels, f"image folder {cfg.root}"),
+    lambda cfg: ((cfg.channels, cfg.image_size, cfg.image_size), _folder_classes(cfg.root)),
+    ImageFolderConfig, "image folder", _check_image_folder))
 
 
 CIFAR_JPEG = "cifar10-jpeg75"
@@ -298,6 +357,10 @@ def load_cifar10(cfg) -> TensorData:
                       _digest([str(train.train_list), str(test.test_list)]), "CIFAR-10")
 
 
+DATASETS.add(DatasetEntry("cifar10", load_cifar10, lambda cfg: ((3, 32, 32), 10), DatasetConfig,
+                          "CIFAR-10", locate_cifar10))
+
+
 def _unpack(archive: Path, dest: Path) -> None:
     """Extract a .tar.gz into dest atomically (parallel jobs may race)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -313,19 +376,12 @@ def _unpack(archive: Path, dest: Path) -> None:
 def check_available(cfg) -> None:
     """Fetch and verify a data set's files without loading it (run once, before a sweep's jobs:
     missing or corrupt data fails there, and parallel jobs find the files in place)."""
-    if cfg.name in IDX_DATASETS:
-        ensure_idx_files(cfg.name, cfg.data_dir, cfg.sources, cfg.download)
-    elif cfg.name == "cifar10":
-        locate_cifar10(cfg)
-    elif cfg.name == "image_folder" and not (Path(cfg.root) / "train").is_dir():
-        raise FileNotFoundError(f"dataset.root={cfg.root} has no train/<class>/ folders")
+    DATASETS[cfg.name].check(cfg)
 
 
 def load_dataset(cfg) -> TensorData:
     """Load the data set named by `cfg.name` (a DatasetConfig) into memory, on the CPU."""
-    if cfg.name not in LOADERS:
-        raise ValueError(f"dataset.name must be one of {sorted(LOADERS)}, got {cfg.name!r}")
-    data = LOADERS[cfg.name](cfg)
+    data = DATASETS[cfg.name].load(cfg)
     return standardized(data) if getattr(cfg, "normalize", False) else data
 
 

@@ -1,5 +1,10 @@
 """What identifies a run: the config fields that determine its result, hashes of them, and a
-name a person can read. Also where the code came from (the git commit)."""
+name a person can read. Also where the code came from (the git commit).
+
+The identity follows open_lth's rule: only fields that differ from their defaults count, so a
+new field whose default keeps today's behaviour leaves every stored run's identity as it was.
+The flip side: a default must never change once runs were stored with it (see the README).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from typing import Any
 import torch
 
 from emergence_lab.config import Config, TrainerConfig
+from emergence_lab.models import INITS
+from emergence_lab.pruning import RESETS, STRATEGIES, PruningConfig, describe
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
 NOT_RESULT = ("device", "num_threads", "checkpoints")  # how a run executes, not what it computes
@@ -23,74 +30,122 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
 
 
-# Fields added after the first stored runs, with the default that reproduces the behaviour
-# from before them: left out of the identity while they hold that default, so adding them kept
-# every stored config_hash (open_lth's rule, for these fields).
-ADDED_FIELDS = {("trainer", "lr_after_prune"): None, ("dataset", "normalize"): False}
+def _settings_fields(settings: Any) -> dict[str, Any]:
+    """A settings dataclass's fields that shape a result and differ from their defaults (the
+    settings class's own defaults); `name`, the option, always."""
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else f.default) for f in dataclasses.fields(settings)}
+    return {k: v for k, v in dataclasses.asdict(settings).items()
+            if k not in NOT_DATA + NOT_RESULT and (k == "name" or v != defaults[k])}
 
 
-def _drop_added_defaults(fields: dict[str, Any]) -> dict[str, Any]:
-    for (section, name), default in ADDED_FIELDS.items():
-        for part in (fields.get(section), (fields.get("pretrain") or {}).get(section)):
-            if isinstance(part, dict) and name in part and part[name] == default:
-                del part[name]
-    return fields
-
-
-def _pruning_fields(p: dict[str, Any]) -> dict[str, Any]:
-    """An unpruned branch (amount 0) computes the same thing whichever strategy would have
-    pruned it: one identity for all of them (that of global magnitude, the first default)."""
-    if p["amount"] == 0 and p["name"] != "none":
-        return {**p, "name": "magnitude", "scope": "global"}
-    return p
-
-
-def _data_fields(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if d is None else {k: v for k, v in d.items() if k not in NOT_DATA}
+def _canonical(c: Config) -> dict[str, Any]:
+    """The config's settings per group, with equivalent settings made equal: the same lr after
+    pruning as before is no lr_after_prune; an unpruned branch (amount 0) prunes nothing and
+    resets nothing, whichever strategy and schedule name it: one identity per pruning epoch
+    (that of one-shot global magnitude), as the epoch is where lr_after_prune takes over."""
+    trainer = dataclasses.replace(c.trainer, lr_after_prune=None) \
+        if c.trainer.lr_after_prune == c.trainer.lr else c.trainer
+    pruning = c.pruning
+    if pruning.amount == 0 and STRATEGIES[pruning.name].prunes:
+        pruning = PruningConfig(name="magnitude", epoch=pruning.epoch)
+    return {"model": c.model, "dataset": c.dataset, "trainer": trainer, "pruning": pruning,
+            "threshold": c.threshold, "init": c.init, "pretrain": c.pretrain}
 
 
 def identity_fields(c: Config) -> dict[str, Any]:
-    """The config fields that determine a run's result (no paths, devices or tracking).
+    """The config fields that shape a run's result and differ from their defaults, by dotted
+    key (open_lth's rule: a new field whose default keeps today's behaviour changes nothing).
+    Paths, devices, threads and tracking are left out: they do not change what is computed."""
+    fields: dict[str, Any] = {}
+    for group, settings in _canonical(c).items():
+        if group == "pretrain":
+            if settings.epochs:
+                fields["pretrain.epochs"] = settings.epochs
+                fields |= {f"pretrain.dataset.{k}": v
+                           for k, v in _settings_fields(settings.dataset).items()}
+            continue
+        fields |= {f"{group}.{k}": v for k, v in _settings_fields(settings).items()}
+    return fields
 
-    Their hash (tag config_hash) is a cell's identity: a rerun of a sweep skips cells that
-    have a FINISHED run with it. It is computed from the config alone; which exact data a run
-    read is its tag data_digest.
-    """
-    d = dataclasses.asdict(c)
-    trainer = {k: v for k, v in d["trainer"].items() if k not in NOT_RESULT}
-    if trainer.get("lr_after_prune") == trainer["lr"]:  # the same lr throughout: the default
-        trainer["lr_after_prune"] = None
-    pretrain = {"epochs": d["pretrain"]["epochs"], "dataset": _data_fields(d["pretrain"]["dataset"])}
-    return _drop_added_defaults({
-        "model": d["model"], "dataset": _data_fields(d["dataset"]), "trainer": trainer,
-        "pruning": _pruning_fields(d["pruning"]), "threshold": d["threshold"], "init": d["init"],
-        "pretrain": pretrain})
+
+# The first identity scheme hashed every field of these schemas (nested by group). A config
+# it could express (its other fields at their defaults) keeps the hash it gave, so the runs
+# stored under it keep theirs: FINISHED cells are skipped, interrupted ones resumed.
+V1_FIELDS: dict[str, dict[str, Any]] = {
+    "dataset": {"name": None, "probe_size": 2048, "probe_seed": 0, "test_fraction": 0.2,
+                "split_seed": 0, "root": None, "image_size": 32, "channels": 3},
+    "trainer": {"epochs": 20, "lr": 0.005, "momentum": 0.0, "weight_decay": 0.0,
+                "batch_size": 64, "eval_batch_size": 1024, "seed": 0, "stop_epsilon": None,
+                "stop_patience": 3},
+    "pruning": {"name": "none", "amount": 0.0, "epoch": 0, "scope": "global", "steps": 1,
+                "interval": 1},
+    "threshold": {"theta": 0.05, "mode": "mean", "min_fraction": 0.5, "layers": ["hidden"],
+                  "grid": [0.0, 0.01, 0.05, 0.1]},
+    "init": {"name": "standard", "alpha": 1.0},
+}
+V1_MODELS = {"mlp": ("name", "hidden"), "cnn": ("name", "channels", "hidden", "kernel_size", "pool")}
+V1_OPTIONAL = {("trainer", "lr_after_prune"), ("dataset", "normalize")}  # hashed when set
+
+
+def _v1_group(group: str, settings: Any, layout: dict[str, Any]) -> dict[str, Any] | None:
+    values = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_DATA + NOT_RESULT}
+    changed = _settings_fields(settings)
+    extra = {k for k in changed if k not in layout and (group, k) not in V1_OPTIONAL}
+    if extra:
+        return None  # a field the first scheme did not have holds a non-default value
+    return {**layout, **{k: v for k, v in values.items() if k in layout},
+            **{k: changed[k] for k in changed if (group, k) in V1_OPTIONAL}}
+
+
+def v1_fields(c: Config) -> dict[str, Any] | None:
+    """The config as the first identity scheme saw it; None if it cannot express it."""
+    groups = _canonical(c)
+    if c.model.name not in V1_MODELS:
+        return None
+    layout = V1_MODELS[c.model.name]
+    if _settings_fields(c.model).keys() - set(layout):
+        return None
+    out: dict[str, Any] = {"model": {k: getattr(c.model, k) for k in layout}}
+    for group, layout in V1_FIELDS.items():
+        out[group] = _v1_group(group, groups[group], layout)
+        if out[group] is None:
+            return None
+    pre = c.pretrain.dataset
+    out["pretrain"] = {"epochs": c.pretrain.epochs, "dataset": None if pre is None
+                       else _v1_group("dataset", pre, V1_FIELDS["dataset"])}
+    if pre is not None and out["pretrain"]["dataset"] is None:
+        return None
+    return out
 
 
 def config_hash(c: Config) -> str:
-    """The identity of a run's configuration (see identity_fields)."""
-    return stable_hash(identity_fields(c))
+    """A cell's identity (tag config_hash): the hash the first scheme gave the config when it
+    can express it, else the hash of `identity_fields`. Either way a field added with a default
+    that keeps today's behaviour changes no hash. A rerun of a sweep skips cells that have a
+    FINISHED run with it; which exact data a run read is its tag data_digest."""
+    v1 = v1_fields(c)
+    return stable_hash(v1 if v1 is not None else identity_fields(c))
 
 
 def prefix_key(c: Config, digests: list[str | None], device: torch.device) -> str:
     """Cache key of the training before the first pruning step: what shapes it (not the
     epochs after it, nor how much is pruned then), down to the exact data and device."""
-    fields = identity_fields(c)
-    ignore = ("epochs", "stop_epsilon", "stop_patience", "lr_after_prune")
-    trainer = {k: v for k, v in fields["trainer"].items() if k not in ignore}
-    return stable_hash({**fields, "trainer": trainer, "pruning": fields["pruning"]["epoch"],
-                        "digests": digests, "device": device.type}, length=20)
+    p = c.pruning
+    keep = {"epoch", *STRATEGIES[p.name].prefix_fields, *RESETS[p.reset].prefix_fields}
+    after = ("trainer.epochs", "trainer.stop_epsilon", "trainer.stop_patience",
+             "trainer.lr_after_prune")
+    fields = {k: v for k, v in identity_fields(c).items() if k not in after
+              and (not k.startswith("pruning.") or k.removeprefix("pruning.") in keep)}
+    fields |= {f"pruning.{k}": getattr(p, k) for k in keep}
+    return stable_hash({**fields, "digests": digests, "device": device.type}, length=20)
 
 
 def run_name(c: Config) -> str:
     """A readable run name, e.g. fashion_mnist-mlp-magnitude0.5-seed0."""
-    p = c.pruning
-    pruning = "none" if p.name == "none" else f"{p.name}{p.amount:g}"
-    pruning += f"x{p.steps}" if p.name != "none" and p.steps > 1 else ""
-    pruning += "-layerwise" if p.name in ("magnitude", "random") and p.scope == "layerwise" else ""
-    parts = [c.dataset.name, c.model.name, pruning]
-    if c.init.name != "standard":
-        parts.append(f"{c.init.name}{c.init.alpha:g}")
+    parts = [c.dataset.name, c.model.name, describe(c.pruning)]
+    init = INITS[c.init.name].tag(c.init)
+    parts += [init] if init else []
     if c.pretrain.epochs:
         parts.insert(0, f"{c.pretrain.dataset.name}{c.pretrain.epochs}to")
     t, default = c.trainer, TrainerConfig()

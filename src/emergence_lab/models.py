@@ -7,9 +7,13 @@ everything else here is generic, so a new architecture only adds a class and a r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
+from omegaconf import MISSING
 from torch import nn
+
+from emergence_lab.registry import Registry, check
 
 UNIT_LAYER_KINDS = ("input", "hidden", "output")
 
@@ -140,7 +144,72 @@ class CNN(UnitModel):
         return self.head
 
 
-MODELS: dict[str, type[UnitModel]] = {"mlp": MLP, "cnn": CNN}
+def forward_order(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[nn.Module]:
+    """The model's modules of these types in the order its forward calls them (first call),
+    from a torch.fx trace (cached on the model): not the order they were registered in."""
+    names = model.__dict__.get("_forward_order")
+    if names is None:
+        try:
+            graph = torch.fx.symbolic_trace(model).graph
+        except Exception as exc:
+            raise ValueError(f"cannot trace {type(model).__name__} with torch.fx to find its layer "
+                             f"order ({type(exc).__name__}: {exc}); its forward must not branch "
+                             f"on data") from None
+        names = list(dict.fromkeys(str(n.target) for n in graph.nodes if n.op == "call_module"))
+        model.__dict__["_forward_order"] = names
+    modules = dict(model.named_modules())
+    return [modules[n] for n in names if isinstance(modules[n], types)]
+
+
+@dataclass
+class ModelConfig:
+    """Settings every model has: its registry name."""
+
+    name: str = MISSING
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+
+    def __post_init__(self) -> None:
+        check(len(self.hidden) > 0, "model.hidden must list at least one width, got []")
+        for w in self.hidden:
+            check(w > 0, f"model.hidden widths must be > 0, got {list(self.hidden)}")
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # filters per conv block
+    hidden: list[int] = field(default_factory=lambda: [128])  # fully connected widths
+    kernel_size: int = 3
+    pool: int = 2
+
+    def __post_init__(self) -> None:
+        check(len(self.channels) > 0, "model.channels must list at least one conv block, got []")
+        for field_name, widths in (("channels", self.channels), ("hidden", self.hidden)):
+            for w in widths:
+                check(w > 0, f"model.{field_name} widths must be > 0, got {list(widths)}")
+        check(self.kernel_size >= 1, f"model.kernel_size must be >= 1, got {self.kernel_size}")
+        check(self.pool >= 1, f"model.pool must be >= 1, got {self.pool}")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model option: the class (built with the input shape, class count and the settings'
+    fields), its settings dataclass and its label."""
+
+    name: str
+    build: Callable[..., UnitModel]
+    settings: type[ModelConfig]
+    label: str
+
+
+MODELS: Registry[ModelEntry] = Registry("model.name")
+MODELS.add(ModelEntry("mlp", MLP, MLPConfig, "MLP"))
+MODELS.add(ModelEntry("cnn", CNN, CNNConfig, "CNN"))
 
 
 def emergence_init(model: nn.Module, alpha: float) -> None:
@@ -148,24 +217,53 @@ def emergence_init(model: nn.Module, alpha: float) -> None:
     weights of the layer d steps before the middle weight layer are divided by alpha^d, those d
     steps after it multiplied by alpha^d; biases untouched. With an even number of weight
     layers the middle is the lower of the two (index (L - 1) // 2)."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    layers = forward_order(model, (nn.Linear, nn.Conv1d, nn.Conv2d))
     middle = (len(layers) - 1) // 2
     with torch.no_grad():
         for i, layer in enumerate(layers):
             layer.weight.mul_(alpha ** (i - middle))
 
 
-INITS: dict[str, Callable[[nn.Module, float], None]] = {
-    "standard": lambda model, alpha: None,  # torch's default initialization
-    "emergence": emergence_init,
-}
+@dataclass
+class InitConfig:
+    """torch's default initialization (the settings every initialization has)."""
+
+    name: str = "standard"
 
 
-def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) -> UnitModel:
-    """Instantiate a registered model by name."""
-    if name not in MODELS:
-        raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](in_shape=in_shape, num_classes=num_classes, **kwargs)
+@dataclass
+class EmergenceInitConfig(InitConfig):
+    name: str = "emergence"
+    alpha: float = 1.0  # weights of the layer d steps from the middle scaled by alpha^±d
+
+    def __post_init__(self) -> None:
+        check(self.alpha == self.alpha and abs(self.alpha) != float("inf") and self.alpha >= 1,
+              f"init.alpha must be finite and >= 1 (1 = standard), got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class InitEntry:
+    """An initialization applied after torch's: (model, settings) -> None, in place; `tag`
+    names a non-default one in run names ("" for none)."""
+
+    name: str
+    apply: Callable[[nn.Module, InitConfig], None]
+    settings: type[InitConfig]
+    tag: Callable[[InitConfig], str]
+
+
+INITS: Registry[InitEntry] = Registry("init.name")
+INITS.add(InitEntry("standard", lambda model, s: None, InitConfig, lambda s: ""))
+INITS.add(InitEntry("emergence", lambda model, s: emergence_init(model, s.alpha),
+                    EmergenceInitConfig, lambda s: f"emergence{s.alpha:g}"))
+
+
+def build_model(settings: ModelConfig, in_shape: Sequence[int], num_classes: int) -> UnitModel:
+    """Instantiate the registered model that `settings.name` names, with its settings."""
+    fields = {k: v for k, v in vars(settings).items() if k != "name"}
+    model = MODELS[settings.name].build(in_shape=in_shape, num_classes=num_classes, **fields)
+    model.input_shape = tuple(int(d) for d in in_shape)  # what a data-free score feeds it
+    return model
 
 
 @torch.no_grad()

@@ -1,92 +1,255 @@
-"""Pruning strategies through torch.nn.utils.prune, their schedules, and the counts that depend
-on them (sparsity, surviving parameters, removed units).
+"""Pruning masks, schedules and resets: how a strategy's masks are applied to a network.
 
-torch.nn.utils.prune computes the masks. Between pruning steps the reparametrization is frozen
-(`_freeze`): the weight is set to `weight_orig * weight_mask` once, the mask stays a buffer,
-and a gradient hook multiplies the gradient by it, so pruned weights stay exactly zero under
-any optimizer step (weight decay and momentum act on zero gradients of zero weights). Torch's
-pre-forward hook would recompute the product every step: 40 % more time per epoch for the
-MLP on one thread, measured. Masks are in the state dict, so they survive a checkpoint (see
-`prepare_for_state`). A strategy is one function in STRATEGIES plus one YAML.
+A strategy (see `strategies.py`) gets the network, its settings, the current masks and, when it
+asks for one, a batch of training data with the loss; it returns the new masks. It never sees
+how masks are applied: here each mask is a buffer `<param>_mask` beside its parameter, the
+parameter is multiplied by it once, and a gradient hook multiplies the gradient by it, so pruned
+weights stay exactly zero under any optimizer step (weight decay and momentum act on zero
+gradients of zero weights). A pre-forward product (torch's reparametrization) would cost 40 %
+more time per epoch for the MLP on one thread, measured. Masks are in the state dict, so they
+survive a checkpoint (see `prepare_for_state`).
+
+The schedule (when, and how much of what remains, each step prunes) is separate from the score,
+so any strategy runs under any schedule; the reset says where the surviving weights restart
+from after a step (lottery-ticket rewinding, a fresh init).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from emergence_lab.models import forward_order
+from emergence_lab.registry import Registry, check
+
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SCOPES = ("global", "layerwise")
+Masks = dict[str, torch.Tensor]  # "<module path>.<param>" -> 0/1 tensor of the param's shape
 
 
 def prunable_modules(model: nn.Module) -> list[nn.Module]:
     """Linear and conv modules in forward order (the last is the classifier head)."""
-    return [m for m in model.modules() if isinstance(m, PRUNABLE)]
+    return forward_order(model, PRUNABLE)
 
 
-def _unstructured(method: type[prune.BasePruningMethod]) -> Callable[[nn.Module, float, str], None]:
-    def strategy(model: nn.Module, amount: float, scope: str) -> None:
-        params = [(m, "weight") for m in prunable_modules(model)]
-        if scope == "global":
-            prune.global_unstructured(params, pruning_method=method, amount=amount)
-        else:
-            for m, pname in params:
-                method.apply(m, pname, amount=amount)
-    return strategy
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weight of every prunable module, by "<module path>.weight", in forward order."""
+    names = {id(m): n for n, m in model.named_modules()}
+    return {f"{names[id(m)]}.weight".lstrip("."): m.weight for m in prunable_modules(model)}
 
 
-def _structured(model: nn.Module, amount: float, scope: str) -> None:
-    """Remove the units (rows, filters) of each hidden layer with the smallest L1 norm: their
-    weights and bias, and the next layer's weights that read them."""
-    mods = prunable_modules(model)
-    for layer, following in zip(mods[:-1], mods[1:], strict=True):
-        w = layer.weight.detach()
-        n_units = w.shape[0]
-        k = min(round(amount * n_units), n_units - 1)
-        alive = torch.ones(n_units, dtype=torch.bool, device=w.device)
-        alive[w.abs().flatten(1).sum(1).argsort()[:k]] = False
-        shape = (n_units,) + (1,) * (w.dim() - 1)
-        prune.custom_from_mask(layer, "weight", alive.view(shape).expand_as(w).float())
-        if layer.bias is not None:
-            prune.custom_from_mask(layer, "bias", alive.float())
-        fw = following.weight.detach()
-        reads = torch.ones_like(fw).view(fw.shape[0], n_units, -1)  # conv->flatten: C*H*W inputs
-        reads[:, ~alive, :] = 0
-        prune.custom_from_mask(following, "weight", reads.view_as(fw))
+@dataclass
+class PruningConfig:
+    """Settings every strategy has; a strategy with more extends this class."""
+
+    name: str = "none"
+    amount: float = 0.0  # fraction of the weights removed by the end of the schedule, in [0, 1)
+    epoch: int = 0  # the first step falls after this many epochs (0: at initialization)
+    scope: str = "global"  # global: one threshold over all layers; layerwise: each layer alike
+    schedule: str = "equal"  # how `amount` is split into steps (see SCHEDULES)
+    steps: int = 1  # pruning steps ...
+    interval: int = 1  # ... this many epochs apart
+    reset: str = "none"  # where survivors restart from after each step (see RESETS)
+    rewind_epoch: int = 0  # reset=rewind: the epoch whose weights survivors are reset to
+
+    def __post_init__(self) -> None:
+        entry = STRATEGIES[self.name]
+        check(isinstance(self, entry.settings),
+              f"pruning.name={self.name} has settings {entry.settings.__name__}: select it with "
+              f"pruning={self.name} (its YAML), not by overriding pruning.name")
+        check(self.scope in entry.scopes, f"pruning.scope must be one of {list(entry.scopes)} "
+              f"with pruning={self.name}, got {self.scope!r}")
+        check(0 <= self.amount < 1, f"pruning.amount must be in [0, 1), got {self.amount}")
+        check(entry.prunes or self.amount == 0,
+              f"pruning.amount must be 0 with pruning={self.name}, got {self.amount}")
+        check(self.epoch >= 0, f"pruning.epoch must be >= 0, got {self.epoch}")
+        check(self.steps >= 1, f"pruning.steps must be >= 1, got {self.steps}")
+        check(self.interval >= 1, f"pruning.interval must be >= 1, got {self.interval}")
+        SCHEDULES[self.schedule]  # noqa: B018 - an unknown name raises with the choices
+        RESETS[self.reset]  # noqa: B018
+        check(0 <= self.rewind_epoch <= self.epoch, f"pruning.rewind_epoch must be in [0, "
+              f"pruning.epoch={self.epoch}] (a state the run has before it prunes), "
+              f"got {self.rewind_epoch}")
 
 
-def _no_pruning(model: nn.Module, amount: float, scope: str) -> None:
-    if amount != 0:
-        raise ValueError(f"pruning 'none' takes amount 0, got {amount}")
+@dataclass(frozen=True)
+class Batch:
+    """Training data a strategy scores with: inputs, labels and the training loss."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
 
-# One function per strategy: (model, amount of the remaining weights, scope) -> None, in place.
-STRATEGIES: dict[str, Callable[[nn.Module, float, str], None]] = {
-    "none": _no_pruning,
-    "magnitude": _unstructured(prune.L1Unstructured),
-    "random": _unstructured(prune.RandomUnstructured),
-    "structured": _structured,
-}
-SCOPES = ("global", "layerwise")
+@dataclass(frozen=True)
+class StrategyEntry:
+    """A pruning strategy: prune(model, settings, amount of the remaining weights, current
+    masks, batch or None) -> new masks. Its traits: the scopes it supports, whether it prunes
+    at all, the training samples it needs (a settings field, or None), and the settings fields
+    that change training before the first pruning step (the prefix-cache key includes them)."""
+
+    name: str
+    prune: Callable[[nn.Module, Any, float, Masks, Batch | None], Masks]
+    settings: type[PruningConfig] = PruningConfig
+    label: str = ""
+    scopes: tuple[str, ...] = SCOPES
+    prunes: bool = True
+    batch_field: str | None = None
+    prefix_fields: tuple[str, ...] = ()
 
 
-def apply_pruning(model: nn.Module, name: str, amount: float, scope: str = "global",
-                  seed: int = 0) -> None:
-    """Prune `amount` of the remaining weights in place (masks are registered even at 0);
-    random choices are drawn from `seed`, so a branch is reproducible."""
-    if name not in STRATEGIES:
-        raise ValueError(f"pruning.name must be one of {sorted(STRATEGIES)}, got {name!r}")
-    if scope not in SCOPES:
-        raise ValueError(f"pruning.scope must be one of {list(SCOPES)}, got {scope!r}")
-    if not 0 <= amount < 1:
-        raise ValueError(f"pruning.amount must be in [0, 1), got {amount}")
-    _thaw(model)  # torch's pruning methods combine a new mask with the current one
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """When each step falls and how much of the remaining weights it prunes:
+    events(amount, epoch, steps, interval) -> [(epoch, rate)]."""
+
+    name: str
+    events: Callable[[float, int, int, int], list[tuple[int, float]]]
+    label: str
+
+
+@dataclass(frozen=True)
+class ResetEntry:
+    """Where the surviving weights restart from after a pruning step: a state from `sources`
+    (Sources.rewind: the saved state at pruning.rewind_epoch; Sources.fresh(): a new random
+    init), or None to keep training the pruned network as it is."""
+
+    name: str
+    state: Callable[[Any], dict[str, Any] | None]
+    label: str
+    prefix_fields: tuple[str, ...] = ()  # what the shared prefix must keep for it
+
+
+STRATEGIES: Registry[StrategyEntry] = Registry("pruning.name")
+SCHEDULES: Registry[ScheduleEntry] = Registry("pruning.schedule")
+RESETS: Registry[ResetEntry] = Registry("pruning.reset")
+
+
+def _equal(amount: float, epoch: int, steps: int, interval: int) -> list[tuple[int, float]]:
+    rate = 1 - (1 - amount) ** (1 / steps)
+    return [(epoch + i * interval, rate) for i in range(steps)]
+
+
+def _cubic(amount: float, epoch: int, steps: int, interval: int) -> list[tuple[int, float]]:
+    """Zhu & Gupta (2017): sparsity s_t = amount * (1 - (1 - t / steps)^3) after step t."""
+    target = [amount * (1 - (1 - t / steps) ** 3) for t in range(steps + 1)]
+    return [(epoch + (t - 1) * interval, 1 - (1 - target[t]) / (1 - target[t - 1]))
+            for t in range(1, steps + 1)]
+
+
+SCHEDULES.add(ScheduleEntry("equal", _equal, "equal steps"))
+SCHEDULES.add(ScheduleEntry("cubic", _cubic, "gradual (cubic)"))
+RESETS.add(ResetEntry("none", lambda sources: None, ""))
+RESETS.add(ResetEntry("rewind", lambda sources: sources.rewind, "rewound", ("rewind_epoch",)))
+RESETS.add(ResetEntry("reinit", lambda sources: sources.fresh(), "reinitialized"))
+
+
+def schedule(p: PruningConfig) -> list[tuple[int, float]]:
+    """(epoch, share of the remaining weights to prune) of each step; none for a strategy that
+    never prunes."""
+    if not STRATEGIES[p.name].prunes:
+        return []
+    return SCHEDULES[p.schedule].events(p.amount, p.epoch, p.steps, p.interval)
+
+
+def describe(p: PruningConfig, sep: str = "-") -> str:
+    """A short name of the pruning settings, e.g. magnitude0.5, magnitude0.5x3-layerwise,
+    snip0.8, magnitude0.8x8-cubic-rewind1; the defaults are left out."""
+    entry, default = STRATEGIES[p.name], PruningConfig()
+    if not entry.prunes:
+        return p.name
+    parts = [f"{p.name}{p.amount:g}" + (f"x{p.steps}" if p.steps > 1 else "")]
+    parts += [p.scope] if p.scope != entry.scopes[0] else []
+    parts += [p.schedule] if p.schedule != default.schedule else []
+    parts += [f"rewind{p.rewind_epoch}" if p.reset == "rewind" else p.reset] \
+        if p.reset != default.reset else []
+    return sep.join(parts)
+
+
+def current_masks(model: nn.Module) -> Masks:
+    """Each prunable weight's mask (ones where none was applied yet), and each bias mask that
+    was applied."""
+    masks: Masks = {}
+    for (name, w), m in zip(prunable_weights(model).items(), prunable_modules(model), strict=True):
+        masks[name] = m.weight_mask if hasattr(m, "weight_mask") else torch.ones_like(w)
+        if hasattr(m, "bias_mask"):
+            masks[name.removesuffix("weight") + "bias"] = m.bias_mask
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Set each named parameter's mask (a buffer beside it), zero what it removes, and mask
+    its gradients from now on."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, mask in masks.items():
+            mod_name, _, pname = key.rpartition(".")
+            m = modules[mod_name]
+            param = getattr(m, pname)
+            mask = mask.to(dtype=param.dtype, device=param.device)
+            m.register_buffer(f"{pname}_mask", mask)
+            param.mul_(mask)
+            _mask_gradients(m, pname)
+
+
+def training_batch(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> Batch:
+    """n training samples drawn with `seed` (what a strategy that scores on data sees)."""
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    idx = idx.to(x.device)
+    return Batch(x[idx], y[idx])
+
+
+def apply_pruning(model: nn.Module, p: PruningConfig, rate: float, seed: int = 0,
+                  data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Prune `rate` of the remaining weights in place with the strategy `p` names (masks are
+    registered even at 0); random choices are drawn from `seed`, so a branch is reproducible.
+    `data` (training inputs, labels) is needed by strategies that score on a batch."""
+    entry = STRATEGIES[p.name]
+    if not 0 <= rate < 1:
+        raise ValueError(f"pruning rate must be in [0, 1), got {rate}")
+    batch = None
+    if entry.batch_field is not None and rate > 0:
+        if data is None:
+            raise ValueError(f"pruning={p.name} scores on training data; none was given")
+        batch = training_batch(*data, getattr(p, entry.batch_field), seed)
+    old = current_masks(model)
+    was_training = model.training
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        STRATEGIES[name](model, amount, scope)
-    freeze(model)
+        new = entry.prune(model, p, rate, old, batch) if rate > 0 else old
+    model.train(was_training)
+    model.zero_grad(set_to_none=True)  # scores may leave gradients; training starts clean
+    apply_masks(model, {k: v * old[k] if k in old else v for k, v in new.items()})
+
+
+def keep_top(scores: Mapping[str, torch.Tensor], masks: Masks, rate: float, scope: str) -> Masks:
+    """Masks that remove `rate` of the remaining weights with the lowest scores: over all
+    layers at once (global) or in each layer (layerwise). Removed weights stay removed."""
+    groups = [list(scores)] if scope == "global" else [[k] for k in scores]
+    out = dict(masks)
+    for keys in groups:
+        alive = [masks[k].bool() for k in keys]
+        remaining = torch.cat([scores[k][a] for k, a in zip(keys, alive, strict=True)])
+        n_prune = round(rate * remaining.numel())
+        if n_prune == 0:
+            continue
+        drop = torch.zeros(remaining.numel(), dtype=torch.bool, device=remaining.device)
+        drop[torch.topk(remaining, n_prune, largest=False).indices] = True
+        start = 0
+        for k, a in zip(keys, alive, strict=True):
+            n = int(a.sum())
+            flat = out[k].clone().reshape(-1)
+            where = a.reshape(-1).nonzero().squeeze(1)
+            flat[where[drop[start:start + n]]] = 0
+            out[k] = flat.view_as(masks[k])
+            start += n
+    return out
 
 
 def _mask_gradients(m: nn.Module, pname: str) -> None:
@@ -110,27 +273,6 @@ def freeze(model: nn.Module) -> None:
             _mask_gradients(m, pname)
 
 
-def _thaw(model: nn.Module) -> None:
-    """Back to torch's reparametrization, before a further pruning step."""
-    for m in prunable_modules(model):
-        for pname in ("weight", "bias"):
-            if f"{pname}_mask" not in m._buffers or f"{pname}_orig" in m._parameters:
-                continue
-            m.__dict__["_mask_hooks"].pop(pname).remove()
-            mask = m._buffers.pop(f"{pname}_mask")
-            prune.custom_from_mask(m, pname, mask)
-
-
-def schedule(name: str, amount: float, epoch: int, steps: int = 1, interval: int = 1
-             ) -> list[tuple[int, float]]:
-    """(epoch, share of the remaining weights to prune) of each step: `steps` equal-rate steps
-    `interval` epochs apart that together remove `amount` (one step: one-shot pruning)."""
-    if name == "none":
-        return []
-    rate = 1 - (1 - amount) ** (1 / steps)
-    return [(epoch + i * interval, rate) for i in range(steps)]
-
-
 def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Re-create the pruning masks named in a state dict, so `load_state_dict` accepts it
     (call `freeze` after loading)."""
@@ -148,15 +290,11 @@ def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> No
                 _mask_gradients(m, pname)
 
 
-def _weight_mask(m: nn.Module) -> torch.Tensor | None:
-    return getattr(m, "weight_mask", None)
-
-
 def sparsity(model: nn.Module) -> float:
     """Fraction of prunable weights that are pruned (masked to zero)."""
     total, pruned = 0, 0
     for m in prunable_modules(model):
-        mask = _weight_mask(m)
+        mask = getattr(m, "weight_mask", None)
         total += m.weight.numel()
         pruned += 0 if mask is None else int((mask == 0).sum().item())
     return pruned / total if total else 0.0
@@ -185,3 +323,6 @@ def surviving_parameters(model: nn.Module) -> int:
             mask = getattr(m, pname.removesuffix("_orig") + "_mask", None)
             count += p.numel() if mask is None else int(mask.sum().item())
     return count
+
+
+from emergence_lab import strategies  # noqa: E402, F401 - registers the strategies

@@ -1,132 +1,51 @@
-"""Which process trains a cell, and from where: skip a finished cell, resume an abandoned one,
-leave one that another live process trains alone, and start a new run otherwise.
+"""One run end to end: claim the cell, build the network, train it with pruning steps on the
+configured schedule, measure emergence every epoch and log to MLflow.
 
-A cell (one config_hash in one experiment) maps to its run through a claim in the store
-(`cell.<config_hash>.<attempt>`, see `tracking.claim`); a run is trained by the holder of its
-latest lease. Both are atomic against the store, so two sweeps on one store, on one machine or
-several, never train, resume or log into the same cell at once.
+Runs that share their training before the first pruning step share it through
+`checkpoint.shared_prefix` (computed once, cached, its threads lent by waiting siblings); every
+branch still logs its whole curve from step 0. Which process trains a cell is `ownership.py`'s;
+the loop itself is `train.py`'s.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import shutil
+import signal
 import socket
-import time
-from dataclasses import dataclass
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from emergence_lab import tracking
-from emergence_lab.config import Config
-from emergence_lab.data import shape_of
+from emergence_lab import ownership, procs, tracking
+from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
+from emergence_lab.config import Config, validate
+from emergence_lab.data import TensorData, load_dataset, shape_of
+from emergence_lab.emergence import stop_epoch
+from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
 from emergence_lab.models import INITS, UnitModel, build_model
+from emergence_lab.pruning import RESETS, apply_masks, apply_pruning, current_masks, schedule
+from emergence_lab.train import Row, fit, measure
 
 log = logging.getLogger(__name__)
-TAKEN_POLL_S = 2.0
 
 
-@dataclass
-class Claim:
-    """What this process does with a cell: "skip" (a FINISHED run exists), "new" (it created
-    `run_id` and holds it), "resume" (it took over the abandoned `run_id`) or "taken" (another
-    live process trains `run_id`)."""
-
-    state: str
-    run_id: str | None = None
-    owner: str = ""
-    run: Any = None
-
-
-def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
-    return next((r for r in tracking.find_runs(uri, exp_id, identity)
-                 if r.info.status == "FINISHED"), None)
-
-
-def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
-    """(attempt, run) the cell's latest claim names; attempt 0 and the newest unfinished run for
-    a cell of a store from before claims (adopted when resumed)."""
-    n, run_id = tracking.latest_claim(uri, exp_id, f"cell.{identity}")
-    if run_id is not None:
-        run = tracking.get_client(uri).get_run(run_id)
-        return n, None if run.info.lifecycle_stage == "deleted" else run
-    # runs with an owner tag were made by claim-aware code: one not in the claims is another
-    # process's candidate that has not claimed the cell yet, not an abandoned run
-    legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
-              if r.info.status in ("RUNNING", "KILLED") and tracking.OWNER_TAG not in r.data.tags]
-    return 0, legacy[0] if legacy else None
-
-
-def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
-            parent_run_id: str | None) -> Claim:
-    """Decide, atomically against the store, what this process does with the cell. A cell that
-    another live process trains is waited for (tracking.on_taken=wait: then skipped once it
-    finishes, taken over if its owner dies) or left to it (skip).
-
-    force=true makes a new run unless another process already started one for the cell while
-    this one decided (two identical forced sweeps rerun each cell once, not twice).
-    """
-    uri, t = c.tracking.uri, c.tracking
-    exp_id = tracking.ensure_experiment(uri, t.experiment)
-    owner = tracking.owner_token()
-    force, said, races = c.force, False, 0
-    while races < 50:  # each race is lost to a process that then holds the cell
-        done = None if force else _finished(uri, exp_id, identity)
-        if done is not None:
-            return Claim("skip", done.info.run_id, run=done)
-        attempt, run = _current(uri, exp_id, identity)
-        status = run.info.status if run is not None else None
-        if status == "FINISHED" and not force:
-            races += 1
-            continue  # it finished between the two reads: skip it on the next pass
-        if status == "RUNNING":
-            alive, holder = tracking.owner_alive(run, t.stale_after_s)
-            if alive:
-                force = False  # a run started meanwhile is this rerun's result too
-                if t.on_taken == "skip":
-                    return Claim("taken", run.info.run_id, holder, run)
-                if not said:
-                    log.warning("%s: run %s is being trained by %s; waiting for it "
-                                "(tracking.on_taken=skip leaves it)", name, run.info.run_id, holder)
-                    said = True
-                time.sleep(TAKEN_POLL_S)
-                continue
-        races += 1
-        if not force and status in ("RUNNING", "KILLED"):
-            if tracking.take_lease(uri, run.info.run_id, owner):
-                return Claim("resume", run.info.run_id, owner, run)
-            continue
-        run_id = tracking.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
-        if tracking.claim(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
-            return Claim("new", run_id, owner)
-        tracking.delete_run(uri, run_id)  # another process claimed the cell first
-        force = False
-    raise RuntimeError(f"could not claim cell {identity} ({name}): the store keeps changing")
-
-
-def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:
-    """The run's last checkpoint, None when it has none; a file that torch refuses to load
-    with weights_only=True (tampered, or not a checkpoint) raises ValueError naming it."""
-    path = tracking.download_artifact(uri, run_id, "checkpoints/last.pt", workdir)
-    if path is None:
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ValueError(f"checkpoint checkpoints/last.pt of run {run_id} is refused by "
-                         f"torch.load(weights_only=True) ({type(exc).__name__}: {first}); it "
-                         f"is not resumed: delete the run or rerun the cell with force=true"
-                         ) from None
+# Device names that stand for another: auto is cuda when there is one, else the cpu.
+DEVICE_ALIASES: dict[str, Callable[[], str]] = {
+    "auto": lambda: "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` is cuda when available, else cpu; a device this machine lacks is a ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    device = torch.device(DEVICE_ALIASES.get(name, lambda: name)())
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available,
                  "cpu": lambda: True}[device.type]()
     if device.type == "cuda" and available and (device.index or 0) >= torch.cuda.device_count():
@@ -137,17 +56,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_network(c: Config, in_shape: tuple[int, ...], num_classes: int) -> UnitModel:
-    """The seeded, initialized network of a run; non-finite initial weights are a config error
-    (init.alpha), found before training rather than blamed on the learning rate."""
-    torch.manual_seed(c.trainer.seed)
-    model = build_model(c.model.name, in_shape, num_classes,
-                        **{k: v for k, v in dataclasses.asdict(c.model).items() if k != "name"})
-    INITS[c.init.name](model, c.init.alpha)
+def build_network(c: Config, in_shape: tuple[int, ...], num_classes: int,
+                  seed: int | None = None) -> UnitModel:
+    """The seeded (trainer.seed unless `seed`), initialized network of a run; non-finite initial
+    weights are a config error (the init's settings), found before training rather than blamed
+    on the learning rate."""
+    torch.manual_seed(c.trainer.seed if seed is None else seed)
+    model = build_model(c.model, in_shape, num_classes)
+    INITS[c.init.name].apply(model, c.init)
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise ValueError(f"init.alpha={c.init.alpha} (init={c.init.name}) makes the initial "
-                         f"weights non-finite ({bad[0]}); use a smaller init.alpha")
+        settings = ", ".join(f"init.{k}={v}" for k, v in vars(c.init).items() if k != "name")
+        raise ValueError(f"{settings} (init={c.init.name}) makes the initial weights non-finite "
+                         f"({bad[0]}); use a smaller value")
     return model
 
 
@@ -165,4 +86,288 @@ def preflight(c: Config, device: bool = True) -> None:
                 f"{pre_classes} classes, dataset={c.dataset.name} has {shape} and {classes}: "
                 f"the network cannot move from one to the other; pick a data set of the same "
                 f"shape, or pretrain=none")
-    build_network(c, shape, classes)
+    model = build_network(c, shape, classes)
+    layers = c.threshold.layers
+    counted = len(model.unit_layers(layers))
+    if counted < 2:
+        raise ValueError(f"emergence needs at least 2 counted layers: threshold.layers="
+                         f"{list(layers)} counts {counted} of this model; add hidden layers or "
+                         f"'output' to threshold.layers")
+
+
+class EpochLogger:
+    """The per-epoch callback: log metrics, advance the progress bar, write checkpoints and,
+    when armed, stop once emergence has stayed at or below trainer.stop_epsilon."""
+
+    def __init__(self, run: tracking.Run, c: Config, model: UnitModel,
+                 opt: torch.optim.Optimizer, workdir: Path):
+        self.run, self.c, self.model, self.opt, self.workdir = run, c, model, opt, workdir
+        self.bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch",
+                        disable=None if c.tracking.progress else True, leave=False)
+        self.best_acc = -1.0
+        self.last: dict[str, float] = {}
+        self.emergence: list[tuple[int, float]] = []  # (epoch, E) since the stopper was armed
+        self.stopper_armed = False
+        self.pruning_steps = 0  # pruning steps applied to the network, saved with checkpoints
+        self.rewind: dict[str, Any] | None = None  # the state a reset rewinds to, saved with them
+
+    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: str = "all") -> bool:
+        """Log one epoch; checkpoint "all" (last.pt, best.pt when best), "last" or "none"."""
+        self.run.check_owner()  # never log into a run another process has taken over
+        self.run.log_metrics(metrics, step=epoch)
+        if "train/loss" in metrics:  # a training epoch of the run's own data set
+            self.last = metrics
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
+                                 acc=f"{metrics['test/acc']:.3f}")
+            log.info("%s epoch %d: train/loss %.4f test/acc %.4f E %.4g", run_name(self.c),
+                     epoch, metrics["train/loss"], metrics["test/acc"], metrics["emergence/E"])
+        elif epoch == 0:
+            self.last = metrics
+        if checkpoint != "none" and self.c.trainer.checkpoints:
+            self.checkpoint(epoch, metrics["test/acc"], best=checkpoint == "all")
+        return self._should_stop(epoch, metrics)
+
+    def _should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        eps = self.c.trainer.stop_epsilon
+        if not self.stopper_armed or eps is None:
+            return False
+        self.emergence.append((epoch, metrics["emergence/E"]))
+        fired = stop_epoch(self.emergence, eps, self.c.trainer.stop_patience)
+        if fired is not None:
+            self.run.set_tags({"stopped_early_at": fired})
+            log.info("%s: E <= %g for %d epochs, stopping at epoch %d", run_name(self.c), eps,
+                     self.c.trainer.stop_patience, fired)
+        return fired is not None
+
+    def checkpoint(self, epoch: int, acc: float, best: bool = True) -> None:
+        """Log last.pt (what a resumed run starts from), and best.pt when acc is the best so far
+        of the network as it ends up (epochs before its last pruning step never count)."""
+        last = self.workdir / "last.pt"
+        extra = {"rewind": self.rewind} if self.rewind is not None else {}
+        save_checkpoint(last, self.model, self.opt, epoch=epoch, test_acc=acc,
+                        pruning_steps=self.pruning_steps, **extra)
+        self.run.log_artifact(last, "checkpoints")
+        if best and acc > self.best_acc:
+            self.best_acc = acc
+            shutil.copyfile(last, self.workdir / "best.pt")  # the same bytes: not serialized twice
+            self.run.log_artifact(self.workdir / "best.pt", "checkpoints")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclasses.dataclass
+class Setup:
+    """What one run trains with."""
+
+    c: Config
+    model: UnitModel
+    opt: torch.optim.Optimizer
+    data: TensorData
+    probe: torch.Tensor
+    pretrain: tuple[TensorData, torch.Tensor] | None  # pretraining data and its probe set
+
+
+def _state(s: Setup) -> dict[str, Any]:
+    """A copy of the model's and the optimizer's state (training goes on in place)."""
+    return copy.deepcopy({"model": s.model.state_dict(),
+                          "optimizer": optimizer_state(s.model, s.opt)})
+
+
+def _prefix(s: Setup, upto: int, logger: EpochLogger
+            ) -> Callable[[Callable[[], None]], dict[str, Any]]:
+    """The training every sibling shares: pretraining, then epochs 1..upto of the run's data,
+    with the state at pruning.rewind_epoch when the reset rewinds to it. `borrow()`, called
+    before each epoch, takes up the threads of siblings waiting for it."""
+    rewinds = bool(RESETS[s.c.pruning.reset].prefix_fields)
+
+    def compute(borrow: Callable[[], None]) -> dict[str, Any]:
+        history: list[Row] = []
+        saved: dict[str, Any] = {}
+        borrow()
+
+        def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
+            history.append((epoch, metrics))
+            borrow()
+            return logger(epoch, metrics, checkpoint)
+
+        def keep_own(epoch: int, metrics: dict[str, float]) -> bool:
+            if rewinds and epoch == s.c.pruning.rewind_epoch:
+                saved["rewind"] = _state(s)
+            return keep(epoch, metrics, "none" if epoch == 0 else "last")
+
+        if s.pretrain:
+            pre_data, pre_probe = s.pretrain
+            fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
+                lambda e, m: keep(e, {f"pretrain/{k}": v for k, v in m.items()}, "none"))
+        keep_own(0, measure(s.model, s.data, s.probe, s.c))
+        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep_own)
+        return {**_state(s), "history": history, **saved}
+
+    return compute
+
+
+def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device,
+                 run: tracking.Run, logger: EpochLogger) -> int:
+    """Epoch 0, or the shared prefix (cached) up to the first pruning step; returns its epoch."""
+    c = s.c
+    upto = events[0][0] if events else 0
+    if not events and not s.pretrain:
+        logger(0, measure(s.model, s.data, s.probe, c), checkpoint="none")
+        return 0
+    key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
+    cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
+    # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
+    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger),
+                                    lend=not c.trainer.num_threads)
+    run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
+    if cached:
+        restore_state(payload, s.model, s.opt)
+        for epoch, metrics in payload["history"]:
+            logger(epoch, metrics, checkpoint="none")
+    logger.rewind = payload.get("rewind")
+    return upto
+
+
+def _after_prune_lr(opt: torch.optim.Optimizer, c: Config) -> None:
+    """trainer.lr_after_prune, when set, from the first pruning step on (the re-tuned lr of a
+    pruned branch; the shared training before it keeps trainer.lr)."""
+    if c.trainer.lr_after_prune is not None:
+        for group in opt.param_groups:
+            group["lr"] = c.trainer.lr_after_prune
+
+
+@dataclasses.dataclass
+class Sources:
+    """What a reset restarts the survivors from (see pruning.RESETS)."""
+
+    rewind: dict[str, Any] | None  # the state at pruning.rewind_epoch
+    fresh: Callable[[], dict[str, Any]]  # a new random initialization
+
+
+def _reset(s: Setup, logger: EpochLogger) -> None:
+    """After a pruning step, restart the surviving weights where pruning.reset says; the masks
+    stay, and the optimizer's state goes with the weights (cleared for a fresh init)."""
+    c = s.c
+
+    def fresh() -> dict[str, Any]:
+        net = build_network(c, s.model.input_shape, s.data.num_classes, seed=c.trainer.seed + 7919)
+        return {"model": net.state_dict(), "optimizer": None}
+
+    state = RESETS[c.pruning.reset].state(Sources(logger.rewind, fresh))
+    if state is None:
+        return
+    masks = current_masks(s.model)
+    weights = {k: v for k, v in state["model"].items() if not k.endswith("_mask")}
+    s.model.load_state_dict(weights, strict=False)
+    apply_masks(s.model, masks)
+    s.opt.state.clear()
+    if state["optimizer"] is not None:
+        restore_state({"model": s.model.state_dict(), "optimizer": state["optimizer"]},
+                      s.model, s.opt)
+
+
+def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: EpochLogger,
+                  resume: dict[str, Any] | None) -> None:
+    """From epoch 0 (or a resumed checkpoint), prune-and-train segments to the last epoch."""
+    c, p = s.c, s.c.pruning
+    events = schedule(p)
+    if resume is None:
+        epoch, done = _start_fresh(s, events, device, run, logger), 0
+    else:
+        epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
+        restore_state(resume, s.model, s.opt)
+        logger.rewind = resume.get("rewind")
+        logger.pruning_steps = done
+        if done:
+            _after_prune_lr(s.opt, c)
+    before_final = lambda e, m: logger(e, m, checkpoint="last")  # noqa: E731 - not best.pt yet
+    for i in range(done, len(events)):
+        at, rate = events[i]
+        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final):
+            return
+        epoch = at
+        apply_pruning(s.model, p, rate, seed=c.trainer.seed + at,
+                      data=(s.data.x_train, s.data.y_train))
+        if rate > 0:  # an unpruned control is never reset
+            _reset(s, logger)
+        after = measure(s.model, s.data, s.probe, c)
+        run.log_metrics({"pruning/E_after": after["emergence/E"],
+                         "pruning/relative_after": after["emergence/relative"],
+                         "pruning/test_acc_after": after["test/acc"],
+                         "pruning/sparsity_after": after["pruning/sparsity"]}, step=at)
+        logger.pruning_steps = i + 1
+        _after_prune_lr(s.opt, c)
+        if c.trainer.checkpoints:
+            logger.checkpoint(at, after["test/acc"], best=i + 1 == len(events))
+    logger.stopper_armed = True  # only once the network is final
+    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger)
+
+
+def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
+    data = load_dataset(cfg).to(device)
+    return data, data.probe(cfg.probe_size, cfg.probe_seed)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    procs.stop_requested.set()
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def train(cfg: DictConfig, parent_run_id: str | None = None,
+          overrides: list[str] | None = None) -> dict[str, float]:
+    """Run one configuration end to end; returns the last epoch's metrics ({} when another
+    process trains the cell and tracking.on_taken=skip).
+
+    A configuration that already has a FINISHED run in the experiment is skipped; an
+    interrupted one continues in its own run from its last checkpoint (force=true: a new run);
+    one that another live process trains is waited for (see runner.acquire).
+    """
+    c = validate(cfg)
+    procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
+    procs.stopped_run_closed.clear()
+    if c.trainer.num_threads:
+        torch.set_num_threads(c.trainer.num_threads)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # marks the run KILLED, like Ctrl-C
+    device = resolve_device(c.trainer.device)
+    # Missing or corrupt data, and configs that cannot train, fail here, before a run exists.
+    preflight(c, device=False)
+    data, probe = _load(c.dataset, device)
+    pretrain = _load(c.pretrain.dataset, device) if c.pretrain.epochs else None
+    identity, name, commit = config_hash(c), run_name(c), git_commit()
+    tags = {"config_hash": identity, "git_commit": commit, "mlflow.source.git.commit": commit,
+            "data_digest": data.digest, "dataset_label": data.label,
+            "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
+            "device": str(device), "torch_threads": torch.get_num_threads(),
+            "overrides": " ".join(overrides or [])[:5000]}
+    got = ownership.acquire(c, identity, name, tags, parent_run_id)
+    if got.state == "skip":
+        log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, got.run_id)
+        return dict(got.run.data.metrics)
+    if got.state == "taken":
+        log.warning("%s: skipped, run %s is being trained by %s", name, got.run_id, got.owner)
+        return {}
+    resumed = got.state == "resume"
+    with tempfile.TemporaryDirectory() as workdir, tracking.Run(
+            c.tracking.uri, c.tracking.experiment, name, tags, parent_run_id, run_id=got.run_id,
+            owner=got.owner, resumed=resumed, heartbeat_s=c.tracking.heartbeat_s) as run:
+        checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
+            if resumed else None
+        if not resumed:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            resolved.pop("hydra", None)
+            run.log_params(flatten(resolved))
+            run.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+            run.log_text("\n".join(overrides or []) + "\n", "overrides.txt")
+        model = build_network(c, tuple(data.x_train.shape[1:]), data.num_classes).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr,
+                              momentum=c.trainer.momentum, weight_decay=c.trainer.weight_decay)
+        logger = EpochLogger(run, c, model, opt, Path(workdir))
+        try:
+            _train_branch(Setup(c, model, opt, data, probe, pretrain), device, run, logger,
+                          checkpoint)
+        finally:
+            logger.close()
+        return dict(logger.last)

@@ -3,13 +3,17 @@
 The callback runs in the launching process, before any job: it composes and validates every
 job's config (a bad value fails the sweep before a run exists), creates the store and the
 experiment (parallel jobs never race on schema creation) and the parent run, whose id it leaves
-in the sweep dir for the jobs.
+in the sweep dir for the jobs. It works with any sweeper: a grid (Hydra's basic sweeper, only
+discrete choices and ranges) is expanded and every cell checked; a search whose jobs are only
+known as it goes (Optuna's sweeper) has its fixed overrides checked up front and each job's
+config when the job starts.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -20,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -41,24 +44,51 @@ SIGNAL_GRACE_S = 30.0  # how long an interrupted launcher waits for its workers'
 JOBS_FILE = "sweep_jobs.json"  # on the parent run: every job's overrides, to list missing cells
 
 
+class NotAGrid(ValueError):
+    """Sweep arguments that are not a grid of discrete values (e.g. Optuna's interval())."""
+
+
 def expand_sweep(args: list[str]) -> list[list[str]]:
-    """The overrides of every job Hydra's basic sweeper makes of these arguments."""
-    parsed = OverridesParser.create().parse_overrides(args)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None)
-            for job in batch]
+    """The overrides of every job of the grid these arguments span, in the order of Hydra's
+    basic sweeper (the cartesian product, the first argument varying slowest)."""
+    axes = []
+    for o in OverridesParser.create().parse_overrides(args):
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes.append([f"{key}={o.get_value_element_as_str()}"])
+        elif o.is_discrete_sweep():
+            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            raise NotAGrid(f"{o.input_line} is a search space, not a list of values")
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def _is_grid(config: DictConfig) -> bool:
+    """Whether the sweeper runs every job of its arguments' grid (Hydra's basic sweeper); other
+    sweepers (Optuna, Nevergrad, Ax) choose their jobs from the arguments as they go."""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
 
 
 def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """(overrides, composed config) of every job the basic sweeper will launch."""
+    """(overrides, composed config) of every job of a grid sweep; for a search, the one job of
+    its fixed overrides (with each choice's first value), checked before any job runs."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    args = params + list(config.hydra.overrides.task)
+    if _is_grid(config):
+        jobs = expand_sweep(args)
+    else:
+        parsed = OverridesParser.create().parse_overrides(args)
+        jobs = [[f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+                 if o.is_discrete_sweep() else o.input_line for o in parsed
+                 if not o.is_sweep_override() or o.is_discrete_sweep()]]
     loader = GlobalHydra.instance().config_loader()
-    jobs = []
-    for job in expand_sweep(params + list(config.hydra.overrides.task)):
+    out = []
+    for job in jobs:
         job_cfg = loader.load_sweep_config(config, job)
         with read_write(job_cfg), open_dict(job_cfg):
             del job_cfg["hydra"]  # as Hydra does before it calls the task function
-        jobs.append((job, job_cfg))
-    return jobs
+        out.append((job, job_cfg))
+    return out
 
 
 def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
@@ -85,6 +115,7 @@ class SweepCallback(Callback):
         self.run_id: str | None = None
         self.jobs: list[dict[str, Any]] = []
         self.interrupted = False
+        self.grid = True  # the jobs are known up front (else a search: see sweep_job_configs)
         self.stale_after_s: float | None = None  # the jobs' tracking.stale_after_s
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -96,6 +127,7 @@ class SweepCallback(Callback):
             sys.exit(f"Sweep not started: {exc}")
 
     def _start(self, config: DictConfig) -> None:
+        self.grid = _is_grid(config)
         composed = sweep_job_configs(config)
         jobs = validate_sweep(composed)
         first = jobs[0].tracking
@@ -114,8 +146,10 @@ class SweepCallback(Callback):
                         for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
             check_available(dataset)
         self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
-                     for (o, _), j in zip(composed, jobs, strict=True)]
-        sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs))
+                     for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
+        # a grid is identified by its cells; a search by its arguments and its sweep dir
+        sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs)) if self.grid else \
+            stable_hash([str(config.hydra.sweep.dir), list(config.hydra.overrides.task)])
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.uri = first.uri
         self.stale_after_s = first.stale_after_s
@@ -157,6 +191,9 @@ class SweepCallback(Callback):
         if not self.run_id:
             return
         runs = tracking.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
+        if not self.grid:  # a search: every job that made a run is one of its cells
+            self.jobs = [{"overrides": [r.data.tags.get("overrides", "")],
+                          "config_hash": r.data.tags.get("config_hash")} for r in runs]
         cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
         latest = {r.data.tags.get("config_hash"): r for r in runs}  # sweep_runs: oldest first

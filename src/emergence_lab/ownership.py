@@ -1,0 +1,118 @@
+"""Which process trains a cell, and from where: skip a finished cell, resume an abandoned one,
+leave one that another live process trains alone, and start a new run otherwise.
+
+A cell (one config_hash in one experiment) maps to its run through a claim in the store
+(`cell.<config_hash>.<attempt>`, see `tracking.claim`); a run is trained by the holder of its
+latest lease. Both are atomic against the store, so two sweeps on one store, on one machine or
+several, never train, resume or log into the same cell at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emergence_lab import tracking
+from emergence_lab.config import Config
+
+log = logging.getLogger(__name__)
+TAKEN_POLL_S = 2.0
+
+
+@dataclass
+class Claim:
+    """What this process does with a cell: "skip" (a FINISHED run exists), "new" (it created
+    `run_id` and holds it), "resume" (it took over the abandoned `run_id`) or "taken" (another
+    live process trains `run_id`)."""
+
+    state: str
+    run_id: str | None = None
+    owner: str = ""
+    run: Any = None
+
+
+def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
+    return next((r for r in tracking.find_runs(uri, exp_id, identity)
+                 if r.info.status == "FINISHED"), None)
+
+
+def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
+    """(attempt, run) the cell's latest claim names; attempt 0 and the newest unfinished run for
+    a cell of a store from before claims (adopted when resumed)."""
+    n, run_id = tracking.latest_claim(uri, exp_id, f"cell.{identity}")
+    if run_id is not None:
+        run = tracking.get_client(uri).get_run(run_id)
+        return n, None if run.info.lifecycle_stage == "deleted" else run
+    # runs with an owner tag were made by claim-aware code: one not in the claims is another
+    # process's candidate that has not claimed the cell yet, not an abandoned run
+    legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
+              if r.info.status in ("RUNNING", "KILLED") and tracking.OWNER_TAG not in r.data.tags]
+    return 0, legacy[0] if legacy else None
+
+
+def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
+            parent_run_id: str | None) -> Claim:
+    """Decide, atomically against the store, what this process does with the cell. A cell that
+    another live process trains is waited for (tracking.on_taken=wait: then skipped once it
+    finishes, taken over if its owner dies) or left to it (skip).
+
+    force=true makes a new run unless another process already started one for the cell while
+    this one decided (two identical forced sweeps rerun each cell once, not twice).
+    """
+    uri, t = c.tracking.uri, c.tracking
+    exp_id = tracking.ensure_experiment(uri, t.experiment)
+    owner = tracking.owner_token()
+    force, said, races = c.force, False, 0
+    while races < 50:  # each race is lost to a process that then holds the cell
+        done = None if force else _finished(uri, exp_id, identity)
+        if done is not None:
+            return Claim("skip", done.info.run_id, run=done)
+        attempt, run = _current(uri, exp_id, identity)
+        status = run.info.status if run is not None else None
+        if status == "FINISHED" and not force:
+            races += 1
+            continue  # it finished between the two reads: skip it on the next pass
+        if status == "RUNNING":
+            alive, holder = tracking.owner_alive(run, t.stale_after_s)
+            if alive:
+                force = False  # a run started meanwhile is this rerun's result too
+                if t.on_taken == "skip":
+                    return Claim("taken", run.info.run_id, holder, run)
+                if not said:
+                    log.warning("%s: run %s is being trained by %s; waiting for it "
+                                "(tracking.on_taken=skip leaves it)", name, run.info.run_id, holder)
+                    said = True
+                time.sleep(TAKEN_POLL_S)
+                continue
+        races += 1
+        if not force and status in ("RUNNING", "KILLED"):
+            if tracking.take_lease(uri, run.info.run_id, owner):
+                return Claim("resume", run.info.run_id, owner, run)
+            continue
+        run_id = tracking.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
+        if tracking.claim(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
+            return Claim("new", run_id, owner)
+        tracking.delete_run(uri, run_id)  # another process claimed the cell first
+        force = False
+    raise RuntimeError(f"could not claim cell {identity} ({name}): the store keeps changing")
+
+
+def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:
+    """The run's last checkpoint, None when it has none; a file that torch refuses to load
+    with weights_only=True (tampered, or not a checkpoint) raises ValueError naming it."""
+    path = tracking.download_artifact(uri, run_id, "checkpoints/last.pt", workdir)
+    if path is None:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint checkpoints/last.pt of run {run_id} is refused by "
+                         f"torch.load(weights_only=True) ({type(exc).__name__}: {first}); it "
+                         f"is not resumed: delete the run or rerun the cell with force=true"
+                         ) from None

@@ -1,0 +1,85 @@
+"""The identity of a cell: stable across added defaulted fields, and the stored hashes kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from emergence_lab import models
+from emergence_lab.config import validate
+from emergence_lab.identity import config_hash, identity_fields, v1_fields
+from tests.conftest import ROOT, compose_cfg
+
+# config_hash of each configuration under the first scheme, computed by the code of 5cfacb9
+# (before the registries): the hashes of the runs stored since then.
+V1_HASHES = json.loads((Path(__file__).parent / "data" / "v1_config_hashes.json").read_text())
+PAPER_FMNIST = {k: v for k, v in V1_HASHES.items() if k.startswith("experiment=paper_fmnist ")}
+
+
+def _hashes(cases: dict[str, str]) -> dict[str, str]:
+    return {k: config_hash(validate(compose_cfg(k.split()))) for k in cases}
+
+
+def test_stored_hashes_of_every_experiment_are_kept():
+    assert _hashes(V1_HASHES) == V1_HASHES
+
+
+def test_adding_a_defaulted_field_keeps_the_paper_fmnist_hashes(monkeypatch):
+    """The issue's case: `activation: relu` added to the MLP's schema."""
+    assert len(PAPER_FMNIST) == 8  # 4 cells x seeds 0 and 4
+    extended = dataclasses.make_dataclass(
+        "MLPConfig", [("activation", str, dataclasses.field(default="relu"))],
+        bases=(models.MLPConfig,))
+    entry = models.MODELS["mlp"]
+    monkeypatch.setitem(models.MODELS._entries, "mlp", dataclasses.replace(entry, settings=extended))
+    from emergence_lab.config import register_configs
+    register_configs()
+    try:
+        cfg = compose_cfg(["experiment=paper_fmnist"])
+        assert validate(cfg).model.activation == "relu"
+        assert _hashes(PAPER_FMNIST) == PAPER_FMNIST
+        changed = validate(compose_cfg(["experiment=paper_fmnist", "model.activation=tanh"]))
+        assert config_hash(changed) not in PAPER_FMNIST.values()
+        assert identity_fields(changed)["model.activation"] == "tanh"
+    finally:
+        monkeypatch.undo()
+        register_configs()
+
+
+def test_identity_fields_are_the_non_default_ones():
+    fields = identity_fields(validate(compose_cfg(["dataset=digits", "pruning=snip",
+                                                   "pruning.samples=64"])))
+    assert fields["pruning.name"] == "snip" and fields["pruning.samples"] == 64
+    assert "pruning.scope" not in fields and "trainer.lr" not in fields  # defaults
+    assert "dataset.data_dir" not in fields and "trainer.device" not in fields  # not results
+
+
+def test_a_strategy_the_first_scheme_lacks_at_defaults_is_still_v1_expressible():
+    c = validate(compose_cfg(["pruning=snip"]))
+    assert v1_fields(c) is not None
+    assert v1_fields(validate(compose_cfg(["pruning=snip", "pruning.samples=64"]))) is None
+
+
+def test_an_unpruned_branch_has_one_identity_whichever_strategy_names_it():
+    hashes = {config_hash(validate(compose_cfg([f"pruning={p}", "pruning.amount=0",
+                                                "pruning.epoch=5"])))
+              for p in ("magnitude", "random", "snip", "lottery", "lottery_reinit", "gradual")}
+    assert len(hashes) == 1
+
+
+@pytest.mark.parametrize("doc", ["README.md"])
+def test_changing_a_default_is_documented(doc, monkeypatch):
+    """Changing a default re-labels stored runs: a config at the old default now hashes as a
+    non-default one, and one at the new default takes the stored runs' hash. The docs say so."""
+    text = (ROOT / doc).read_text()
+    assert "Never change a default" in text and "force=true" in text
+    base = validate(compose_cfg(["pruning=snip"]))
+    explicit_old = validate(compose_cfg(["pruning=snip", "pruning.samples=256"]))
+    before = config_hash(explicit_old)
+    assert config_hash(base) == before
+    from emergence_lab import strategies
+    monkeypatch.setattr(strategies.BatchScoreConfig.__dataclass_fields__["samples"], "default", 512)
+    assert config_hash(explicit_old) != before  # the same settings, another identity
