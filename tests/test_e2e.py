@@ -75,3 +75,25 @@ def test_single_run_has_no_parent(tmp_path):
     client = tracking.get_client(f"sqlite:///{tmp_path / 'x.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
     assert run.info.status == "FINISHED" and tracking.PARENT_TAG not in run.data.tags
+
+
+def test_an_optuna_search_runs_under_one_parent_and_reports_its_best(tmp_path):
+    """Any sweeper works, not only the basic grid: Optuna searches init.alpha (the emergence init's
+    scale) that maximizes test accuracy after 1 epoch; each trial is a run of the parent."""
+    proc = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=1", "hydra.sweeper.direction=maximize",
+                    "hydra.sweeper.sampler.seed=0", "init.alpha=interval(1.0,2.0)",
+                    "init=emergence", "dataset=digits", "model.hidden=[32,16]", "trainer.epochs=1",
+                    "tracking.uri=sqlite:///x.db", "tracking.progress=false"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    client = tracking.get_client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = tracking.sweep_children(uri, parents[0].info.run_id)
+    alphas = sorted(float(c.data.params["init.alpha"]) for c in children)
+    assert len(alphas) == 2 and len(set(alphas)) == 2 and all(1 <= a <= 2 for a in alphas)
+    assert all(c.info.status == "FINISHED" for c in children)
+    best = next(tmp_path.glob("outputs/multirun/*/optimization_results.yaml")).read_text()
+    assert "best_params" in best and "init.alpha" in best

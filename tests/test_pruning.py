@@ -152,3 +152,117 @@ def test_iterative_schedule_reaches_the_amount():
     for _, r in steps:
         prune(m, "magnitude", r)
     assert sparsity(m) == pytest.approx(0.7, abs=2e-3)
+
+
+def _two_layer(seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(in_shape=(6,), num_classes=3, hidden=[5])
+
+
+def _kept(m: MLP) -> list[torch.Tensor]:
+    return [w != 0 for w in weights(m)]
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_magnitude_masks_equal_torch_prunes_over_two_steps(scope):
+    from torch.nn.utils import prune as torch_prune
+
+    ours, ref = _two_layer(), _two_layer()
+    params = [(ref.blocks[0][0], "weight"), (ref.head, "weight")]
+    for rate in (0.4, 0.5):
+        prune(ours, "magnitude", rate, scope)
+        if scope == "global":
+            torch_prune.global_unstructured(params, torch_prune.L1Unstructured, amount=rate)
+        else:
+            for mod, name in params:
+                torch_prune.l1_unstructured(mod, name, amount=rate)
+    assert [torch.equal(a, b) for a, b in zip(_kept(ours), _kept(ref), strict=True)] == [True, True]
+
+
+def _batch(n: int = 32):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _top_kept(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
+    flat = torch.cat([s.flatten() for s in scores])
+    threshold = flat.sort(descending=True).values[keep - 1]
+    return [s >= threshold for s in scores]
+
+
+def test_snip_keeps_the_largest_gradient_times_weight_on_its_batch():
+    from emergence_lab.pruning import training_batch
+
+    m = _two_layer()
+    x, y = _batch()
+    batch = training_batch(x, y, 16, seed=0)  # what apply_pruning draws with seed 0
+    loss = nn.functional.cross_entropy(m(batch.x), batch.y)
+    grads = torch.autograd.grad(loss, weights(m))
+    expected = _top_kept([(g * w).abs() for g, w in zip(grads, weights(m), strict=True)], 45 - 18)
+    prune(m, "snip", 0.4, data=(x, y), samples=16)
+    assert [torch.equal(a, b) for a, b in zip(_kept(m), expected, strict=True)] == [True, True]
+
+
+def test_grasp_keeps_the_weights_with_the_largest_w_times_hessian_gradient():
+    from emergence_lab.pruning import training_batch
+
+    m = _two_layer()
+    x, y = _batch()
+    batch = training_batch(x, y, 16, seed=0)
+    ws = weights(m)
+
+    def loss_of(*w):  # the loss as a function of the two weight matrices, logits / 200
+        h = torch.relu(batch.x @ w[0].T + m.blocks[0][0].bias)
+        return nn.functional.cross_entropy((h @ w[1].T + m.head.bias) / 200, batch.y)
+
+    g = torch.autograd.grad(loss_of(*ws), ws)
+    _, hg = torch.autograd.functional.vhp(loss_of, tuple(w.detach() for w in ws), g)
+    expected = _top_kept([w.detach() * h for w, h in zip(ws, hg, strict=True)], 45 - 18)
+    prune(m, "grasp", 0.4, data=(x, y), samples=16)
+    assert [torch.equal(a, b) for a, b in zip(_kept(m), expected, strict=True)] == [True, True]
+
+
+def test_synflow_scores_the_path_sums_of_absolute_weights():
+    """One round on a 2-layer net: R = sum_k sum_j |w2_kj| (sum_i |w1_ji| + |b1_j|) + sum |b2|,
+    so a first-layer weight scores |w1_ji| * sum_k |w2_kj|, a second-layer one |w2_kj| * h_j."""
+    m = _two_layer()
+    w1, w2, b1 = (t.detach().abs() for t in (m.blocks[0][0].weight, m.head.weight, m.blocks[0][0].bias))
+    h = w1.sum(1) + b1
+    expected = _top_kept([w1 * w2.sum(0)[:, None], w2 * h[None, :]], 45 - 18)
+    prune(m, "synflow", 0.4, iterations=1)
+    assert [torch.equal(a, b) for a, b in zip(_kept(m), expected, strict=True)] == [True, True]
+    many = _two_layer()
+    prune(many, "synflow", 0.4, iterations=10)
+    assert sparsity(many) == pytest.approx(18 / 45, abs=1 / 45)
+
+
+def test_cubic_schedule_follows_zhu_and_gupta():
+    from emergence_lab.pruning import schedule
+
+    events = schedule(PruningConfig("magnitude", 0.8, epoch=2, schedule="cubic", steps=4, interval=2))
+    assert [e for e, _ in events] == [2, 4, 6, 8]
+    remaining, reached = 1.0, []
+    for _, rate in events:
+        remaining *= 1 - rate
+        reached.append(1 - remaining)
+    assert reached == pytest.approx([0.8 * (1 - (1 - t / 4) ** 3) for t in (1, 2, 3, 4)])
+    m = MLP(in_shape=(20,), num_classes=10, hidden=[50])
+    for _, rate in events:
+        prune(m, "magnitude", rate)
+    assert sparsity(m) == pytest.approx(0.8, abs=2e-3)
+
+
+def test_ticket_shuffle_keeps_each_layers_count_at_other_places():
+    ticket, shuffled = _two_layer(), _two_layer()
+    prune(ticket, "magnitude", 0.5)
+    prune(shuffled, "ticket_shuffle", 0.5, seed=1)
+    assert [int(k.sum()) for k in _kept(shuffled)] == [int(k.sum()) for k in _kept(ticket)]
+    assert not all(torch.equal(a, b) for a, b in zip(_kept(shuffled), _kept(ticket), strict=True))
+
+
+def test_a_strategy_never_revives_a_pruned_weight():
+    m = _two_layer()
+    prune(m, "magnitude", 0.5)
+    before = _kept(m)
+    prune(m, "random", 0.3, seed=5)
+    assert all((~b & a).sum() == 0 for a, b in zip(_kept(m), before, strict=True))

@@ -67,6 +67,7 @@ class MLP(UnitModel):
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int]):
         super().__init__()
+        self.input_shape = tuple(int(d) for d in in_shape)
         in_features = 1
         for d in in_shape:
             in_features *= int(d)
@@ -103,6 +104,7 @@ class CNN(UnitModel):
     def __init__(self, in_shape: Sequence[int], num_classes: int, channels: Sequence[int],
                  hidden: Sequence[int], kernel_size: int = 3, pool: int = 2):
         super().__init__()
+        self.input_shape = tuple(int(d) for d in in_shape)
         c, h, w = (int(d) for d in in_shape)
         self.input = nn.Identity()
         convs = []

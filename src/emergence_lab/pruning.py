@@ -158,13 +158,15 @@ def schedule(p: PruningConfig) -> list[tuple[int, float]]:
     return SCHEDULES[p.schedule].events(p.amount, p.epoch, p.steps, p.interval)
 
 
-def describe(p: PruningConfig, sep: str = "-") -> str:
+def describe(p: PruningConfig, sep: str = "-", amount: bool = True) -> str:
     """A short name of the pruning settings, e.g. magnitude0.5, magnitude0.5x3-layerwise,
-    snip0.8, magnitude0.8x8-cubic-rewind1; the defaults are left out."""
+    snip0.8, magnitude0.8x8-cubic, magnitude0.5x3-rewind1 (without the amount: magnitude x3
+    rewind1); the defaults are left out."""
     entry, default = STRATEGIES[p.name], PruningConfig()
     if not entry.prunes:
         return p.name
-    parts = [f"{p.name}{p.amount:g}" + (f"x{p.steps}" if p.steps > 1 else "")]
+    steps = [f"x{p.steps}"] if p.steps > 1 else []
+    parts = [f"{p.name}{p.amount:g}" + "".join(steps)] if amount else [p.name, *steps]
     parts += [p.scope] if p.scope != entry.scopes[0] else []
     parts += [p.schedule] if p.schedule != default.schedule else []
     parts += [f"rewind{p.rewind_epoch}" if p.reset == "rewind" else p.reset] \

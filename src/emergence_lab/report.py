@@ -7,20 +7,24 @@ here reads a store or writes a file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
 
-# Config fields that never define a group: the comparison axis, replicates, how a run was
-# executed rather than what it computed, and (any *.data_dir, *.sources, *.download) where its
-# data came from.
-NOT_GROUPING = {"pruning.amount", "pruning.name", "pruning.scope", "pruning.steps",
-                "pruning.interval", "trainer.seed", "trainer.device", "trainer.num_threads",
-                "trainer.checkpoints"}
-NOT_GROUPING_PREFIXES = ("tracking.",)
+from emergence_lab.pruning import STRATEGIES, describe
+
+# Config fields that never define a group: the comparison axis (every pruning setting but the
+# epoch of the first step: the strategies of a group share their control), replicates, how a
+# run was executed rather than what it computed, and (any *.data_dir, *.sources, *.download)
+# where its data came from.
+NOT_GROUPING = {"trainer.seed", "trainer.device", "trainer.num_threads", "trainer.checkpoints"}
+NOT_GROUPING_PREFIXES = ("tracking.", "pruning.")
+GROUPING = {"pruning.epoch"}
 WHERE_DATA_IS = ("data_dir", "sources", "download")
 
 # The paper's section 4 (MLP, one seed): test accuracy after 5 epochs and at the end, in %.
@@ -32,7 +36,7 @@ PAPER = {
 def grouping_fields(runs: pd.DataFrame) -> list[str]:
     """Config fields that vary across the runs and define the groups compared within."""
     fields = [c for c in runs.columns if "." in c and c not in NOT_GROUPING
-              and not c.startswith(NOT_GROUPING_PREFIXES)
+              and (c in GROUPING or not c.startswith(NOT_GROUPING_PREFIXES))
               and c.rsplit(".", 1)[1] not in WHERE_DATA_IS]
     return sorted(c for c in fields if runs[c].astype(str).nunique(dropna=False) > 1)
 
@@ -68,6 +72,8 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
                                   out.get("pruning.epoch", 0)).astype(int)
     steps = out.get("pruning.steps", pd.Series(1, index=out.index)).astype(int)
     interval = out.get("pruning.interval", pd.Series(1, index=out.index)).astype(int)
+    # a control's network is final from the first (no-op) step on, whatever schedule it names
+    steps = steps.where(out["level"] > 0, 1)
     out["final_from"] = np.where(out["prune_epoch"] > 0,
                                  out["prune_epoch"] + (steps - 1) * interval, 0)
     lr = out.get("trainer.lr", pd.Series(math.nan, index=out.index)).astype(float)
@@ -77,27 +83,53 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def pruning_settings(run: pd.Series) -> object | None:
+    """The run's pruning settings, rebuilt from its logged params (None if they do not parse)."""
+    entry = STRATEGIES[str(run.get("pruning.name"))] if run.get("pruning.name") in STRATEGIES \
+        else None
+    if entry is None:
+        return None
+    given = {f.name: yaml.safe_load(str(run[f"pruning.{f.name}"]))
+             for f in dataclasses.fields(entry.settings)
+             if f"pruning.{f.name}" in run and not pd.isna(run[f"pruning.{f.name}"])}
+    try:
+        return entry.settings(**given)
+    except (TypeError, ValueError):
+        return None
+
+
 def strategy_name(run: pd.Series) -> str:
-    """'control' for amount 0 (every strategy prunes nothing then), else e.g. 'magnitude',
-    'magnitude layerwise', 'random', 'structured', 'magnitude x3' (iterative)."""
+    """'control' for amount 0 (every strategy prunes nothing then), else the settings without
+    the amount, e.g. 'magnitude', 'magnitude layerwise', 'magnitude x3' (iterative),
+    'magnitude x8 cubic' (gradual), 'magnitude x3 rewind1' (lottery ticket), 'snip'."""
     if float(run.get("pruning.amount", 0) or 0) == 0:
         return "control"
-    name = str(run.get("pruning.name", "none"))
-    if run.get("pruning.scope") == "layerwise" and name != "structured":
-        name += " layerwise"
-    steps = int(run.get("pruning.steps", 1) or 1)
-    return name + (f" x{steps}" if steps > 1 else "")
+    p = pruning_settings(run)
+    return describe(p, sep=" ", amount=False) if p is not None else str(run.get("pruning.name"))
+
+
+# The paper's section 4 protocol, as the values its runs have (absent params: the defaults of
+# runs logged before those fields existed), and the strategies its table rows are.
+PAPER_PROTOCOL = {"model.name": "mlp", "prune_epoch": 5, "trainer.lr": 0.005, "lr_after": 0.005,
+                  "pretrain.epochs": 0, "init.name": "standard"}
+PAPER_STRATEGIES = ("control", "magnitude")  # global one-shot magnitude pruning
+
+
+def _same(value: object, expected: object) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return expected in (0, "standard")  # not logged: the field's default
+    try:
+        return float(value) == float(expected)
+    except (TypeError, ValueError):
+        return str(value) == str(expected)
 
 
 def paper_protocol(run: pd.Series) -> bool:
     """Whether a run follows the paper's section 4 (MLP on MNIST or Fashion-MNIST, global
     magnitude pruning after 5 epochs, lr 0.005, no pretraining, standard init), so that the
     paper's accuracies belong beside it."""
-    return (run.get("model.name") == "mlp" and run.get("dataset.name") in PAPER
-            and run.strategy in ("control", "magnitude") and int(run.prune_epoch) == 5
-            and float(run.get("trainer.lr", 0)) == 0.005 and float(run.get("lr_after", 0.005)) == 0.005
-            and str(run.get("pretrain.epochs", "0")) in ("0", "nan")
-            and str(run.get("init.name", "standard")) in ("standard", "nan"))
+    return (run.get("dataset.name") in PAPER and run.strategy in PAPER_STRATEGIES
+            and all(_same(run.get(k), v) for k, v in PAPER_PROTOCOL.items()))
 
 
 def curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:

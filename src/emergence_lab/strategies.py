@@ -161,7 +161,11 @@ def _synflow(model: nn.Module, p: SynFlowConfig, rate: float, masks: Masks,
         for prm in net.parameters():
             prm.abs_()
     device = next(iter(weights.values())).device
-    x = torch.ones((1, *model.input_shape), dtype=torch.float64, device=device)
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"pruning=synflow feeds the network an all-ones input: "
+                         f"{type(model).__name__} must say its input_shape (C, H, W)")
+    x = torch.ones((1, *shape), dtype=torch.float64, device=device)
     out = dict(masks)
     density_before = 1.0
     for i in range(1, p.iterations + 1):
