@@ -197,3 +197,24 @@ def test_the_papers_numbers_only_beside_its_protocol():
                    {"init.name": "emergence"}, {"trainer.lr": "0.01"}, {"model.name": "cnn"},
                    {"dataset.name": "digits"}, {"lr_after": 0.01}):
         assert not report.paper_protocol(pd.Series({**run.to_dict(), **change})), change
+
+
+def test_strategies_are_labelled_from_their_settings():
+    """The report's strategy label comes from the registry and the run's pruning params,
+    logged as strings (runs from before a field existed lack it: its default)."""
+    import pandas as pd
+
+    from emergence_lab.report import strategy_name
+
+    def run(**params):
+        return pd.Series({f"pruning.{k}": str(v) for k, v in params.items()})
+
+    assert strategy_name(run(name="magnitude", amount=0.5, scope="global", steps=1)) == "magnitude"
+    assert strategy_name(run(name="magnitude", amount=0.5, scope="layerwise")) == "magnitude layerwise"
+    assert strategy_name(run(name="magnitude", amount=0.5, steps=3, reset="rewind",
+                             rewind_epoch=1, epoch=5)) == "magnitude x3 rewind1"
+    assert strategy_name(run(name="magnitude", amount=0.8, steps=8, schedule="cubic",
+                             epoch=5)) == "magnitude x8 cubic"
+    assert strategy_name(run(name="snip", amount=0.8, samples=256)) == "SNIP"
+    assert strategy_name(run(name="structured", amount=0.5, scope="layerwise")) == "structured"
+    assert strategy_name(run(name="grasp", amount=0.0)) == "control"

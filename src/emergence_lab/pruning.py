@@ -122,7 +122,7 @@ class ResetEntry:
 
     name: str
     state: Callable[[Any], dict[str, Any] | None]
-    label: str
+    tag: Callable[[Any], str]  # in names: "" for none, e.g. rewind1
     prefix_fields: tuple[str, ...] = ()  # what the shared prefix must keep for it
 
 
@@ -145,9 +145,10 @@ def _cubic(amount: float, epoch: int, steps: int, interval: int) -> list[tuple[i
 
 SCHEDULES.add(ScheduleEntry("equal", _equal, "equal steps"))
 SCHEDULES.add(ScheduleEntry("cubic", _cubic, "gradual (cubic)"))
-RESETS.add(ResetEntry("none", lambda sources: None, ""))
-RESETS.add(ResetEntry("rewind", lambda sources: sources.rewind, "rewound", ("rewind_epoch",)))
-RESETS.add(ResetEntry("reinit", lambda sources: sources.fresh(), "reinitialized"))
+RESETS.add(ResetEntry("none", lambda sources: None, lambda p: ""))
+RESETS.add(ResetEntry("rewind", lambda sources: sources.rewind, lambda p: f"rewind{p.rewind_epoch}",
+                      ("rewind_epoch",)))
+RESETS.add(ResetEntry("reinit", lambda sources: sources.fresh(), lambda p: "reinit"))
 
 
 def schedule(p: PruningConfig) -> list[tuple[int, float]]:
@@ -158,19 +159,19 @@ def schedule(p: PruningConfig) -> list[tuple[int, float]]:
     return SCHEDULES[p.schedule].events(p.amount, p.epoch, p.steps, p.interval)
 
 
-def describe(p: PruningConfig, sep: str = "-", amount: bool = True) -> str:
+def describe(p: PruningConfig, sep: str = "-", amount: bool = True, label: bool = False) -> str:
     """A short name of the pruning settings, e.g. magnitude0.5, magnitude0.5x3-layerwise,
-    snip0.8, magnitude0.8x8-cubic, magnitude0.5x3-rewind1 (without the amount: magnitude x3
-    rewind1); the defaults are left out."""
+    snip0.8, magnitude0.8x8-cubic, magnitude0.5x3-rewind1 (for a report: no amount, and the
+    strategy's label: 'SNIP', 'magnitude x3 rewind1'); the defaults are left out."""
     entry, default = STRATEGIES[p.name], PruningConfig()
     if not entry.prunes:
         return p.name
+    name = entry.label if label else p.name
     steps = [f"x{p.steps}"] if p.steps > 1 else []
-    parts = [f"{p.name}{p.amount:g}" + "".join(steps)] if amount else [p.name, *steps]
+    parts = [f"{name}{p.amount:g}" + "".join(steps)] if amount else [name, *steps]
     parts += [p.scope] if p.scope != entry.scopes[0] else []
     parts += [p.schedule] if p.schedule != default.schedule else []
-    parts += [f"rewind{p.rewind_epoch}" if p.reset == "rewind" else p.reset] \
-        if p.reset != default.reset else []
+    parts += [t] if (t := RESETS[p.reset].tag(p)) else []
     return sep.join(parts)
 
 

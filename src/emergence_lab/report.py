@@ -68,7 +68,9 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["level"] = out.get("pruning.amount", pd.Series(0.0, index=out.index)).astype(float)
     out["seed"] = out.get("trainer.seed", pd.Series(0, index=out.index)).astype(int)
     out["strategy"] = [strategy_name(r) for _, r in out.iterrows()]
-    out["prune_epoch"] = np.where(out.get("pruning.name", "none") == "none", 0,
+    never = [name not in STRATEGIES or not STRATEGIES[name].prunes
+             for name in out.get("pruning.name", pd.Series("none", index=out.index))]
+    out["prune_epoch"] = np.where(never, 0,
                                   out.get("pruning.epoch", 0)).astype(int)
     steps = out.get("pruning.steps", pd.Series(1, index=out.index)).astype(int)
     interval = out.get("pruning.interval", pd.Series(1, index=out.index)).astype(int)
@@ -101,11 +103,12 @@ def pruning_settings(run: pd.Series) -> object | None:
 def strategy_name(run: pd.Series) -> str:
     """'control' for amount 0 (every strategy prunes nothing then), else the settings without
     the amount, e.g. 'magnitude', 'magnitude layerwise', 'magnitude x3' (iterative),
-    'magnitude x8 cubic' (gradual), 'magnitude x3 rewind1' (lottery ticket), 'snip'."""
+    'magnitude x8 cubic' (gradual), 'magnitude x3 rewind1' (lottery ticket), 'SNIP'."""
     if float(run.get("pruning.amount", 0) or 0) == 0:
         return "control"
     p = pruning_settings(run)
-    return describe(p, sep=" ", amount=False) if p is not None else str(run.get("pruning.name"))
+    return describe(p, sep=" ", amount=False, label=True) if p is not None \
+        else str(run.get("pruning.name"))
 
 
 # The paper's section 4 protocol, as the values its runs have (absent params: the defaults of

@@ -184,10 +184,10 @@ def _synflow(model: nn.Module, p: SynFlowConfig, rate: float, masks: Masks,
 STRATEGIES.add(StrategyEntry("none", _no_pruning, label="unpruned", prunes=False))
 STRATEGIES.add(StrategyEntry("magnitude", _magnitude, label="magnitude"))
 STRATEGIES.add(StrategyEntry("random", _random, label="random"))
-STRATEGIES.add(StrategyEntry("structured", _structured, label="structured (units)",
+STRATEGIES.add(StrategyEntry("structured", _structured, label="structured",
                              scopes=("layerwise",)))
 STRATEGIES.add(StrategyEntry("ticket_shuffle", _ticket_shuffle,
-                             label="random mask, ticket's layer sparsity"))
+                             label="shuffled ticket"))
 STRATEGIES.add(StrategyEntry("snip", _snip, BatchScoreConfig, "SNIP", batch_field="samples"))
 STRATEGIES.add(StrategyEntry("grasp", _grasp, GraspConfig, "GraSP", batch_field="samples"))
 STRATEGIES.add(StrategyEntry("synflow", _synflow, SynFlowConfig, "SynFlow"))
