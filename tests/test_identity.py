@@ -15,7 +15,7 @@ from tests.conftest import ROOT, compose_cfg
 
 # config_hash of each configuration under the first scheme, computed by the code of 5cfacb9
 # (before the registries): the hashes of the runs stored since then.
-V1_HASHES = json.loads((Path(__file__).parent / "data" / "v1_config_hashes.json").read_text())
+V1_HASHES = json.loads((Path(__file__).parent / "fixtures" / "v1_config_hashes.json").read_text())
 PAPER_FMNIST = {k: v for k, v in V1_HASHES.items() if k.startswith("experiment=paper_fmnist ")}
 
 
