@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 BASE = ["-m", "dataset=digits", "trainer.epochs=1", "model.hidden=[8,8]"]
 
 CASES = {
-    "unknown option": (["pruning=lottery"],
-                       r"Could not find 'pruning/lottery'"),
+    "unknown option": (["pruning=lotery"],
+                       r"Could not find 'pruning/lotery'"),
     "unknown option lists the valid ones": (["model=resnet"], "Available options"),
     "typo in a key": (["trainer.learning_rate=0.1"], "Could not override 'trainer.learning_rate'"),
     "amount out of range": (["pruning=magnitude", "pruning.epoch=0", "pruning.amount=0,1.5"],
