@@ -21,12 +21,7 @@ from emergence_lab.data import DATASETS, DatasetConfig
 from emergence_lab.emergence import ACTIVITY_MODES
 from emergence_lab.models import INITS, MODELS, UNIT_LAYER_KINDS, InitConfig
 from emergence_lab.pruning import STRATEGIES, PruningConfig
-from emergence_lab.registry import Registry
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+from emergence_lab.registry import check as _check
 
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:
@@ -143,7 +138,7 @@ class Config:
                 ("model", MODELS, self.model), ("dataset", DATASETS, self.dataset),
                 ("init", INITS, self.init), ("pretrain.dataset", DATASETS, self.pretrain.dataset)):
             if settings is not None:
-                _check_settings(group, registry, settings)
+                registry.entry_for(settings, group)
         prunes = STRATEGIES[self.pruning.name].prunes
         _check(prunes or self.trainer.lr_after_prune is None,
                f"trainer.lr_after_prune ({self.trainer.lr_after_prune}) needs a pruning step: "
@@ -158,14 +153,6 @@ class Config:
             _check(last < self.trainer.epochs,
                    f"the last pruning step falls at epoch {last} (pruning.epoch + (steps - 1) * "
                    f"interval), not before trainer.epochs ({self.trainer.epochs})")
-
-
-def _check_settings(group: str, registry: Registry, settings: Any) -> None:
-    """The option a group names exists, and its settings are that option's dataclass."""
-    entry = registry[settings.name]
-    _check(isinstance(settings, entry.settings),
-           f"{group}.name={settings.name} has settings {entry.settings.__name__}: select it "
-           f"with {group.split('.')[-1]}={settings.name} (its YAML), not by overriding {group}.name")
 
 
 def register_configs() -> None:

@@ -103,11 +103,9 @@ def v1_fields(c: Config) -> dict[str, Any] | None:
     groups = _canonical(c)
     if c.model.name not in V1_MODELS:
         return None
-    layout = V1_MODELS[c.model.name]
-    if _settings_fields(c.model).keys() - set(layout):
-        return None
-    out: dict[str, Any] = {"model": {k: getattr(c.model, k) for k in layout}}
-    for group, layout in V1_FIELDS.items():
+    layouts = {"model": dict.fromkeys(V1_MODELS[c.model.name]), **V1_FIELDS}
+    out: dict[str, Any] = {}
+    for group, layout in layouts.items():
         out[group] = _v1_group(group, groups[group], layout)
         if out[group] is None:
             return None
@@ -135,8 +133,8 @@ def prefix_key(c: Config, digests: list[str | None], device: torch.device) -> st
     keep = {"epoch", *STRATEGIES[p.name].prefix_fields, *RESETS[p.reset].prefix_fields}
     after = ("trainer.epochs", "trainer.stop_epsilon", "trainer.stop_patience",
              "trainer.lr_after_prune")
-    fields = {k: v for k, v in identity_fields(c).items() if k not in after
-              and (not k.startswith("pruning.") or k.removeprefix("pruning.") in keep)}
+    fields = {k: v for k, v in identity_fields(c).items()
+              if k not in after and not k.startswith("pruning.")}
     fields |= {f"pruning.{k}": getattr(p, k) for k in keep}
     return stable_hash({**fields, "digests": digests, "device": device.type}, length=20)
 

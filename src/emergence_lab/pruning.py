@@ -59,10 +59,7 @@ class PruningConfig:
     rewind_epoch: int = 0  # reset=rewind: the epoch whose weights survivors are reset to
 
     def __post_init__(self) -> None:
-        entry = STRATEGIES[self.name]
-        check(isinstance(self, entry.settings),
-              f"pruning.name={self.name} has settings {entry.settings.__name__}: select it with "
-              f"pruning={self.name} (its YAML), not by overriding pruning.name")
+        entry = STRATEGIES.entry_for(self)
         check(self.scope in entry.scopes, f"pruning.scope must be one of {list(entry.scopes)} "
               f"with pruning={self.name}, got {self.scope!r}")
         check(0 <= self.amount < 1, f"pruning.amount must be in [0, 1), got {self.amount}")
@@ -289,8 +286,7 @@ def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> No
             if f"{key}_orig" in state:  # saved in torch's reparametrized form
                 prune.identity(m, pname)
             else:
-                m.register_buffer(f"{pname}_mask", torch.ones_like(getattr(m, pname)))
-                _mask_gradients(m, pname)
+                apply_masks(model, {key: torch.ones_like(getattr(m, pname))})
 
 
 def sparsity(model: nn.Module) -> float:

@@ -8,7 +8,7 @@ from the entries, so adding an option is one entry (one Python file) and one YAM
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class Named(Protocol):
@@ -36,6 +36,17 @@ class Registry(Generic[E]):
         if name not in self._entries:
             raise ValueError(f"{self.field} must be one of {sorted(self._entries)}, got {name!r}")
         return self._entries[name]
+
+    def entry_for(self, settings: Any, group: str | None = None) -> E:
+        """The entry `settings.name` names; its settings must be that entry's dataclass (the
+        option's YAML), not another option's with the name overridden."""
+        entry = self[settings.name]
+        group = group or self.field.rsplit(".", 1)[0]
+        check(isinstance(settings, entry.settings),
+              f"{group}.name={settings.name} has settings {entry.settings.__name__}: select it "
+              f"with {group.split('.')[-1]}={settings.name} (its YAML), not by overriding "
+              f"{group}.name")
+        return entry
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

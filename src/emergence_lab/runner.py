@@ -26,7 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from emergence_lab import ownership, procs, tracking
-from emergence_lab.checkpoint import optimizer_state, restore_state, save_checkpoint, shared_prefix
+from emergence_lab.checkpoint import (
+    load_optimizer_state,
+    optimizer_state,
+    restore_state,
+    save_checkpoint,
+    shared_prefix,
+)
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset, shape_of
 from emergence_lab.emergence import stop_epoch
@@ -264,8 +270,7 @@ def _reset(s: Setup, logger: EpochLogger) -> None:
     apply_masks(s.model, masks)
     s.opt.state.clear()
     if state["optimizer"] is not None:
-        restore_state({"model": s.model.state_dict(), "optimizer": state["optimizer"]},
-                      s.model, s.opt)
+        load_optimizer_state(s.model, s.opt, state["optimizer"])
 
 
 def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: EpochLogger,
