@@ -36,7 +36,7 @@ def test_multirun_logs_one_parent_and_finished_children(tmp_path):
     assert all(c.info.status == "FINISHED" for c in children)
     assert sorted(c.data.tags["prefix_cache"] for c in children) == ["hit", "miss"]
     keys = ["train/loss", "train/acc", "test/loss", "test/acc", "emergence/E",
-            "emergence/relative", "emergence/active_frac/hidden1", "pruning/sparsity",
+            "emergence/relative", "emergence/active_frac/blocks.0.1", "pruning/sparsity",
             "params/nonzero", "time/epoch_s"]
     for child in children:
         for key in keys:

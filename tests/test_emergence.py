@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from emergence_lab.emergence import (
-    active_counts,
     emergence,
-    emergence_metrics,
     relative_emergence,
     unit_activity,
 )
@@ -86,17 +84,13 @@ def test_unit_activity_mean_and_fraction():
         unit_activity(acts[0], 0.05)
 
 
-def test_active_counts_and_metrics():
-    acts = {"h1": torch.tensor([[1.0, 0.0, 0.0, 1.0]]),   # 4 units, 2 active
-            "h2": torch.tensor([[1.0, 1.0, 0.0]]),        # 3 units, 2 active
-            "h3": torch.tensor([[0.0, 1.0]])}             # 2 units, 1 active
-    counts = active_counts(acts, theta=0.05)
-    assert counts == {"h1": (4, 2), "h2": (3, 2), "h3": (2, 1)}
-    m = emergence_metrics(counts, n_params=22)
+def test_counts_metrics():
+    from emergence_lab.measure import Emergence, counts_metrics
+
+    m = counts_metrics(Emergence(11, 0.5, {"h1": (4, 2), "h2": (3, 2), "h3": (2, 1)}))
     assert m["emergence/E"] == 11.0
     assert m["emergence/relative"] == pytest.approx(0.5)
     assert m["emergence/active_frac/h2"] == pytest.approx(2 / 3)
-
 
 def test_stop_epoch():
     from emergence_lab.emergence import stop_epoch

@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from emergence_lab.emergence import active_counts, emergence_metrics
-from emergence_lab.models import MLP, UnitModel, build_model, collect_activations
+from emergence_lab import measure_emergence
+from emergence_lab.models import MLP, build_model
+from emergence_lab.unitgraph import collect_activations, unit_graph
 
 
 def toy_mlp() -> MLP:
@@ -23,29 +24,33 @@ def toy_mlp() -> MLP:
 PROBE = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
 
 
-def test_hooks_give_exact_activations_and_counts():
-    acts = collect_activations(toy_mlp(), PROBE, ["hidden"], batch_size=1)
-    # hidden1 = relu(x, y, -x-y): [[1,1,0],[1,0,0]]; hidden2 = (hidden1[0], 0.01)
-    assert torch.equal(acts["hidden1"], torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
-    assert torch.allclose(acts["hidden2"], torch.tensor([[1.0, 0.01], [1.0, 0.01]]))
-    counts = active_counts(acts, theta=0.05)
-    assert counts == {"hidden1": (3, 2), "hidden2": (2, 1)}
-    assert emergence_metrics(counts, n_params=10)["emergence/E"] == 1.0  # (3-2) * 1
-    # a lower threshold makes hidden2's second unit active as well
-    assert active_counts(acts, theta=0.005) == {"hidden1": (3, 2), "hidden2": (2, 2)}
+def acts_of(model, x, kinds, batch_size=1024):
+    return collect_activations(model, unit_graph(model, x[:1], kinds), x, batch_size)
 
 
-def test_input_and_output_layers_and_hooks_removed():
+def test_the_traced_graph_gives_exact_activations_and_counts():
     model = toy_mlp()
-    acts = collect_activations(model, PROBE, ["input", "hidden", "output"])
-    assert list(acts) == ["input", "hidden1", "hidden2", "output"]
+    acts = acts_of(model, PROBE, ["hidden"], batch_size=1)
+    # hidden1 = relu(x, y, -x-y): [[1,1,0],[1,0,0]]; hidden2 = (hidden1[0], 0.01)
+    assert torch.equal(acts["blocks.0.1"], torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert torch.allclose(acts["blocks.1.1"], torch.tensor([[1.0, 0.01], [1.0, 0.01]]))
+    m = measure_emergence(model, PROBE, theta=0.05)
+    assert m.layers == {"blocks.0.1": (3, 2), "blocks.1.1": (2, 1)}
+    assert m.E == 1  # (3-2) * 1
+    # a lower threshold makes hidden2's second unit active as well
+    assert measure_emergence(model, PROBE, theta=0.005).layers["blocks.1.1"] == (2, 2)
+
+
+def test_input_and_output_layers_and_the_mode_restored():
+    model = toy_mlp()
+    acts = acts_of(model, PROBE, ["input", "hidden", "output"])
+    assert list(acts) == ["input", "blocks.0.1", "blocks.1.1", "output"]
     assert torch.equal(acts["input"], PROBE)
     assert torch.allclose(acts["output"].sum(dim=1), torch.ones(2))  # softmax probabilities
-    assert all(not m._forward_hooks for m in model.modules())
     assert model.training  # mode restored
 
 
-class TinyConv(UnitModel):
+class TinyConv(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, kernel_size=1)
@@ -55,9 +60,6 @@ class TinyConv(UnitModel):
     def forward(self, x):
         return self.head(self.act(self.conv(x)).mean(dim=(2, 3)))
 
-    def hidden_units(self):
-        return {"conv1": self.act}
-
 
 def test_conv_filters_are_units_averaged_over_positions():
     model = TinyConv()
@@ -65,17 +67,18 @@ def test_conv_filters_are_units_averaged_over_positions():
         model.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
         model.conv.bias.zero_()
     x = torch.tensor([[[[0.0, 0.4], [0.0, 0.0]]]])  # one sample, one channel, 2x2
-    acts = collect_activations(model, x, ["hidden"])
-    assert torch.allclose(acts["conv1"], torch.tensor([[0.1, 0.0]]))
+    acts = acts_of(model, x, ["hidden"])
+    assert torch.allclose(acts["act"], torch.tensor([[0.1, 0.0]]))
 
 
 def test_build_model_unknown_name():
     from emergence_lab.models import ModelConfig
 
-    with pytest.raises(ValueError, match=r"model.name must be one of \['cnn', 'mlp'\], got 'resnet'"):
-        build_model(ModelConfig(name="resnet"), (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"model.name must be one of \['cnn', 'custom', 'mlp', "
+                                         r"'resnet', 'torchvision', 'vgg'\], got 'resnett'"):
+        build_model(ModelConfig(name="resnett"), (1, 8, 8), 10)
     with pytest.raises(ValueError, match="unknown unit layers"):
-        toy_mlp().unit_layers(["hidden", "attention"])
+        unit_graph(toy_mlp(), PROBE, ["hidden", "attention"])
 
 
 def test_cnn_counts_filters_and_hidden_units():
@@ -84,10 +87,10 @@ def test_cnn_counts_filters_and_hidden_units():
     model = CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 6], hidden=[5])
     x = torch.rand(7, 1, 8, 8)
     assert model(x).shape == (7, 10)
-    acts = collect_activations(model, x, ["input", "hidden", "output"])
+    acts = acts_of(model, x, ["input", "hidden", "output"])
     assert {k: tuple(v.shape) for k, v in acts.items()} == {
-        "input": (7, 1), "conv1": (7, 4), "conv2": (7, 6), "hidden1": (7, 5), "output": (7, 10)}
-    assert list(model.unit_producers()) == ["conv1", "conv2", "hidden1"]
+        "input": (7, 1), "convs.0.1": (7, 4), "convs.1.1": (7, 6), "fcs.0.1": (7, 5),
+        "output": (7, 10)}
     with pytest.raises(ValueError, match="shrink"):
         CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 4, 4, 4], hidden=[])
 
@@ -128,3 +131,45 @@ def test_emergence_init_scales_weights_around_the_middle_layer():
         assert torch.equal(b.bias, a.bias)
     INITS["standard"].apply(scaled, InitConfig())  # standard leaves the network as torch made it
     assert torch.allclose(scaled.head.weight, standard.head.weight * 2.25)
+
+
+@pytest.mark.parametrize("settings, shape, layers", [
+    ("resnet", (3, 16, 16), 1 + 9 * 2),  # stem, then two activations per block
+    ("vgg", (3, 32, 32), 13),
+    ("torchvision", (1, 28, 28), 1 + 8 * 2),  # resnet18 on one-channel 28x28 inputs
+])
+def test_the_literatures_models_build_train_and_trace(settings, shape, layers):
+    from emergence_lab.models import MODELS
+
+    entry = MODELS[settings]
+    small = {"resnet": {"width": 4}, "vgg": {"width": 4}, "torchvision": {}}[settings]
+    model = build_model(entry.settings(**small), shape, 10)
+    x = torch.rand(4, *shape)
+    loss = model(x).logsumexp(dim=1).mean()
+    loss.backward()  # trains: every parameter gets a gradient
+    assert all(p.grad is not None for p in model.parameters())
+    graph = unit_graph(model, x[:1])
+    assert len(graph.layers) == layers
+    m = measure_emergence(model, x, theta=0.0)
+    assert m.E >= 0 and len(m.layers) == layers
+
+
+def test_torchvision_models_are_adapted_to_the_data_set_and_bad_names_fail():
+    from emergence_lab.models import TorchvisionConfig
+
+    model = build_model(TorchvisionConfig(arch="resnet18"), (1, 28, 28), 7)
+    assert model.conv1.in_channels == 1 and model.fc.out_features == 7
+    with pytest.raises(ValueError, match=r"model.arch must be .*'resnet18'.*got 'resnet'"):
+        TorchvisionConfig(arch="resnet")
+
+
+def test_a_custom_model_is_built_with_instantiate():
+    from emergence_lab.models import CustomModelConfig
+
+    model = build_model(CustomModelConfig(_target_="tests.fixtures.custom_net.ResidualMLP",
+                                          kwargs={"width": 5, "blocks": 3}), (1, 4, 4), 3)
+    assert model.head.in_features == 5 and len(model.fcs) == 3
+    m = measure_emergence(model, torch.rand(8, 1, 4, 4))
+    assert list(m.layers) == ["relu", "relu:2", "relu:3", "relu:4"]  # four torch.relu calls
+    with pytest.raises(ValueError, match="model=custom needs model._target_"):
+        CustomModelConfig()

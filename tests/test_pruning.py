@@ -114,16 +114,22 @@ def test_random_pruning_is_exact_and_reproducible():
     assert (flat[:14] != 0).any()
 
 
-def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
-    from emergence_lab.pruning import alive_units
+def alive_of(model):
+    """Which units of the first hidden layer the unit graph counts."""
+    from emergence_lab.unitgraph import unit_graph
 
+    graph = unit_graph(model, torch.zeros(1, 4))
+    return graph.alive(model)[graph.layers["blocks.0.1"]]
+
+
+def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
     m = model_with_known_weights()  # hidden layer 5 units; row i of fc1 has norm growing with i
     with torch.no_grad():
         m.blocks[0][0].weight[3] = 0.001  # unit 3: the weakest
         m.blocks[0][0].bias.fill_(0.5)
     prune(m, "structured", 0.4, "layerwise")  # round(0.4 * 5) = 2 units: 3 and 0
     fc1 = m.blocks[0][0]
-    alive = alive_units(m.unit_producers())["hidden1"]
+    alive = alive_of(m)
     assert alive.tolist() == [False, True, True, False, True]
     assert (fc1.weight[~alive] == 0).all() and (fc1.bias[~alive] == 0).all()
     assert (m.head.weight[:, ~alive] == 0).all() and (m.head.weight[:, alive] != 0).all()
@@ -135,7 +141,7 @@ def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
     save_checkpoint(tmp_path / "s.pt", m, None)
     fresh = MLP(in_shape=(4,), num_classes=3, hidden=[5])
     load_checkpoint(tmp_path / "s.pt", fresh)
-    assert alive_units(fresh.unit_producers())["hidden1"].tolist() == alive.tolist()
+    assert alive_of(fresh).tolist() == alive.tolist()
     assert torch.equal(fresh(x), m(x))
 
 
@@ -266,3 +272,63 @@ def test_a_strategy_never_revives_a_pruned_weight():
     before = _kept(m)
     prune(m, "random", 0.3, seed=5)
     assert all((~b & a).sum() == 0 for a, b in zip(_kept(m), before, strict=True))
+
+
+def chain_structured(model, rate):
+    """The chain-only structured pruning this project had before Torch-Pruning (reference)."""
+    from emergence_lab.pruning import current_masks, prunable_modules, prunable_weights
+
+    out = current_masks(model)
+    keys, mods = list(prunable_weights(model)), prunable_modules(model)
+    for key, layer, nxt_key in zip(keys[:-1], mods[:-1], keys[1:], strict=True):
+        w = layer.weight.detach()
+        alive = out[key].flatten(1).any(dim=1)
+        norms = w.abs().flatten(1).sum(1).masked_fill(~alive, -1.0)
+        k = min(round(rate * int(alive.sum())), int(alive.sum()) - 1)
+        alive = alive.clone()
+        alive[norms.argsort()[: k + int((~alive).sum())]] = False
+        out[key] = out[key] * alive.view((w.shape[0],) + (1,) * (w.dim() - 1)).to(w.dtype)
+        out[key.removesuffix("weight") + "bias"] = alive.to(w.dtype)
+        reads = out[nxt_key].clone()
+        reads.view(reads.shape[0], w.shape[0], -1)[:, ~alive, :] = 0
+        out[nxt_key] = reads
+    return out
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_structured_on_a_chain_removes_what_the_chain_code_removed(arch):
+    from emergence_lab.models import CNN
+    from emergence_lab.pruning import current_masks
+
+    torch.manual_seed(1)
+    m = (MLP(in_shape=(1, 6, 6), num_classes=3, hidden=[12, 7]) if arch == "mlp"
+         else CNN(in_shape=(1, 8, 8), num_classes=3, channels=[5, 6], hidden=[9]))
+    expected = chain_structured(m, 0.4)
+    prune(m, "structured", 0.4, "layerwise")
+    got = current_masks(m)
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_structured_on_a_resnet_removes_coupled_channels_together():
+    from emergence_lab.models import ResNet
+    from emergence_lab.unitgraph import unit_graph
+
+    torch.manual_seed(0)
+    m = ResNet((3, 8, 8), 4, depth=8, width=4)
+    prune(m, "structured", 0.5, "layerwise")
+    graph = unit_graph(m, torch.zeros(1, 3, 8, 8))
+    alive = graph.alive(m)
+    units = {name: alive[i] for name, i in graph.layers.items()}
+    # The residual stream of a segment is one coupled group: the stem's relu, each block's sum
+    # and the shortcut conv lose the same channels, so the sums carry nothing through them.
+    stream = [units["relu"], units["blocks.0/relu:2"]]
+    assert int(stream[0].sum()) == 2 and torch.equal(stream[0], stream[1])
+    x = torch.randn(5, 3, 8, 8)
+    m.eval()
+    feats = m.blocks[0](torch.relu(m.bn(m.conv(x))))
+    assert (feats[:, ~stream[1]] == 0).all() and (feats[:, stream[1]] != 0).any()
+    assert (m.bn.weight[~stream[0]] == 0).all() and (m.bn.bias[~stream[0]] == 0).all()
+    assert (m.fc.weight[:, ~units["blocks.2/relu:2"]] == 0).all()
+    # every hidden unit layer lost half of its channels (one group per segment, one per block)
+    assert all(int(a.sum()) == a.numel() // 2 for a in units.values())

@@ -85,7 +85,7 @@ def test_every_metric_once_per_epoch(tiny_overrides, store):
     run = next(iter(runs_by_name(store).values()))
     per_epoch = ["train/loss", "train/acc", "time/epoch_s"]
     with_init = ["test/loss", "test/acc", "emergence/E", "emergence/relative",
-                 "emergence/active_frac/hidden1", "emergence/active_frac/hidden2",
+                 "emergence/active_frac/blocks.0.1", "emergence/active_frac/blocks.1.1",
                  "pruning/sparsity", "params/nonzero"]
     for key in per_epoch:
         assert [s for s, _ in tracking.metric_history(store, run.info.run_id, key)] == [1, 2, 3]
@@ -134,7 +134,7 @@ def test_structured_pruning_shrinks_the_counted_layers(tiny_overrides, store):
     # 64 inputs, hidden [32, 16]: half the units of each hidden layer go with what reads them
     assert nonzero[0] == 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert nonzero[3] == 64 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
-    assert 0 < out["emergence/active_frac/hidden1"] <= 1
+    assert 0 < out["emergence/active_frac/blocks.0.1"] <= 1
 
 
 def test_theta_grid_is_logged_from_the_same_activations(tiny_overrides, store):
@@ -194,8 +194,8 @@ def test_cnn_trains_with_emergence_init(tiny_overrides, store):
         "init.alpha=1.2", "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5"]))
     run = next(iter(runs_by_name(store).values()))
     assert run.info.run_name == "digits-cnn-magnitude0.5-emergence1.2-bs32-seed0"
-    assert {"emergence/active_frac/conv1", "emergence/active_frac/conv2",
-            "emergence/active_frac/hidden1"} <= set(out)
+    assert {"emergence/active_frac/convs.0.1", "emergence/active_frac/convs.1.1",
+            "emergence/active_frac/fcs.0.1"} <= set(out)
     assert out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
 
 

@@ -1,0 +1,17 @@
+"""emergence-lab: emergence (paths from inactive to active units) under pruning and training.
+
+`measure_emergence(model, probe, theta=0.05, layers=("hidden",))` measures any traced
+feed-forward network (see `emergence_lab.measure`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["measure_emergence", "Emergence"]
+
+
+def __getattr__(name: str):  # imported on first use: `import emergence_lab.report` needs no torch
+    if name in __all__:
+        from emergence_lab import measure
+
+        return getattr(measure, name)
+    raise AttributeError(f"module 'emergence_lab' has no attribute {name!r}")

@@ -1,5 +1,8 @@
 """Emergence of a layered network: paths from inactive to active units (arXiv 2409.01568, 3.3).
 
+`emergence` is the paper's formula for a chain of layers; `unitgraph.py` counts the same routes
+on any traced network (equal on chains) and `measure.py` measures a model.
+
 Pure functions: tensors and integers in, integers and floats out. No tracking, no files.
 """
 
@@ -67,31 +70,6 @@ def unit_activity(
     if mode == "fraction":
         return (activations > theta).float().mean(dim=0) > min_fraction
     raise ValueError(f"activity mode must be one of {ACTIVITY_MODES}, got {mode!r}")
-
-
-def active_counts(
-    activations: Mapping[str, torch.Tensor], theta: float, mode: str = "mean",
-    min_fraction: float = 0.5,
-) -> dict[str, tuple[int, int]]:
-    """(units, active units) per layer, in the order of the mapping."""
-    counts = {}
-    for name, acts in activations.items():
-        active = unit_activity(acts, theta, mode, min_fraction)
-        counts[name] = (active.numel(), int(active.sum().item()))
-    return counts
-
-
-def emergence_metrics(
-    counts: Mapping[str, tuple[int, int]], n_params: int
-) -> dict[str, float]:
-    """The logged emergence metrics: E, relative E and the active fraction of each layer."""
-    sizes = [n for n, _ in counts.values()]
-    active = [a for _, a in counts.values()]
-    e = emergence(sizes, active)
-    metrics = {"emergence/E": float(e), "emergence/relative": relative_emergence(e, n_params)}
-    for name, (n, a) in counts.items():
-        metrics[f"emergence/active_frac/{name}"] = a / n if n else 0.0
-    return metrics
 
 
 DORMANT_TAUS = (0.0, 0.025, 0.1)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from emergence_lab.config import Config, TrainerConfig
-from emergence_lab.models import INITS
+from emergence_lab.models import INITS, MODELS
 from emergence_lab.pruning import RESETS, STRATEGIES, PruningConfig, describe
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
@@ -141,7 +141,7 @@ def prefix_key(c: Config, digests: list[str | None], device: torch.device) -> st
 
 def run_name(c: Config) -> str:
     """A readable run name, e.g. fashion_mnist-mlp-magnitude0.5-seed0."""
-    parts = [c.dataset.name, c.model.name, describe(c.pruning)]
+    parts = [c.dataset.name, MODELS[c.model.name].describe(c.model), describe(c.pruning)]
     init = INITS[c.init.name].tag(c.init)
     parts += [init] if init else []
     if c.pretrain.epochs:

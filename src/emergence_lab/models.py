@@ -1,56 +1,26 @@
-"""Models with named unit layers, and the forward hooks that read their activations.
+"""The models: each a class, a settings dataclass and a registry line.
 
-A model lists the modules whose outputs are the units that emergence counts (`unit_layers`);
-everything else here is generic, so a new architecture only adds a class and a registry line.
+Nothing here says which modules hold the units emergence counts: `unitgraph.py` reads them from
+the model's torch.fx trace (every activation call), so a model is any `nn.Module` whose forward
+does not branch on data. Built-in options: mlp (lenet_300_100 is its YAML), cnn, resnet (the
+CIFAR ResNet of He et al. 2016 as in open_lth), vgg (open_lth's CIFAR VGG), torchvision (any
+classification architecture of torchvision.models, adapted to the data set) and custom (any
+class, built with Hydra's `instantiate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
 from emergence_lab.registry import Registry, check
-
-UNIT_LAYER_KINDS = ("input", "hidden", "output")
-
-
-class UnitModel(nn.Module):
-    """Base class: a classifier that names its input, hidden and output unit layers."""
-
-    def hidden_units(self) -> dict[str, nn.Module]:
-        """Modules whose outputs are the hidden units (post-activation), in forward order."""
-        raise NotImplementedError
-
-    def unit_producers(self) -> dict[str, nn.Module]:
-        """The Linear or Conv module that feeds each hidden unit layer (same keys)."""
-        raise NotImplementedError
-
-    def input_module(self) -> nn.Module:
-        """The module whose output is the input as the network sees it."""
-        raise NotImplementedError
-
-    def output_module(self) -> nn.Module:
-        """The module that produces the logits."""
-        raise NotImplementedError
-
-    def unit_layers(self, kinds: Sequence[str]) -> dict[str, tuple[nn.Module, Callable | None]]:
-        """(module, transform of its output) per counted layer, in forward order."""
-        unknown = sorted(set(kinds) - set(UNIT_LAYER_KINDS))
-        if unknown:
-            raise ValueError(f"unknown unit layers {unknown}; valid: {list(UNIT_LAYER_KINDS)}")
-        layers: dict[str, tuple[nn.Module, Callable | None]] = {}
-        if "input" in kinds:
-            layers["input"] = (self.input_module(), None)
-        if "hidden" in kinds:
-            layers.update({name: (m, None) for name, m in self.hidden_units().items()})
-        if "output" in kinds:
-            # The output layer's post-activation is the softmax over classes.
-            layers["output"] = (self.output_module(), lambda t: t.softmax(dim=1))
-        return layers
+from emergence_lab.unitgraph import UNIT_LAYER_KINDS  # noqa: F401 - re-exported for config
 
 
 def dense_blocks(width: int, hidden: Sequence[int]) -> tuple[nn.ModuleList, int]:
@@ -62,7 +32,7 @@ def dense_blocks(width: int, hidden: Sequence[int]) -> tuple[nn.ModuleList, int]
     return nn.ModuleList(blocks), width
 
 
-class MLP(UnitModel):
+class MLP(nn.Module):
     """Fully connected ReLU network: input -> hidden widths -> classes."""
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, hidden: Sequence[int]):
@@ -81,20 +51,8 @@ class MLP(UnitModel):
             x = block(x)
         return self.head(x)
 
-    def hidden_units(self) -> dict[str, nn.Module]:
-        return {f"hidden{i + 1}": block[1] for i, block in enumerate(self.blocks)}
 
-    def unit_producers(self) -> dict[str, nn.Module]:
-        return {f"hidden{i + 1}": block[0] for i, block in enumerate(self.blocks)}
-
-    def input_module(self) -> nn.Module:
-        return self.flatten
-
-    def output_module(self) -> nn.Module:
-        return self.head
-
-
-class CNN(UnitModel):
+class CNN(nn.Module):
     """Conv blocks (conv, ReLU, max-pool), then fully connected ReLU layers and a linear head.
 
     Emergence counts each conv filter as one unit (its map averaged over positions), with the
@@ -129,21 +87,120 @@ class CNN(UnitModel):
             x = block(x)
         return self.head(x)
 
-    def hidden_units(self) -> dict[str, nn.Module]:
-        return self._named(1)
 
-    def unit_producers(self) -> dict[str, nn.Module]:
-        return self._named(0)
+class ResNetBlock(nn.Module):
+    """Two 3x3 convs with batch norm around a shortcut (a 1x1 conv where the shape changes)."""
 
-    def _named(self, index: int) -> dict[str, nn.Module]:
-        convs = {f"conv{i + 1}": block[index] for i, block in enumerate(self.convs)}
-        return {**convs, **{f"hidden{i + 1}": block[index] for i, block in enumerate(self.fcs)}}
+    def __init__(self, f_in: int, f_out: int, downsample: bool):
+        super().__init__()
+        stride = 2 if downsample else 1
+        self.conv1 = nn.Conv2d(f_in, f_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(f_out)
+        self.conv2 = nn.Conv2d(f_out, f_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(f_out)
+        self.shortcut = nn.Sequential()
+        if downsample or f_in != f_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(f_out))
 
-    def input_module(self) -> nn.Module:
-        return self.input
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
 
-    def output_module(self) -> nn.Module:
-        return self.head
+
+class ResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016), as open_lth's cifar_resnet_<depth>_<width>: a 3x3
+    conv, three segments of (depth - 2) / 6 blocks with width, 2 width and 4 width filters,
+    global average pooling and a linear head. resnet20 = depth 20, width 16."""
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16):
+        super().__init__()
+        self.input_shape = tuple(int(d) for d in in_shape)
+        blocks_per_segment = (depth - 2) // 6
+        self.conv = nn.Conv2d(int(in_shape[0]), width, 3, stride=1, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        blocks, current = [], width
+        for segment, filters in enumerate((width, 2 * width, 4 * width)):
+            for index in range(blocks_per_segment):
+                blocks.append(ResNetBlock(current, filters, segment > 0 and index == 0))
+                current = filters
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(current, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.blocks(F.relu(self.bn(self.conv(x))))
+        return self.fc(torch.flatten(self.pool(out), 1))
+
+
+VGG_PLANS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512],
+}
+
+
+class VGG(nn.Module):
+    """open_lth's CIFAR VGG (cifar_vgg_<depth>): 3x3 conv + batch norm + ReLU modules with
+    max-pooling, a 2x2 average pool and one linear layer. `width` scales every plan entry
+    (64: the original)."""
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 16, width: int = 64):
+        super().__init__()
+        self.input_shape = tuple(int(d) for d in in_shape)
+        layers: list[nn.Module] = []
+        filters = int(in_shape[0])
+        for spec in VGG_PLANS[depth]:
+            if spec == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            out = max(1, int(spec) * width // 64)
+            layers += [nn.Conv2d(filters, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+            filters = out
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(filters, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(x)), 1))
+
+
+def torchvision_model(in_shape: Sequence[int], num_classes: int, arch: str) -> nn.Module:
+    """A torchvision classification architecture (random init), its head sized by num_classes
+    and its first convolution re-made for the data set's channels."""
+    import torchvision
+
+    choices = torchvision.models.list_models(module=torchvision.models)
+    if arch not in choices:
+        raise ValueError(f"model.arch={arch!r} is not a torchvision classification model; "
+                         f"valid: {choices}")
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    channels = int(in_shape[0])
+    first = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    conv = model.get_submodule(first) if first else None
+    if conv is not None and conv.in_channels != channels:
+        parent, _, attr = first.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, nn.Conv2d(
+            channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, bias=conv.bias is not None))
+    return model
+
+
+def custom_model(in_shape: Sequence[int], num_classes: int, _target_: str,
+                 kwargs: dict[str, Any]) -> nn.Module:
+    """Any nn.Module class, built by Hydra's instantiate as
+    `target(in_shape=..., num_classes=..., **kwargs)`."""
+    from hydra.utils import instantiate
+
+    model = instantiate({"_target_": _target_, **kwargs}, in_shape=list(in_shape),
+                        num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model._target_={_target_} built a {type(model).__name__}, "
+                         f"not an nn.Module")
+    return model
 
 
 def forward_order(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[nn.Module]:
@@ -198,20 +255,81 @@ class CNNConfig(ModelConfig):
         check(self.pool >= 1, f"model.pool must be >= 1, got {self.pool}")
 
 
+@dataclass
+class ResNetConfig(ModelConfig):
+    name: str = "resnet"
+    depth: int = 20  # 6n + 2 layers: n blocks per segment
+    width: int = 16  # filters of the first segment (then 2x and 4x)
+
+    def __post_init__(self) -> None:
+        check(self.depth >= 8 and (self.depth - 2) % 6 == 0,
+              f"model.depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, ...), got {self.depth}")
+        check(self.width >= 1, f"model.width must be >= 1, got {self.width}")
+
+
+@dataclass
+class VGGConfig(ModelConfig):
+    name: str = "vgg"
+    depth: int = 16  # one of VGG_PLANS
+    width: int = 64  # filters of the first conv; every layer scaled alike (64: the original)
+
+    def __post_init__(self) -> None:
+        check(self.depth in VGG_PLANS, f"model.depth must be one of {sorted(VGG_PLANS)}, "
+              f"got {self.depth}")
+        check(self.width >= 1, f"model.width must be >= 1, got {self.width}")
+
+
+@dataclass
+class TorchvisionConfig(ModelConfig):
+    name: str = "torchvision"
+    arch: str = "resnet18"  # any name of torchvision.models.list_models(module=torchvision.models)
+
+    def __post_init__(self) -> None:
+        import torchvision
+
+        choices = torchvision.models.list_models(module=torchvision.models)
+        check(self.arch in choices, f"model.arch must be a torchvision classification model, "
+              f"one of {choices}; got {self.arch!r}")
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    name: str = "custom"
+    _target_: str = ""  # a class path, e.g. my_package.MyNet(in_shape, num_classes, **kwargs)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(isinstance(self._target_, str) and "." in self._target_,
+              f"model=custom needs model._target_=<a class path like my_package.MyNet>, "
+              f"got {self._target_!r}")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A model option: the class (built with the input shape, class count and the settings'
-    fields), its settings dataclass and its label."""
+    fields), its settings dataclass, its label and its tag in run names."""
 
     name: str
-    build: Callable[..., UnitModel]
+    build: Callable[..., nn.Module]
     settings: type[ModelConfig]
     label: str
+    tag: Callable[[Any], str] | None = None  # in run names (None: the name), e.g. resnet20w4
+
+    def describe(self, settings: ModelConfig) -> str:
+        return self.tag(settings) if self.tag else self.name
 
 
 MODELS: Registry[ModelEntry] = Registry("model.name")
 MODELS.add(ModelEntry("mlp", MLP, MLPConfig, "MLP"))
 MODELS.add(ModelEntry("cnn", CNN, CNNConfig, "CNN"))
+MODELS.add(ModelEntry("resnet", ResNet, ResNetConfig, "ResNet", lambda s: f"resnet{s.depth}"
+                      + (f"w{s.width}" if s.width != ResNetConfig.width else "")))
+MODELS.add(ModelEntry("vgg", VGG, VGGConfig, "VGG", lambda s: f"vgg{s.depth}"
+                      + (f"w{s.width}" if s.width != VGGConfig.width else "")))
+MODELS.add(ModelEntry("torchvision", torchvision_model, TorchvisionConfig, "torchvision",
+                      lambda s: s.arch))
+MODELS.add(ModelEntry("custom", custom_model, CustomModelConfig, "custom",
+                      lambda s: s._target_.rpartition(".")[2]))
 
 
 def emergence_init(model: nn.Module, alpha: float) -> None:
@@ -260,39 +378,10 @@ INITS.add(InitEntry("emergence", lambda model, s: emergence_init(model, s.alpha)
                     EmergenceInitConfig, lambda s: f"emergence{s.alpha:g}"))
 
 
-def build_model(settings: ModelConfig, in_shape: Sequence[int], num_classes: int) -> UnitModel:
+def build_model(settings: ModelConfig, in_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Instantiate the registered model that `settings.name` names, with its settings."""
     fields = {k: v for k, v in vars(settings).items() if k != "name"}
     model = MODELS[settings.name].build(in_shape=in_shape, num_classes=num_classes, **fields)
     model.input_shape = tuple(int(d) for d in in_shape)  # what a data-free score feeds it
     return model
 
-
-@torch.no_grad()
-def collect_activations(
-    model: UnitModel, x: torch.Tensor, kinds: Sequence[str], batch_size: int = 1024
-) -> dict[str, torch.Tensor]:
-    """Per-sample unit activations, (samples, units) per counted layer, from forward hooks.
-
-    Conv maps (samples, channels, ...) are averaged over positions: a filter is one unit.
-    """
-    layers = model.unit_layers(kinds)
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-
-    def hook_for(name: str, transform: Callable | None):
-        def hook(_module, _inputs, output):
-            out = transform(output) if transform else output
-            chunks[name].append(out.flatten(2).mean(dim=2) if out.dim() > 2 else out)
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(n, t)) for n, (m, t) in layers.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            model(x[start:start + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}

@@ -173,13 +173,16 @@ def describe(p: PruningConfig, sep: str = "-", amount: bool = True, label: bool 
 
 
 def current_masks(model: nn.Module) -> Masks:
-    """Each prunable weight's mask (ones where none was applied yet), and each bias mask that
-    was applied."""
+    """Each prunable weight's mask (ones where none was applied yet), and every other mask that
+    was applied (biases, the channels of a normalization layer removed with a unit)."""
     masks: Masks = {}
     for (name, w), m in zip(prunable_weights(model).items(), prunable_modules(model), strict=True):
         masks[name] = m.weight_mask if hasattr(m, "weight_mask") else torch.ones_like(w)
-        if hasattr(m, "bias_mask"):
-            masks[name.removesuffix("weight") + "bias"] = m.bias_mask
+    for mod_name, m in model.named_modules():
+        for pname, _ in m.named_parameters(recurse=False):
+            key = f"{mod_name}.{pname}".lstrip(".")
+            if key not in masks and hasattr(m, f"{pname}_mask"):
+                masks[key] = getattr(m, f"{pname}_mask")
     return masks
 
 
@@ -277,8 +280,6 @@ def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> No
     """Re-create the pruning masks named in a state dict, so `load_state_dict` accepts it
     (call `freeze` after loading)."""
     for mod_name, m in model.named_modules():
-        if not isinstance(m, PRUNABLE):
-            continue
         for pname in ("weight", "bias"):
             key = f"{mod_name}.{pname}" if mod_name else pname
             if f"{key}_mask" not in state or hasattr(m, f"{pname}_mask"):
@@ -297,21 +298,6 @@ def sparsity(model: nn.Module) -> float:
         total += m.weight.numel()
         pruned += 0 if mask is None else int((mask == 0).sum().item())
     return pruned / total if total else 0.0
-
-
-def alive_units(producers: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Per unit layer, which units remain: a unit is removed when none of its incoming weights
-    and not its bias survive (structured pruning); unstructured pruning removes none."""
-    alive = {}
-    for name, m in producers.items():
-        w_mask, b_mask = getattr(m, "weight_mask", None), getattr(m, "bias_mask", None)
-        if w_mask is None:
-            continue
-        keeps = w_mask.flatten(1).any(dim=1)
-        if m.bias is not None:  # an unpruned bias keeps the unit alive
-            keeps = keeps | (b_mask > 0 if b_mask is not None else torch.ones_like(keeps))
-        alive[name] = keeps
-    return alive
 
 
 def surviving_parameters(model: nn.Module) -> int:

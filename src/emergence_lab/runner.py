@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from tqdm.auto import tqdm
 
 from emergence_lab import ownership, procs, tracking
@@ -37,9 +38,10 @@ from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset, shape_of
 from emergence_lab.emergence import stop_epoch
 from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
-from emergence_lab.models import INITS, UnitModel, build_model
+from emergence_lab.models import INITS, build_model
 from emergence_lab.pruning import RESETS, apply_masks, apply_pruning, current_masks, schedule
 from emergence_lab.train import Row, fit, measure
+from emergence_lab.unitgraph import unit_graph
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_network(c: Config, in_shape: tuple[int, ...], num_classes: int,
-                  seed: int | None = None) -> UnitModel:
+                  seed: int | None = None) -> nn.Module:
     """The seeded (trainer.seed unless `seed`), initialized network of a run; non-finite initial
     weights are a config error (the init's settings), found before training rather than blamed
     on the learning rate."""
@@ -94,7 +96,8 @@ def preflight(c: Config, device: bool = True) -> None:
                 f"shape, or pretrain=none")
     model = build_network(c, shape, classes)
     layers = c.threshold.layers
-    counted = len(model.unit_layers(layers))
+    # Traced here, so a model emergence cannot read fails before any run starts.
+    counted = len(unit_graph(model, torch.zeros((1, *shape)), layers).layers)
     if counted < 2:
         raise ValueError(f"emergence needs at least 2 counted layers: threshold.layers="
                          f"{list(layers)} counts {counted} of this model; add hidden layers or "
@@ -105,7 +108,7 @@ class EpochLogger:
     """The per-epoch callback: log metrics, advance the progress bar, write checkpoints and,
     when armed, stop once emergence has stayed at or below trainer.stop_epsilon."""
 
-    def __init__(self, run: tracking.Run, c: Config, model: UnitModel,
+    def __init__(self, run: tracking.Run, c: Config, model: nn.Module,
                  opt: torch.optim.Optimizer, workdir: Path):
         self.run, self.c, self.model, self.opt, self.workdir = run, c, model, opt, workdir
         self.bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch",
@@ -168,7 +171,7 @@ class Setup:
     """What one run trains with."""
 
     c: Config
-    model: UnitModel
+    model: nn.Module
     opt: torch.optim.Optimizer
     data: TensorData
     probe: torch.Tensor

@@ -6,7 +6,8 @@ the resets and how masks are applied live in `pruning.py`. Scores are "higher ke
 
 - magnitude: |w| (Han et al. 2015; with reset=rewind, the lottery ticket of Frankle et al.)
 - random: uniform scores, the control every pruning study needs
-- structured: whole units (rows, filters) by the L1 norm of their weights
+- structured: whole units (rows, filters, with what Torch-Pruning couples to them) by the L1
+  norm of their weights
 - ticket_shuffle: the magnitude mask shuffled within each layer (open_lth's random-mask branch)
 - snip: |g * w| on a batch (Lee et al. 2019)
 - grasp: w * Hg on a batch, which keeps the gradient flow (Wang et al. 2020)
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from emergence_lab.pruning import (
+    PRUNABLE,
     STRATEGIES,
     Batch,
     Masks,
@@ -68,27 +70,67 @@ def _ticket_shuffle(model: nn.Module, p: PruningConfig, rate: float, masks: Mask
 
 def _structured(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
                 batch: Batch | None) -> Masks:
-    """Remove `rate` of the remaining units of each hidden layer with the smallest L1 norm:
-    their weights and bias, and the next layer's weights that read them."""
+    """Remove `rate` of the remaining units of each coupled group with the smallest L1 norm
+    of the root layer's weights. Torch-Pruning's DependencyGraph finds what a unit takes with it:
+    its weights and bias, the normalization channel after it, the layers that read it and,
+    across residual sums, every layer whose channel is added to it. They are masked to zero
+    (shapes stay, so checkpoints, resume and the shared prefix keep working)."""
+    import torch_pruning as tp
+
+    layers = prunable_modules(model)
+    device = layers[0].weight.device
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"pruning=structured traces the network on an input: "
+                         f"{type(model).__name__} must say its input_shape (C, H, W)")
+    example = torch.zeros((1, *shape), device=device)
+    model.eval()  # the dependency trace must not move batch-norm statistics
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    score = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=None)
+    names = {id(m): n for n, m in model.named_modules()}
     out = dict(masks)
-    keys = list(prunable_weights(model))
-    mods = prunable_modules(model)
-    for key, layer, nxt_key in zip(keys[:-1], mods[:-1], keys[1:], strict=True):
-        w = layer.weight.detach()
-        n_units = w.shape[0]
+    for group in graph.get_all_groups(ignored_layers=[layers[-1]],
+                                      root_module_types=PRUNABLE):
+        root = group[0].dep.target.module
+        key = f"{names[id(root)]}.weight".lstrip(".")
         alive = out[key].flatten(1).any(dim=1)
-        norms = w.abs().flatten(1).sum(1).masked_fill(~alive, -1.0)  # removed units stay removed
-        k = min(round(rate * int(alive.sum())), int(alive.sum()) - 1)
-        alive = alive.clone()
-        alive[norms.argsort()[: k + int((~alive).sum())]] = False
-        out[key] = out[key] * alive.view((n_units,) + (1,) * (w.dim() - 1)).to(w.dtype)
-        if layer.bias is not None:
-            bias_key = key.removesuffix("weight") + "bias"
-            out[bias_key] = out.get(bias_key, torch.ones_like(layer.bias)) * alive.to(w.dtype)
-        reads = out[nxt_key].clone()
-        reads.view(reads.shape[0], n_units, -1)[:, ~alive, :] = 0  # conv->flatten: C*H*W inputs
-        out[nxt_key] = reads
+        n_alive = int(alive.sum())
+        k = min(round(rate * n_alive), n_alive - 1)
+        if k <= 0:
+            continue
+        scores = score(group).to(device).masked_fill(~alive, float("inf"))
+        drop = scores.argsort()[:k].tolist()
+        root_fn = group[0].dep.handler
+        for item in graph.get_pruning_group(root, root_fn, drop):
+            module, idxs = item.dep.target.module, list(item.idxs)
+            if id(module) not in names:
+                continue  # Torch-Pruning's own nodes (sums, reshapes) hold no parameters
+            _mask_channels(out, names[id(module)], module, idxs,
+                           graph.is_out_channel_pruning_fn(item.dep.handler))
     return out
+
+
+def _mask_channels(out: Masks, name: str, module: nn.Module, idxs: list[int], outputs: bool) -> None:
+    """Zero the channels `idxs` of a module's parameters in `out`: the output rows (and bias)
+    or input columns of a Linear/Conv, the entries of a per-channel parameter (batch norm)."""
+    prefix = f"{name}." if name else ""
+    for pname, param in module.named_parameters(recurse=False):
+        key = prefix + pname
+        mask = out.get(key, torch.ones_like(param)).clone()
+        if isinstance(module, PRUNABLE) and pname == "weight":
+            if not outputs and getattr(module, "groups", 1) != 1:
+                raise ValueError(f"pruning=structured: {name} is a grouped convolution "
+                                 f"(groups={module.groups}); its input channels cannot be "
+                                 f"removed by masking")
+            if outputs:
+                mask[idxs] = 0
+            else:
+                mask[:, idxs] = 0
+        elif param.dim() == 1 and (outputs or not isinstance(module, PRUNABLE)):
+            mask[idxs] = 0
+        else:
+            continue
+        out[key] = mask
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from emergence_lab.config import Config
 from emergence_lab.data import TensorData
@@ -18,18 +19,17 @@ from emergence_lab.emergence import (
     ACTIVITY_MODES,
     RELATIVE_THETA_KEYS,
     THETA_KEYS,
-    active_counts,
-    emergence_metrics,
     sparsity_baselines,
 )
-from emergence_lab.models import UnitModel, collect_activations
-from emergence_lab.pruning import alive_units, sparsity, surviving_parameters
+from emergence_lab.measure import counts_metrics
+from emergence_lab.measure import probe as probe_units
+from emergence_lab.pruning import sparsity
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
 
 
-def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, generator: torch.Generator) -> tuple[float, float]:
     """One pass over shuffled index slices of in-memory tensors; (mean loss, accuracy)."""
     model.train()
@@ -56,7 +56,7 @@ def train_epoch(model: UnitModel, opt: torch.optim.Optimizer, x: torch.Tensor, y
 
 
 @torch.no_grad()
-def evaluate(model: UnitModel, x: torch.Tensor, y: torch.Tensor, batch_size: int
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
              ) -> tuple[float, float]:
     """(mean loss, accuracy) over a data split, in eval mode."""
     model.eval()
@@ -70,31 +70,27 @@ def evaluate(model: UnitModel, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
 
 
-def measure(model: UnitModel, data: TensorData, probe: torch.Tensor, c: Config) -> dict[str, float]:
+def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) -> dict[str, float]:
     """Test metrics, emergence on the probe set, sparsity and surviving parameters."""
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size)
     t0 = time.perf_counter()
-    acts = collect_activations(model, probe, c.threshold.layers, c.trainer.eval_batch_size)
-    # Units removed by structured pruning leave n_i: drop their columns before counting.
-    alive = alive_units(model.unit_producers())
-    acts = {k: v[:, alive[k]] if k in alive else v for k, v in acts.items()}
     t = c.threshold
-    n_params = surviving_parameters(model)
-    metrics = emergence_metrics(active_counts(acts, t.theta, t.mode, t.min_fraction), n_params)
+    p = probe_units(model, probe, t.layers, c.trainer.eval_batch_size)
+    metrics = counts_metrics(p.at(t.theta, t.mode, t.min_fraction))
     # The same activations at the other thresholds and in both activity modes (mean over the
     # probe set, share of probe samples): the report's sensitivity tables need no retraining.
     for mode in ACTIVITY_MODES:
         for theta in t.grid:
-            grid = emergence_metrics(active_counts(acts, theta, mode, t.min_fraction), n_params)
-            metrics[f"{THETA_KEYS[mode]}{theta:g}"] = grid["emergence/E"]
-            metrics[f"{RELATIVE_THETA_KEYS[mode]}{theta:g}"] = grid["emergence/relative"]
-    metrics |= sparsity_baselines(acts)
+            grid = p.at(theta, mode, t.min_fraction)
+            metrics[f"{THETA_KEYS[mode]}{theta:g}"] = float(grid.E)
+            metrics[f"{RELATIVE_THETA_KEYS[mode]}{theta:g}"] = grid.relative
+    metrics |= sparsity_baselines(p.activations)
     metrics["time/emergence_s"] = time.perf_counter() - t0
     return {"test/loss": test_loss, "test/acc": test_acc, **metrics,
-            "pruning/sparsity": sparsity(model), "params/nonzero": float(n_params)}
+            "pruning/sparsity": sparsity(model), "params/nonzero": float(p.n_params)}
 
 
-def fit(model: UnitModel, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
+def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
         c: Config, first: int, last: int, on_epoch: OnEpoch) -> bool:
     """Train epochs first..last; after each, hand (epoch, metrics) to on_epoch, which may stop
     training by returning True. Returns whether it did.
