@@ -13,8 +13,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def run_cli(args, cwd):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+def run_cli(args, cwd, **env_extra):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_extra}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600, env=env)
 
@@ -97,3 +97,35 @@ def test_an_optuna_search_runs_under_one_parent_and_reports_its_best(tmp_path):
     assert all(c.info.status == "FINISHED" for c in children)
     best = next(tmp_path.glob("outputs/multirun/*/optimization_results.yaml")).read_text()
     assert "best_params" in best and "init.alpha" in best
+
+
+def test_a_custom_residual_model_sweeps_with_structured_pruning_and_a_bad_one_fails_first(tmp_path):
+    """model=custom through the whole pipeline: a user's residual MLP, pruned by Torch-Pruning's
+    coupled groups, E logged every epoch; a model whose forward branches on data fails the
+    sweep before any run."""
+    path = {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = run_cli(["-m", "dataset=digits", "model=custom",
+                    "model._target_=tests.fixtures.custom_net.ResidualMLP",
+                    "+model.kwargs.width=8", "pruning=structured", "pruning.amount=0,0.5",
+                    "pruning.epoch=1", "trainer.epochs=2", "tracking.uri=sqlite:///x.db"],
+                   cwd=tmp_path, **path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    runs = tracking.get_client(uri).search_runs(
+        [tracking.get_client(uri).get_experiment_by_name("emergence").experiment_id])
+    children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
+    assert sorted(r.info.run_name for r in children) == [
+        "digits-ResidualMLP-structured0-seed0", "digits-ResidualMLP-structured0.5-seed0"]
+    for r in children:
+        assert r.info.status == "FINISHED"
+        steps = [s for s, _ in tracking.metric_history(uri, r.info.run_id, "emergence/E")]
+        assert steps[-2:] == [1, 2]
+    pruned = next(r for r in children if r.info.run_name.endswith("0.5-seed0"))
+    assert pruned.data.metrics["params/nonzero"] < min(
+        r.data.metrics["params/nonzero"] for r in children if r is not pruned)
+    bad = run_cli(["dataset=digits", "model=custom",
+                   "model._target_=tests.fixtures.custom_net.Branchy",
+                   "tracking.uri=sqlite:///y.db"], cwd=tmp_path, **path)
+    assert bad.returncode != 0
+    assert "Branchy" in bad.stderr and "data-dependent control flow" in bad.stderr
+    assert not (tmp_path / "y.db").exists()

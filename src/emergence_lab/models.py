@@ -151,6 +151,10 @@ class VGG(nn.Module):
     def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 16, width: int = 64):
         super().__init__()
         self.input_shape = tuple(int(d) for d in in_shape)
+        pools = VGG_PLANS[depth].count("M")
+        if min(int(d) for d in in_shape[1:]) < 2 ** pools:
+            raise ValueError(f"model=vgg (depth {depth}) max-pools {pools} times: its inputs "
+                             f"must be at least {2 ** pools}x{2 ** pools}, got {tuple(in_shape)}")
         layers: list[nn.Module] = []
         filters = int(in_shape[0])
         for spec in VGG_PLANS[depth]:
