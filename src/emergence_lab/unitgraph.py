@@ -219,9 +219,14 @@ def _bias_alive(m: nn.Module, channels: int) -> torch.Tensor:
     return torch.ones(channels, dtype=torch.bool) if mask is None else (mask != 0).cpu()
 
 
-def _where(node: fx.Node) -> str:
+def _module_path(node: fx.Node) -> str:
+    """The path of the innermost module whose forward made this node ("" for the model's)."""
     stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack.values()))[0] if stack else ""
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def _where(node: fx.Node) -> str:
+    path = _module_path(node)
     return f"in module '{path}'" if path else "in the model's forward"
 
 
@@ -388,8 +393,8 @@ def unit_graph(model: nn.Module, example: torch.Tensor,
 
 
 def _site(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack.values()))[0] if stack else ""
+    """A functional activation's layer name: its module's path and the function."""
+    path = _module_path(node)
     fn = getattr(node.target, "__name__", str(node.target))
     return f"{path}/{fn}" if path else fn
 
