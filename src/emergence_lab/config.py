@@ -19,9 +19,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from emergence_lab.data import DATASETS, DatasetConfig
 from emergence_lab.emergence import ACTIVITY_MODES
-from emergence_lab.models import INITS, MODELS, UNIT_LAYER_KINDS, InitConfig
+from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.pruning import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
+from emergence_lab.unitgraph import UNIT_LAYER_KINDS
 
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from emergence_lab.emergence import relative_emergence, unit_activity
+from emergence_lab.pruning import surviving_parameters
 from emergence_lab.unitgraph import UnitGraph, collect_activations, unit_graph
 
 
@@ -52,8 +53,6 @@ class Probe:
 def probe(model: nn.Module, x: torch.Tensor, layers: Sequence[str] = ("hidden",),
           batch_size: int = 1024, graph: UnitGraph | None = None) -> Probe:
     """Run the probe set once: unit activations of the alive units of each counted layer."""
-    from emergence_lab.pruning import surviving_parameters  # pruning imports models
-
     graph = graph or unit_graph(model, x[:1], layers)
     acts = collect_activations(model, graph, x, batch_size)
     alive = graph.alive(model)

@@ -20,7 +20,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from emergence_lab.registry import Registry, check
-from emergence_lab.unitgraph import UNIT_LAYER_KINDS  # noqa: F401 - re-exported for config
+from emergence_lab.unitgraph import symbolic
 
 
 def dense_blocks(width: int, hidden: Sequence[int]) -> tuple[nn.ModuleList, int]:
@@ -177,10 +177,6 @@ def torchvision_model(in_shape: Sequence[int], num_classes: int, arch: str) -> n
     and its first convolution re-made for the data set's channels."""
     import torchvision
 
-    choices = torchvision.models.list_models(module=torchvision.models)
-    if arch not in choices:
-        raise ValueError(f"model.arch={arch!r} is not a torchvision classification model; "
-                         f"valid: {choices}")
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     channels = int(in_shape[0])
     first = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
@@ -212,12 +208,7 @@ def forward_order(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[
     from a torch.fx trace (cached on the model): not the order they were registered in."""
     names = model.__dict__.get("_forward_order")
     if names is None:
-        try:
-            graph = torch.fx.symbolic_trace(model).graph
-        except Exception as exc:
-            raise ValueError(f"cannot trace {type(model).__name__} with torch.fx to find its layer "
-                             f"order ({type(exc).__name__}: {exc}); its forward must not branch "
-                             f"on data") from None
+        graph = symbolic(model).graph
         names = list(dict.fromkeys(str(n.target) for n in graph.nodes if n.op == "call_module"))
         model.__dict__["_forward_order"] = names
     modules = dict(model.named_modules())

@@ -24,6 +24,7 @@ from emergence_lab.emergence import (
 from emergence_lab.measure import counts_metrics
 from emergence_lab.measure import probe as probe_units
 from emergence_lab.pruning import sparsity
+from emergence_lab.unitgraph import cached_unit_graph
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
@@ -75,7 +76,8 @@ def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) 
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size)
     t0 = time.perf_counter()
     t = c.threshold
-    p = probe_units(model, probe, t.layers, c.trainer.eval_batch_size)
+    graph = cached_unit_graph(model, probe[:1], t.layers)
+    p = probe_units(model, probe, t.layers, c.trainer.eval_batch_size, graph)
     metrics = counts_metrics(p.at(t.theta, t.mode, t.min_fraction))
     # The same activations at the other thresholds and in both activity modes (mean over the
     # probe set, share of probe samples): the report's sensitivity tables need no retraining.

@@ -31,6 +31,7 @@ error that names the operation and the module, never a silent count.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,33 +106,13 @@ class Op:
 
 @dataclass
 class UnitGraph:
-    """The ops of a traced network in topological order, and its counted unit layers
-    (name -> op index, in forward order)."""
+    """The ops of a traced network in topological order, its counted unit layers (name -> op
+    index, in forward order), and `module`: the traced model returning the per-sample unit
+    activations of those layers, (samples, units), conv maps averaged over positions."""
 
     ops: list[Op]
     layers: dict[str, int]
-    graph: fx.Graph
-    nodes: list[str]  # fx node name of each op (the activation tensors are read there)
-
-    def probe_module(self, model: nn.Module) -> fx.GraphModule:
-        """A module that runs `model` and returns the per-sample unit activations of every
-        counted layer, (samples, units), conv maps averaged over positions."""
-        graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        wanted = {self.nodes[i]: name for name, i in self.layers.items()}
-        taken: dict[str, fx.Node] = {}
-        for node in self.graph.nodes:
-            if node.op == "output":
-                logits = env[node.args[0]]
-                if "output" in wanted.values():
-                    taken["output"] = graph.call_function(_softmax_units, (logits,))
-                graph.output(tuple(taken[name] for name in self.layers))
-                break
-            env[node] = graph.node_copy(node, lambda n: env[n])
-            name = wanted.get(node.name)
-            if name is not None and name != "output":
-                taken[name] = graph.call_function(_units, (env[node],))
-        return fx.GraphModule(model, graph)
+    module: fx.GraphModule
 
     def alive(self, model: nn.Module) -> list[torch.Tensor]:
         """Per op, which channels carry anything: a Linear/Conv output channel lives while
@@ -203,6 +184,24 @@ class UnitGraph:
         return total
 
 
+def _probe_module(traced: fx.GraphModule, ops: list[Op], layers: dict[str, int]) -> fx.GraphModule:
+    """The traced model with a (samples, units) output per counted layer instead of logits."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    wanted = {ops[i].name: name for name, i in layers.items() if name != "output"}
+    taken: dict[str, fx.Node] = {}
+    for node in traced.graph.nodes:
+        if node.op == "output":
+            if "output" in layers:
+                taken["output"] = graph.call_function(_softmax_units, (env[node.args[0]],))
+            graph.output(tuple(taken[name] for name in layers))
+            break
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node.name in wanted:
+            taken[wanted[node.name]] = graph.call_function(_units, (env[node],))
+    return fx.GraphModule(traced, graph)
+
+
 def _units(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).mean(dim=2) if t.dim() > 2 else t
 
@@ -239,14 +238,19 @@ def _what(node: fx.Node) -> str:
     return str(target)
 
 
-def trace(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, dict[str, tuple]]:
-    """The model's fx graph and each tensor node's shape (one eval-mode forward of `example`)."""
+def symbolic(model: nn.Module) -> fx.GraphModule:
+    """`torch.fx.symbolic_trace`, failing with the model's name and what fx could not follow."""
     try:
-        traced = fx.symbolic_trace(model)
+        return fx.symbolic_trace(model)
     except Exception as exc:
         raise UnreadableGraph(
             f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
             f"emergence needs a forward without data-dependent control flow") from None
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, dict[str, tuple]]:
+    """The model's fx graph and each tensor node's shape (one eval-mode forward of `example`)."""
+    traced = symbolic(model)
     was_training = model.training
     model.eval()
     try:
@@ -273,14 +277,12 @@ def unit_graph(model: nn.Module, example: torch.Tensor,
     modules = dict(model.named_modules())
     ops: list[Op] = []
     index: dict[str, int] = {}
-    nodes: list[str] = []
     layers: dict[str, int] = {}
     calls: dict[str, int] = {}
     flattened: set[int] = set()  # ops whose features are positions grouped by channel
 
     def add(node: fx.Node, kind: str, inputs: Sequence[int], channels: int, **kw) -> int:
         ops.append(Op(node.name, kind, tuple(inputs), channels, **kw))
-        nodes.append(node.name)
         index[node.name] = len(ops) - 1
         return len(ops) - 1
 
@@ -360,7 +362,7 @@ def unit_graph(model: nn.Module, example: torch.Tensor,
                 if j in flattened:
                     flattened.add(i)
             elif (len(shape) == 2 and len(before) > 2 and shape[0] == before[0]
-                    and shape[1] == _numel(before[1:])):
+                    and shape[1] == math.prod(before[1:])):
                 if ops[j].kind == "input" and "input" in kinds:
                     # The network reads its input as features (an MLP): every feature is a unit.
                     layers["input"] = add(node, "input", [], shape[1])
@@ -389,7 +391,19 @@ def unit_graph(model: nn.Module, example: torch.Tensor,
             kind = f"module {type(module).__name__}" if module is not None else "an operation"
             raise fail(node, f"{kind} it does not know; emergence knows activations, "
                              f"Linear/Conv, channel-wise ops, flatten, sums and concatenation")
-    return UnitGraph(ops, layers, traced.graph, nodes)
+    return UnitGraph(ops, layers, _probe_module(traced, ops, layers))
+
+
+def cached_unit_graph(model: nn.Module, example: torch.Tensor,
+                      kinds: Sequence[str] = ("hidden",)) -> UnitGraph:
+    """`unit_graph`, traced once per model, input shape and layer kinds (kept on the model, as
+    `models.forward_order` keeps its order): a training run's architecture does not change
+    (pruning masks values), so its epochs need not trace it again."""
+    cache = model.__dict__.setdefault("_unit_graphs", {})
+    key = (tuple(kinds), tuple(example.shape[1:]))
+    if key not in cache:
+        cache[key] = unit_graph(model, example, kinds)
+    return cache[key]
 
 
 def _site(node: fx.Node) -> str:
@@ -399,24 +413,16 @@ def _site(node: fx.Node) -> str:
     return f"{path}/{fn}" if path else fn
 
 
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 @torch.no_grad()
 def collect_activations(model: nn.Module, graph: UnitGraph, x: torch.Tensor,
                         batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """Per-sample unit activations, (samples, units) per counted layer, in eval mode."""
-    probe = graph.probe_module(model)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in graph.layers}
     was_training = model.training
     model.eval()
     try:
         for start in range(0, x.shape[0], batch_size):
-            outs = probe(x[start:start + batch_size])
+            outs = graph.module(x[start:start + batch_size])
             for name, t in zip(graph.layers, outs, strict=True):
                 chunks[name].append(t)
     finally:
