@@ -16,8 +16,9 @@ from after a step (lottery-ticket rewinding, a fresh init).
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,6 +45,30 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     return {f"{names[id(m)]}.weight".lstrip("."): m.weight for m in prunable_modules(model)}
 
 
+def ignored(name: str, patterns: list[str] | tuple[str, ...]) -> bool:
+    """Whether a parameter name matches one of `pruning.ignore`'s shell-style patterns."""
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
+
+def target_weights(model: nn.Module, p: PruningConfig) -> dict[str, nn.Parameter]:
+    """The prunable weights a strategy may prune: every Linear and Conv weight but those
+    `pruning.ignore` leaves dense, in forward order."""
+    return {k: w for k, w in prunable_weights(model).items() if not ignored(k, p.ignore)}
+
+
+def check_ignore(model: nn.Module, p: PruningConfig) -> None:
+    """Every `pruning.ignore` pattern names at least one prunable weight of this model, and
+    at least one weight is left to prune (checked before any run starts)."""
+    names = list(prunable_weights(model))
+    for pat in p.ignore:
+        check(any(fnmatch.fnmatchcase(n, pat) for n in names),
+              f"pruning.ignore: {pat!r} matches no prunable parameter of this model; they are "
+              f"{names}")
+    check(not STRATEGIES[p.name].prunes or p.amount == 0 or len(target_weights(model, p)) > 0,
+          f"pruning.ignore={list(p.ignore)} leaves every prunable parameter dense ({names}): "
+          f"nothing is left to prune")
+
+
 @dataclass
 class PruningConfig:
     """Settings every strategy has; a strategy with more extends this class."""
@@ -57,6 +82,8 @@ class PruningConfig:
     interval: int = 1  # ... this many epochs apart
     reset: str = "none"  # where survivors restart from after each step (see RESETS)
     rewind_epoch: int = 0  # reset=rewind: the epoch whose weights survivors are reset to
+    ignore: list[str] = field(default_factory=list)  # weights left dense: patterns over names
+
 
     def __post_init__(self) -> None:
         entry = STRATEGIES.entry_for(self)
@@ -70,6 +97,9 @@ class PruningConfig:
         check(self.interval >= 1, f"pruning.interval must be >= 1, got {self.interval}")
         SCHEDULES[self.schedule]  # noqa: B018 - an unknown name raises with the choices
         RESETS[self.reset]  # noqa: B018
+        check(all(isinstance(pat, str) and pat for pat in self.ignore),
+              f"pruning.ignore must be a list of parameter-name patterns (e.g. [head.weight]), "
+              f"got {self.ignore!r}")
         check(0 <= self.rewind_epoch <= self.epoch, f"pruning.rewind_epoch must be in [0, "
               f"pruning.epoch={self.epoch}] (a state the run has before it prunes), "
               f"got {self.rewind_epoch}")
@@ -169,6 +199,7 @@ def describe(p: PruningConfig, sep: str = "-", amount: bool = True, label: bool 
     parts += [p.scope] if p.scope != entry.scopes[0] else []
     parts += [p.schedule] if p.schedule != default.schedule else []
     parts += [t] if (t := RESETS[p.reset].tag(p)) else []
+    parts += [f"dense({','.join(p.ignore)})"] if p.ignore else []
     return sep.join(parts)
 
 
@@ -225,25 +256,44 @@ def apply_pruning(model: nn.Module, p: PruningConfig, rate: float, seed: int = 0
     was_training = model.training
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = entry.prune(model, p, rate, old, batch) if rate > 0 else old
+        try:
+            new = entry.prune(model, p, rate, old, batch) if rate > 0 else old
+        except NonFiniteScores as exc:
+            raise ValueError(f"pruning={p.name}: {exc}") from None
     model.train(was_training)
     model.zero_grad(set_to_none=True)  # scores may leave gradients; training starts clean
     apply_masks(model, {k: v * old[k] if k in old else v for k, v in new.items()})
 
 
-def keep_top(scores: Mapping[str, torch.Tensor], masks: Masks, rate: float, scope: str) -> Masks:
+class NonFiniteScores(ValueError):
+    """A layer's scores hold inf or nan: a mask ranked on them would be arbitrary."""
+
+
+def keep_top(scores: Mapping[str, torch.Tensor], masks: Masks, rate: float, scope: str,
+             tie_seed: int | None = None) -> Masks:
     """Masks that remove `rate` of the remaining weights with the lowest scores: over all
-    layers at once (global) or in each layer (layerwise). Removed weights stay removed."""
+    layers at once (global) or in each layer (layerwise). Removed weights stay removed; layers
+    without scores are left as they are. The count is round(rate * remaining). Scores are
+    compared in their own dtype (float64 stays float64). Ties at the threshold are broken by a
+    permutation drawn from `tie_seed` (default: the seed `apply_pruning` set), so one seed
+    always gives one mask. A score that is not finite raises `NonFiniteScores`, naming its
+    layer."""
+    seed = torch.initial_seed() if tie_seed is None else tie_seed
     groups = [list(scores)] if scope == "global" else [[k] for k in scores]
     out = dict(masks)
     for keys in groups:
         alive = [masks[k].bool() for k in keys]
-        remaining = torch.cat([scores[k][a] for k, a in zip(keys, alive, strict=True)])
+        parts = [scores[k][a] for k, a in zip(keys, alive, strict=True)]
+        for k, part in zip(keys, parts, strict=True):
+            bad = int((~torch.isfinite(part)).sum())
+            if bad:
+                raise NonFiniteScores(f"{bad} of {part.numel()} scores of {k} are not finite "
+                                      f"(inf or nan): its mask cannot be ranked")
+        remaining = torch.cat(parts)
         n_prune = round(rate * remaining.numel())
         if n_prune == 0:
             continue
-        drop = torch.zeros(remaining.numel(), dtype=torch.bool, device=remaining.device)
-        drop[torch.topk(remaining, n_prune, largest=False).indices] = True
+        drop = lowest(remaining, n_prune, seed)
         start = 0
         for k, a in zip(keys, alive, strict=True):
             n = int(a.sum())
@@ -253,6 +303,23 @@ def keep_top(scores: Mapping[str, torch.Tensor], masks: Masks, rate: float, scop
             out[k] = flat.view_as(masks[k])
             start += n
     return out
+
+
+def lowest(values: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """A boolean mask of the `n` lowest of `values` (1-D): everything below the n-th smallest
+    value, and of the values equal to it as many as are needed, chosen by a permutation drawn
+    from `seed` (on the CPU, so every device picks the same)."""
+    if n >= values.numel():
+        return torch.ones_like(values, dtype=torch.bool)
+    threshold = values.kthvalue(n).values
+    drop = values < threshold
+    tied = (values == threshold).nonzero().squeeze(1)
+    need = n - int(drop.sum())
+    if need < tied.numel():
+        order = torch.randperm(tied.numel(), generator=torch.Generator().manual_seed(seed))
+        tied = tied[order[:need].to(tied.device)]
+    drop[tied] = True
+    return drop
 
 
 def _mask_gradients(m: nn.Module, pname: str) -> None:

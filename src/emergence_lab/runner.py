@@ -39,7 +39,14 @@ from emergence_lab.data import TensorData, load_dataset, shape_of
 from emergence_lab.emergence import stop_epoch
 from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
 from emergence_lab.models import INITS, build_model
-from emergence_lab.pruning import RESETS, apply_masks, apply_pruning, current_masks, schedule
+from emergence_lab.pruning import (
+    RESETS,
+    apply_masks,
+    apply_pruning,
+    check_ignore,
+    current_masks,
+    schedule,
+)
 from emergence_lab.train import Row, fit, measure
 from emergence_lab.unitgraph import unit_graph
 
@@ -95,6 +102,7 @@ def preflight(c: Config, device: bool = True) -> None:
                 f"the network cannot move from one to the other; pick a data set of the same "
                 f"shape, or pretrain=none")
     model = build_network(c, shape, classes)
+    check_ignore(model, c.pruning)
     layers = c.threshold.layers
     # Traced here, so a model emergence cannot read fails before any run starts.
     counted = len(unit_graph(model, torch.zeros((1, *shape)), layers).layers)

@@ -28,11 +28,13 @@ from emergence_lab.pruning import (
     STRATEGIES,
     Batch,
     Masks,
+    NonFiniteScores,
     PruningConfig,
     StrategyEntry,
     keep_top,
     prunable_modules,
     prunable_weights,
+    target_weights,
 )
 from emergence_lab.registry import check
 
@@ -44,13 +46,13 @@ def _no_pruning(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
 
 def _magnitude(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
                batch: Batch | None) -> Masks:
-    scores = {k: w.detach().abs() for k, w in prunable_weights(model).items()}
+    scores = {k: w.detach().abs() for k, w in target_weights(model, p).items()}
     return keep_top(scores, masks, rate, p.scope)
 
 
 def _random(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
             batch: Batch | None) -> Masks:
-    scores = {k: torch.rand(w.shape, device=w.device) for k, w in prunable_weights(model).items()}
+    scores = {k: torch.rand(w.shape, device=w.device) for k, w in target_weights(model, p).items()}
     return keep_top(scores, masks, rate, p.scope)
 
 
@@ -59,7 +61,7 @@ def _ticket_shuffle(model: nn.Module, p: PruningConfig, rate: float, masks: Mask
     """The magnitude mask's per-layer counts, at random places among each layer's survivors."""
     ticket = _magnitude(model, p, rate, masks, batch)
     out = dict(masks)
-    for k in prunable_weights(model):
+    for k in target_weights(model, p):
         alive = masks[k].reshape(-1).nonzero().squeeze(1)
         kept = int(ticket[k].sum())
         flat = torch.zeros(masks[k].numel(), device=masks[k].device, dtype=masks[k].dtype)
@@ -71,7 +73,9 @@ def _ticket_shuffle(model: nn.Module, p: PruningConfig, rate: float, masks: Mask
 def _structured(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
                 batch: Batch | None) -> Masks:
     """Remove `rate` of the remaining units of each coupled group with the smallest L1 norm
-    of the root layer's weights. Torch-Pruning's DependencyGraph finds what a unit takes with it:
+    of the root layer's weights (the classifier head and the layers pruning.ignore names keep
+    their units; a unit removed upstream still takes their input columns with it).
+    Torch-Pruning's DependencyGraph finds what a unit takes with it:
     its weights and bias, the normalization channel after it, the layers that read it and,
     across residual sums, every layer whose channel is added to it. They are masked to zero
     (shapes stay, so checkpoints, resume and the shared prefix keep working)."""
@@ -88,8 +92,10 @@ def _structured(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     score = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=None)
     names = {id(m): n for n, m in model.named_modules()}
+    targets = target_weights(model, p)
+    dense = [m for m in layers[:-1] if f"{names[id(m)]}.weight".lstrip(".") not in targets]
     out = dict(masks)
-    for group in graph.get_all_groups(ignored_layers=[layers[-1]],
+    for group in graph.get_all_groups(ignored_layers=[layers[-1], *dense],
                                       root_module_types=PRUNABLE):
         root = group[0].dep.target.module
         key = f"{names[id(root)]}.weight".lstrip(".")
@@ -144,9 +150,8 @@ class BatchScoreConfig(PruningConfig):
         check(self.samples >= 1, f"pruning.samples must be >= 1, got {self.samples}")
 
 
-def _masked_grads(model: nn.Module, batch: Batch, create_graph: bool = False,
-                  scale: float = 1.0) -> list[torch.Tensor]:
-    weights = list(prunable_weights(model).values())
+def _masked_grads(model: nn.Module, weights: list[nn.Parameter], batch: Batch,
+                  create_graph: bool = False, scale: float = 1.0) -> list[torch.Tensor]:
     loss = batch.loss(model(batch.x) / scale, batch.y)
     return list(torch.autograd.grad(loss, weights, create_graph=create_graph))
 
@@ -154,8 +159,8 @@ def _masked_grads(model: nn.Module, batch: Batch, create_graph: bool = False,
 def _snip(model: nn.Module, p: PruningConfig, rate: float, masks: Masks,
           batch: Batch | None) -> Masks:
     model.eval()
-    weights = prunable_weights(model)
-    grads = _masked_grads(model, batch)
+    weights = target_weights(model, p)
+    grads = _masked_grads(model, list(weights.values()), batch)
     scores = {k: (g * w).detach().abs() for (k, w), g in zip(weights.items(), grads, strict=True)}
     return keep_top(scores, masks, rate, p.scope)
 
@@ -172,14 +177,19 @@ class GraspConfig(BatchScoreConfig):
 def _grasp(model: nn.Module, p: GraspConfig, rate: float, masks: Masks,
            batch: Batch | None) -> Masks:
     """Keep the weights whose removal would most reduce the gradient norm: score w * Hg, the
-    Hessian-gradient product from a second backward pass (higher keeps)."""
+    Hessian-gradient product from a second backward pass (higher keeps). The gradient is that
+    of every prunable weight (layers left dense by pruning.ignore included); only the targets
+    are scored."""
     model.eval()
     weights = prunable_weights(model)
-    g = [t.detach() for t in _masked_grads(model, batch, scale=p.temperature)]
-    g_graph = _masked_grads(model, batch, create_graph=True, scale=p.temperature)
+    ws = list(weights.values())
+    g = [t.detach() for t in _masked_grads(model, ws, batch, scale=p.temperature)]
+    g_graph = _masked_grads(model, ws, batch, create_graph=True, scale=p.temperature)
     z = sum((a * b).sum() for a, b in zip(g_graph, g, strict=True))
-    hg = torch.autograd.grad(z, list(weights.values()))
-    scores = {k: (w * h).detach() for (k, w), h in zip(weights.items(), hg, strict=True)}
+    hg = torch.autograd.grad(z, ws)
+    targets = target_weights(model, p)
+    scores = {k: (w * h).detach() for (k, w), h in zip(weights.items(), hg, strict=True)
+              if k in targets}
     return keep_top(scores, masks, rate, p.scope)
 
 
@@ -194,33 +204,59 @@ class SynFlowConfig(PruningConfig):
 
 def _synflow(model: nn.Module, p: SynFlowConfig, rate: float, masks: Masks,
              batch: Batch | None) -> Masks:
-    """Iterative synaptic flow: on a float64 copy with |w| and an all-ones input, score
-    |w * dR/dw| with R the sum of the outputs, and prune to (1 - rate)^(i / iterations) of
-    the remaining weights in round i."""
+    """Iterative synaptic flow: on a float64 copy whose parameters and buffers are made
+    non-negative (the authors' `linearize`) and an all-ones input, score |w * dR/dw| with R the
+    sum of the outputs, and prune to (1 - rate)^(i / iterations) of the remaining weights in
+    round i. The scores stay float64 through the ranking: R passes float32's 3.4e38 on deep
+    nets (1.2e51 on ResNet-56), where a cast would make every score inf. Where R passes even
+    float64's 1.8e308, the run stops with an error naming the layer where the flow overflows."""
     net = copy.deepcopy(model).double().eval()
     weights = prunable_weights(net)
     with torch.no_grad():
-        for prm in net.parameters():
-            prm.abs_()
+        for t in (*net.parameters(), *net.buffers()):
+            if t.is_floating_point():
+                t.abs_()
     device = next(iter(weights.values())).device
     shape = getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError(f"pruning=synflow feeds the network an all-ones input: "
                          f"{type(model).__name__} must say its input_shape (C, H, W)")
     x = torch.ones((1, *shape), dtype=torch.float64, device=device)
+    targets = set(target_weights(model, p))
     out = dict(masks)
     density_before = 1.0
     for i in range(1, p.iterations + 1):
         with torch.no_grad():
             for k, w in weights.items():
                 w.mul_(out[k])
-        grads = torch.autograd.grad(net(x).sum(), list(weights.values()))
-        scores = {k: (w * g).detach().abs().float() for (k, w), g
-                  in zip(weights.items(), grads, strict=True)}
+        flow = net(x).sum()
+        if not torch.isfinite(flow):
+            raise NonFiniteScores(f"the synaptic flow R overflows float64 (1.8e308) at "
+                                  f"{_first_overflow(net, x)} in round {i}: the network is too "
+                                  f"deep for a product of |w| over its paths")
+        grads = torch.autograd.grad(flow, list(weights.values()))
+        scores = {k: (w * g).detach().abs() for (k, w), g
+                  in zip(weights.items(), grads, strict=True) if k in targets}
         density = (1 - rate) ** (i / p.iterations)
         out = keep_top(scores, out, 1 - density / density_before, p.scope)
         density_before = density
     return out
+
+
+def _first_overflow(net: nn.Module, x: torch.Tensor) -> str:
+    """The first module, in call order, whose output is not finite (a network's name)."""
+    seen: list[str] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, inp, outp, name=name: seen.append(name)
+        if isinstance(outp, torch.Tensor) and not torch.isfinite(outp).all() else None)
+        for name, m in net.named_modules() if name]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen[0] if seen else "the output"
 
 
 STRATEGIES.add(StrategyEntry("none", _no_pruning, label="unpruned", prunes=False))
