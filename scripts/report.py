@@ -9,7 +9,20 @@ logged back to MLflow as a run tagged kind=report. Exit code 2: no store, or no 
 import argparse
 import sys
 
+from emergence_lab.measure.setting import Setting
 from emergence_lab.render import ReportError, build_report
+
+
+def parse_setting(text: str) -> Setting:
+    """RULE:THETA:COUNTING (COUNTING optional: units) as a setting."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError("expected RULE:THETA[:COUNTING], e.g. dormant:0.1:edges")
+    try:
+        theta = float(parts[1])
+    except ValueError:
+        raise ValueError(f"THETA must be a number, got {parts[1]!r}") from None
+    return Setting(parts[0], theta, parts[2] if len(parts) == 3 else "units")
 
 
 def main() -> int:
@@ -23,13 +36,22 @@ def main() -> int:
     ap.add_argument("--stop-epsilon", type=float, default=0.0,
                     help="the stopper fires once E <= this ... (default 0)")
     ap.add_argument("--stop-patience", type=int, default=3, help="... for this many epochs")
+    ap.add_argument("--setting", metavar="RULE:THETA:COUNTING",
+                    help="read E in this analysis setting, e.g. dormant:0.1:edges (default: the "
+                         "paper's, mean:0.05:units); the runs must have stored it")
     ap.add_argument("--ui-url", help="the MLflow UI's address for links to run pages (default: "
                                      "the server of an http URI, else http://127.0.0.1:5000)")
     args = ap.parse_args()
     try:
+        setting = parse_setting(args.setting) if args.setting else None
+    except ValueError as exc:
+        print(f"report: --setting {args.setting}: {exc}", file=sys.stderr)
+        return 2
+    try:
         out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
                            log_back=not args.no_log,
-                           stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url)
+                           stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url,
+                           setting=setting)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emergence_lab.config import register_configs
+from emergence_lab.measure import keys as mk
 from emergence_lab.runner import train
 from emergence_lab.sweep import job_overrides, job_parent_run_id
 
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         # The run is marked FAILED with its reason; the sweep goes on and reports it at the end.
         log.error("run %s failed: %s: %s", exc.mlflow_run_id, type(exc).__name__, exc)
         return None
-    return metrics.get("test/acc")
+    return metrics.get(mk.TEST_ACC)
 
 
 if __name__ == "__main__":

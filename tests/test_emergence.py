@@ -5,11 +5,16 @@ import random
 import pytest
 import torch
 
-from emergence_lab.emergence import (
-    emergence,
-    relative_emergence,
-    unit_activity,
-)
+from emergence_lab.measure.formula import emergence, relative_emergence
+from emergence_lab.measure.rules import RULES
+from emergence_lab.measure.stats import layer_stats
+
+
+def unit_activity(acts, theta, rule="mean", min_fraction=0.5):
+    """The rule `rule` on the statistics of (samples, units) activations, every unit alive."""
+    stats = layer_stats(acts, torch.ones(acts.shape[-1], dtype=torch.bool),
+                        fractions=(0.3, 0.5))
+    return RULES[rule].active(stats, theta, min_fraction)
 
 
 def brute_force(sizes, active):
@@ -78,14 +83,18 @@ def test_unit_activity_mean_and_fraction():
     # share of samples above 0.05: 0, 1/3, 1/3, 2/3
     assert unit_activity(acts, 0.05, "fraction", 0.5).tolist() == [False, False, False, True]
     assert unit_activity(acts, 0.05, "fraction", 0.3).tolist() == [False, True, True, True]
-    with pytest.raises(ValueError, match="mean"):
-        unit_activity(acts, 0.05, "median")
+    # tau-dormant: mean |output| 0, 0.0667, 0.06, 0.6667 over their mean 0.1983
+    assert unit_activity(acts, 0.5, "dormant").tolist() == [False, False, False, True]
+    assert unit_activity(acts, 0.31, "dormant").tolist() == [False, True, False, True]  # 0.336, 0.3025
+    with pytest.raises(ValueError, match=r"threshold.rule must be one of \['dormant', 'fraction', "
+                                         r"'mean'\], got 'median'"):
+        RULES["median"]
     with pytest.raises(ValueError, match="samples, units"):
         unit_activity(acts[0], 0.05)
 
 
 def test_counts_metrics():
-    from emergence_lab.measure import Emergence, counts_metrics
+    from emergence_lab.measure.probe import Emergence, counts_metrics
 
     m = counts_metrics(Emergence(11, 0.5, {"h1": (4, 2), "h2": (3, 2), "h3": (2, 1)}))
     assert m["emergence/E"] == 11.0
@@ -93,7 +102,7 @@ def test_counts_metrics():
     assert m["emergence/active_frac/h2"] == pytest.approx(2 / 3)
 
 def test_stop_epoch():
-    from emergence_lab.emergence import stop_epoch
+    from emergence_lab.measure.formula import stop_epoch
 
     history = [(1, 50.0), (2, 0.0), (3, 0.0), (4, 3.0), (5, 0.0), (6, 0.0), (7, 0.0), (8, 0.0)]
     assert stop_epoch(history, epsilon=0.0, patience=3) == 7
@@ -104,7 +113,7 @@ def test_stop_epoch():
 
 
 def test_sparsity_baselines_by_hand():
-    from emergence_lab.emergence import sparsity_baselines
+    from emergence_lab.measure.baselines import sparsity_baselines
 
     # layer a: unit 0 never fires (dead, dormant at every tau), unit 1 fires on one of two
     # samples, unit 2 on both. Mean |output| per unit: 0, 0.5, 2; layer mean 2.5/3, so the

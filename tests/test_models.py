@@ -3,8 +3,9 @@ import torch
 from torch import nn
 
 from emergence_lab import measure_emergence
+from emergence_lab.measure.graph import unit_graph
+from emergence_lab.measure.probe import collect
 from emergence_lab.models import MLP, build_model
-from emergence_lab.unitgraph import collect_activations, unit_graph
 
 
 def toy_mlp() -> MLP:
@@ -25,7 +26,8 @@ PROBE = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
 
 
 def acts_of(model, x, kinds, batch_size=1024):
-    return collect_activations(model, unit_graph(model, x[:1], kinds), x, batch_size)
+    g = unit_graph(model, x[:1], kinds)
+    return collect(g.module, list(g.layers), x, batch_size)
 
 
 def test_the_traced_graph_gives_exact_activations_and_counts():

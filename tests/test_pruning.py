@@ -116,7 +116,7 @@ def test_random_pruning_is_exact_and_reproducible():
 
 def alive_of(model):
     """Which units of the first hidden layer the unit graph counts."""
-    from emergence_lab.unitgraph import unit_graph
+    from emergence_lab.measure.graph import unit_graph
 
     graph = unit_graph(model, torch.zeros(1, 4))
     return graph.alive(model)[graph.layers["blocks.0.1"]]
@@ -306,13 +306,18 @@ def test_structured_on_a_chain_removes_what_the_chain_code_removed(arch):
     expected = chain_structured(m, 0.4)
     prune(m, "structured", 0.4, "layerwise")
     got = current_masks(m)
-    assert set(got) == set(expected)
+    units = {k for k in got if k.endswith(".units")}  # which units it removed, for emergence
+    assert set(got) - units == set(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+    for k in units:  # the removed units are the rows whose weights and bias all went
+        layer = k.removesuffix(".units")
+        rows = got[f"{layer}.weight"].flatten(1).any(1) | got[f"{layer}.bias"].bool()
+        assert torch.equal(got[k].bool(), rows)
 
 
 def test_structured_on_a_resnet_removes_coupled_channels_together():
+    from emergence_lab.measure.graph import unit_graph
     from emergence_lab.models import ResNet
-    from emergence_lab.unitgraph import unit_graph
 
     torch.manual_seed(0)
     m = ResNet((3, 8, 8), 4, depth=8, width=4)

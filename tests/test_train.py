@@ -147,8 +147,10 @@ def test_theta_grid_is_logged_from_the_same_activations(tiny_overrides, store):
 def test_both_activity_modes_and_the_sparsity_baselines_are_logged(tiny_overrides, store):
     out = runner.train(compose_cfg(tiny_overrides + ["threshold=fraction",
                                                         "threshold.grid=[0.05]"]))
-    assert out["emergence/E_theta_fraction/0.05"] == out["emergence/E"]  # the run's own mode
-    assert "emergence/E_theta/0.05" in out  # the mean mode at the same threshold
+    # the run's own setting under its keys, the paper's as emergence/E, the grid beside them
+    assert out["emergence/E_theta_fraction/0.05"] == out["emergence/E/fraction/0.05/units"]
+    assert out["emergence/E_theta/0.05"] == out["emergence/E"]
+    assert out["emergence/E/fraction/0.05/edges"] == out["emergence/E/fraction/0.05/units"]  # unpruned
     for key in ("sparsity/dead_frac", "sparsity/zero_frac", "sparsity/dormant_frac/0.1"):
         assert 0 <= out[key] <= 1
 

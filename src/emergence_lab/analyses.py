@@ -8,7 +8,9 @@ import math
 
 import pandas as pd
 
-from emergence_lab.emergence import THETA_KEYS, stop_epoch
+from emergence_lab.measure import keys as mk
+from emergence_lab.measure.formula import stop_epoch
+from emergence_lab.measure.keys import THETA_KEYS
 from emergence_lab.report import PAPER, curve, mean_ci
 
 THETA_PREFIX = THETA_KEYS["mean"]  # final E by θ, in the paper's mode
@@ -69,12 +71,12 @@ def stopping_comparison(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: floa
     epochs."""
     rows = []
     for _, r in per_run.iterrows():
-        acc = curve(hist, r.run_id, "test/acc")
+        acc = curve(hist, r.run_id, mk.TEST_ACC)
         if acc.empty:
             continue
         last = int(acc.index.max())
         e, test_loss, train_loss = (_after(curve(hist, r.run_id, k), r.final_from)
-                                    for k in ("emergence/E", "test/loss", "train/loss"))
+                                    for k in (mk.E, mk.TEST_LOSS, mk.TRAIN_LOSS))
         fired = {"E stopper": stop_epoch(list(e.items()), epsilon, patience),
                  "test-loss patience": _patience_epoch(test_loss, patience),
                  "train-loss plateau": _plateau_epoch(train_loss, patience)}

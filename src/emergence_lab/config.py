@@ -10,6 +10,7 @@ any run exists.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from emergence_lab.data import DATASETS, DatasetConfig
-from emergence_lab.emergence import ACTIVITY_MODES
+from emergence_lab.measure.setting import Setting
+from emergence_lab.measure.stats import FRACTIONS
 from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.pruning import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
-from emergence_lab.unitgraph import UNIT_LAYER_KINDS
 
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:
@@ -31,21 +32,30 @@ def _one_of(field_name: str, value: Any, choices: Any) -> None:
 
 @dataclass
 class ThresholdConfig:
-    theta: float = 0.05  # a unit is active when its activation exceeds theta
-    mode: str = "mean"  # mean: mean over the probe set > theta; fraction: see min_fraction
-    min_fraction: float = 0.5  # mode=fraction: active on more than this share of probe samples
+    """How E is read (an analysis setting, never part of a run's identity unless the emergence
+    stopper reads it): the activity rule, its θ (τ for dormant), the route counting and the
+    counted layers. Every run logs the paper's setting as emergence/E and this one under its
+    own keys (measure.keys); `grid` also logs the mean and fraction rules at more θ."""
+
+    rule: str = "mean"  # measure.rules.RULES: mean, fraction, dormant
+    theta: float = 0.05  # θ (τ for rule=dormant): a unit is active when its statistic exceeds it
+    counting: str = "units"  # measure.counting.COUNTINGS: units (the paper's), edges
+    min_fraction: float = 0.5  # rule=fraction: active on more than this share of probe samples
     layers: list[str] = field(default_factory=lambda: ["hidden"])  # input, hidden, output
     grid: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1])  # also logged
 
     def __post_init__(self) -> None:
-        _check(self.theta >= 0, f"threshold.theta must be >= 0, got {self.theta}")
+        self.setting()  # names the bad rule, counting, θ or layer with the valid choices
+        _check(any(math.isclose(self.min_fraction, f) for f in FRACTIONS),
+               f"threshold.min_fraction must be one of {list(FRACTIONS)} (the shares stored "
+               f"per unit), got {self.min_fraction}")
         for t in self.grid:
-            _check(t >= 0, f"threshold.grid values must be >= 0, got {list(self.grid)}")
-        _one_of("threshold.mode", self.mode, ACTIVITY_MODES)
-        _check(0 <= self.min_fraction < 1,
-               f"threshold.min_fraction must be in [0, 1), got {self.min_fraction}")
-        for kind in self.layers:
-            _one_of("threshold.layers entries", kind, UNIT_LAYER_KINDS)
+            _check(math.isfinite(t) and t >= 0,
+                   f"threshold.grid values must be finite and >= 0, got {list(self.grid)}")
+
+    def setting(self) -> Setting:
+        return Setting(self.rule, self.theta, self.counting, self.min_fraction,
+                       tuple(self.layers))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from emergence_lab.measure import keys as mk
 from emergence_lab.report import PAPER, mean_ci  # noqa: E402
 
 LEVEL = "pruned"
@@ -22,10 +23,10 @@ LEVEL = "pruned"
 def curves(per_run: pd.DataFrame, hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Long table (run_id, level, seed, step, key, value) of the given metrics, plus the change
     of test accuracy from the previous epoch as key 'test/acc_change'."""
-    h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys + ["test/acc"])].copy()
-    acc = h[h.key == "test/acc"].sort_values(["run_id", "step"]).copy()
+    h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys + [mk.TEST_ACC])].copy()
+    acc = h[h.key == mk.TEST_ACC].sort_values(["run_id", "step"]).copy()
     acc["value"] = acc.groupby("run_id")["value"].diff()
-    acc["key"] = "test/acc_change"
+    acc["key"] = mk.ACC_CHANGE
     h = pd.concat([h[h.key.isin(keys)], acc.dropna(subset=["value"])])
     labels = per_run.set_index("run_id")[["label", "order", "seed"]]
     h = h.join(labels, on="run_id")
@@ -57,18 +58,18 @@ def _lines(ax, data: pd.DataFrame, key: str, ylabel: str, prune_epoch: int) -> N
 
 FIGURES = {  # file stem: (title, [(metric key, y label), ...])
     "emergence_and_acc_change": ("Emergence and change in test accuracy vs epoch",
-                                 [("emergence/E", "emergence E"),
-                                  ("test/acc_change", "change in test accuracy")]),
-    "relative_emergence": ("Relative emergence vs epoch", [("emergence/relative", "E / parameter")]),
-    "emergence": ("Emergence vs epoch", [("emergence/E", "emergence E")]),
-    "accuracy": ("Accuracy vs epoch", [("test/acc", "test accuracy"),
-                                       ("train/acc", "training accuracy")]),
+                                 [(mk.E, "emergence E"),
+                                  (mk.ACC_CHANGE, "change in test accuracy")]),
+    "relative_emergence": ("Relative emergence vs epoch", [(mk.RELATIVE, "E / parameter")]),
+    "emergence": ("Emergence vs epoch", [(mk.E, "emergence E")]),
+    "accuracy": ("Accuracy vs epoch", [(mk.TEST_ACC, "test accuracy"),
+                                       (mk.TRAIN_ACC, "training accuracy")]),
 }
 
 
 def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict[str, plt.Figure]:
     """The figures of one group, by file stem."""
-    keys = ["emergence/E", "emergence/relative", "test/acc", "train/acc"]
+    keys = [mk.E, mk.RELATIVE, mk.TEST_ACC, mk.TRAIN_ACC]
     data = curves(per_run, hist, keys)
     prune_epoch = int(per_run.prune_epoch.max())
     figs = {}
@@ -76,7 +77,7 @@ def group_figures(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> dict
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for ax, (key, ylabel) in zip(axes[0], panels, strict=True):
             _lines(ax, data, key, ylabel, prune_epoch)
-            if key in ("test/acc", "train/acc"):
+            if key in (mk.TEST_ACC, mk.TRAIN_ACC):
                 _paper_points(ax, per_run)
         fig.suptitle(f"{name}\n{title}", fontsize=10)
         fig.tight_layout()
@@ -104,7 +105,7 @@ def _paper_points(ax, per_run: pd.DataFrame) -> None:
 def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> plt.Figure:
     """E and relative E against test accuracy, one point per run and epoch (the reviewers'
     "plot E directly against performance")."""
-    keys = ["emergence/E", "emergence/relative", "test/acc"]
+    keys = [mk.E, mk.RELATIVE, mk.TEST_ACC]
     h = hist[hist.run_id.isin(per_run.run_id) & hist.key.isin(keys)]
     wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value").reset_index()
     wide = wide.join(per_run.set_index("run_id")[["label", "order", "level", "prune_epoch"]],
@@ -112,10 +113,10 @@ def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str)
     # a seed's branches share their epochs up to pruning: those points once, as the control's
     wide = wide[(wide.level == 0) | (wide.step > wide.prune_epoch)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, key, xlabel in ((axes[0], "emergence/E", "emergence E"),
-                            (axes[1], "emergence/relative", "E / parameter")):
-        if key in wide and "test/acc" in wide:
-            sns.scatterplot(data=wide, x=key, y="test/acc", hue=LEVEL, hue_order=_order(wide),
+    for ax, key, xlabel in ((axes[0], mk.E, "emergence E"),
+                            (axes[1], mk.RELATIVE, "E / parameter")):
+        if key in wide and mk.TEST_ACC in wide:
+            sns.scatterplot(data=wide, x=key, y=mk.TEST_ACC, hue=LEVEL, hue_order=_order(wide),
                             size="step", sizes=(10, 60), alpha=0.7, ax=ax, palette="viridis")
         ax.set(xlabel=xlabel, ylabel="test accuracy")
         ax.grid(alpha=0.3)
@@ -127,12 +128,11 @@ def emergence_vs_accuracy(per_run: pd.DataFrame, hist: pd.DataFrame, title: str)
 
 def sensitivity_figure(sens: pd.DataFrame) -> dict[str, plt.Figure]:
     """Per group: each E claim's effect with its 95 % interval against the threshold θ, one
-    line per activity mode (and strategy), 0 marked."""
+    line per activity rule and counting (and strategy), 0 marked."""
     figs = {}
     if sens.empty:
         return figs
-    d = sens.assign(mode=sens.setting.str.split(" ").str[0],
-                    theta=sens.setting.str.split("=").str[1].astype(float))
+    d = sens.assign(mode=sens.rule + ", " + sens.counting)
     for group, g in d.groupby("group"):
         claims = list(dict.fromkeys(g.claim))
         fig, axes = plt.subplots(1, len(claims), figsize=(5 * len(claims), 3.6), squeeze=False)
@@ -144,8 +144,8 @@ def sensitivity_figure(sens: pd.DataFrame) -> dict[str, plt.Figure]:
                 ax.errorbar(line.theta, line["mean"], yerr=[line["mean"] - line.ci_low,
                             line.ci_high - line["mean"]], marker="o", capsize=3, label=label)
             ax.axhline(0, color="grey", linewidth=1)
-            ax.set(xlabel="threshold θ", ylabel=c.unit.iloc[0], title=claim)
-            ax.legend(fontsize=8, title="activity")
+            ax.set(xlabel="threshold θ (τ for dormant)", ylabel=c.unit.iloc[0], title=claim)
+            ax.legend(fontsize=8, title="rule, counting")
             ax.grid(alpha=0.3)
         fig.suptitle(f"The E claims by threshold (mean and 95 % interval over seeds)\n{group}",
                      fontsize=10)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from emergence_lab.config import Config, TrainerConfig
+from emergence_lab.config import Config, ThresholdConfig, TrainerConfig
 from emergence_lab.models import INITS, MODELS
 from emergence_lab.pruning import RESETS, STRATEGIES, PruningConfig, describe
 
@@ -39,7 +39,7 @@ def _settings_fields(settings: Any) -> dict[str, Any]:
             if k not in NOT_DATA + NOT_RESULT and (k == "name" or v != defaults[k])}
 
 
-def _canonical(c: Config) -> dict[str, Any]:
+def _canonical(c: Config, threshold: ThresholdConfig | None = None) -> dict[str, Any]:
     """The config's settings per group, with equivalent settings made equal: the same lr after
     pruning as before is no lr_after_prune; an unpruned branch (amount 0) prunes nothing and
     resets nothing, whichever strategy and schedule name it: one identity per pruning epoch
@@ -50,15 +50,26 @@ def _canonical(c: Config) -> dict[str, Any]:
     if pruning.amount == 0 and STRATEGIES[pruning.name].prunes:
         pruning = PruningConfig(name="magnitude", epoch=pruning.epoch)
     return {"model": c.model, "dataset": c.dataset, "trainer": trainer, "pruning": pruning,
-            "threshold": c.threshold, "init": c.init, "pretrain": c.pretrain}
+            "threshold": threshold or identity_threshold(c), "init": c.init,
+            "pretrain": c.pretrain}
 
 
-def identity_fields(c: Config) -> dict[str, Any]:
+def identity_threshold(c: Config) -> ThresholdConfig:
+    """What of the threshold group shapes a run: only the counted layers (what the network's
+    units are), unless the emergence stopper reads E (trainer.stop_epsilon), when the whole
+    setting decides when training stops. Rule, θ, counting and grid are analysis settings:
+    every run stores what E needs under any of them (measure.record)."""
+    if c.trainer.stop_epsilon is not None:
+        return c.threshold
+    return ThresholdConfig(layers=list(c.threshold.layers))
+
+
+def identity_fields(c: Config, threshold: ThresholdConfig | None = None) -> dict[str, Any]:
     """The config fields that shape a run's result and differ from their defaults, by dotted
     key (open_lth's rule: a new field whose default keeps today's behaviour changes nothing).
     Paths, devices, threads and tracking are left out: they do not change what is computed."""
     fields: dict[str, Any] = {}
-    for group, settings in _canonical(c).items():
+    for group, settings in _canonical(c, threshold).items():
         if group == "pretrain":
             if settings.epochs:
                 fields["pretrain.epochs"] = settings.epochs
@@ -88,9 +99,13 @@ V1_MODELS = {"mlp": ("name", "hidden"), "cnn": ("name", "channels", "hidden", "k
 V1_OPTIONAL = {("trainer", "lr_after_prune"), ("dataset", "normalize")}  # hashed when set
 
 
+V1_RENAMED = {("threshold", "rule"): "mode"}  # fields renamed since: the first scheme's names
+
+
 def _v1_group(group: str, settings: Any, layout: dict[str, Any]) -> dict[str, Any] | None:
-    values = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_DATA + NOT_RESULT}
-    changed = _settings_fields(settings)
+    values = {V1_RENAMED.get((group, k), k): v for k, v in dataclasses.asdict(settings).items()
+              if k not in NOT_DATA + NOT_RESULT}
+    changed = {V1_RENAMED.get((group, k), k): v for k, v in _settings_fields(settings).items()}
     extra = {k for k in changed if k not in layout and (group, k) not in V1_OPTIONAL}
     if extra:
         return None  # a field the first scheme did not have holds a non-default value
@@ -98,9 +113,9 @@ def _v1_group(group: str, settings: Any, layout: dict[str, Any]) -> dict[str, An
             **{k: changed[k] for k in changed if (group, k) in V1_OPTIONAL}}
 
 
-def v1_fields(c: Config) -> dict[str, Any] | None:
+def v1_fields(c: Config, threshold: ThresholdConfig | None = None) -> dict[str, Any] | None:
     """The config as the first identity scheme saw it; None if it cannot express it."""
-    groups = _canonical(c)
+    groups = _canonical(c, threshold)
     if c.model.name not in V1_MODELS:
         return None
     layouts = {"model": dict.fromkeys(V1_MODELS[c.model.name]), **V1_FIELDS}
@@ -122,8 +137,28 @@ def config_hash(c: Config) -> str:
     can express it, else the hash of `identity_fields`. Either way a field added with a default
     that keeps today's behaviour changes no hash. A rerun of a sweep skips cells that have a
     FINISHED run with it; which exact data a run read is its tag data_digest."""
-    v1 = v1_fields(c)
-    return stable_hash(v1 if v1 is not None else identity_fields(c))
+    return _hash(c, None)
+
+
+def _hash(c: Config, threshold: ThresholdConfig | None) -> str:
+    v1 = v1_fields(c, threshold)
+    return stable_hash(v1 if v1 is not None else identity_fields(c, threshold))
+
+
+def legacy_hash(c: Config) -> str | None:
+    """The hash the cell had while the whole threshold group was part of identity, where it
+    differs and that run's emergence/E is still the paper's setting (mean > 0.05, units; only
+    the θ grid or the fraction share differed, as in experiment=resnet_cifar): such stored
+    runs stay found. Runs stored under another rule or θ measured emergence/E otherwise and
+    are not taken for this cell."""
+    t = c.threshold
+    if c.trainer.stop_epsilon is not None:
+        return None
+    old = ThresholdConfig(layers=list(t.layers), grid=list(t.grid), min_fraction=t.min_fraction)
+    if old == identity_threshold(c):
+        return None
+    h = _hash(c, old)
+    return h if h != config_hash(c) else None
 
 
 def prefix_key(c: Config, digests: list[str | None], device: torch.device) -> str:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
+from emergence_lab.measure.graph import symbolic
 from emergence_lab.registry import Registry, check
-from emergence_lab.unitgraph import symbolic
 
 
 def dense_blocks(width: int, hidden: Sequence[int]) -> tuple[nn.ModuleList, int]:

@@ -36,9 +36,18 @@ class Claim:
     run: Any = None
 
 
-def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
-    return next((r for r in tracking.find_runs(uri, exp_id, identity)
-                 if r.info.status == "FINISHED"), None)
+def _finished(uri: str, exp_id: str, identity: str, legacy: str | None = None) -> Any | None:
+    """The cell's FINISHED run; one stored under the cell's legacy hash (identity.legacy_hash)
+    is re-tagged with the current one (the old one kept as config_hash_legacy) and taken."""
+    for h in (identity, legacy) if legacy else (identity,):
+        run = next((r for r in tracking.find_runs(uri, exp_id, h)
+                    if r.info.status == "FINISHED"), None)
+        if run is not None:
+            if h != identity:
+                tracking.set_run_tags(uri, run.info.run_id,
+                                      {"config_hash": identity, "config_hash_legacy": h})
+            return run
+    return None
 
 
 def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
@@ -56,7 +65,7 @@ def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
 
 
 def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
-            parent_run_id: str | None) -> Claim:
+            parent_run_id: str | None, legacy: str | None = None) -> Claim:
     """Decide, atomically against the store, what this process does with the cell. A cell that
     another live process trains is waited for (tracking.on_taken=wait: then skipped once it
     finishes, taken over if its owner dies) or left to it (skip).
@@ -69,7 +78,7 @@ def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
     owner = tracking.owner_token()
     force, said, races = c.force, False, 0
     while races < 50:  # each race is lost to a process that then holds the cell
-        done = None if force else _finished(uri, exp_id, identity)
+        done = None if force else _finished(uri, exp_id, identity, legacy)
         if done is not None:
             return Claim("skip", done.info.run_id, run=done)
         attempt, run = _current(uri, exp_id, identity)

@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from emergence_lab.measure.probe import surviving_parameters  # noqa: F401 - re-exported
 from emergence_lab.models import forward_order
 from emergence_lab.registry import Registry, check
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SCOPES = ("global", "layerwise")
 Masks = dict[str, torch.Tensor]  # "<module path>.<param>" -> 0/1 tensor of the param's shape
+UNITS = "units"  # "<module path>.units": the output units structured pruning removed (0)
 
 
 def prunable_modules(model: nn.Module) -> list[nn.Module]:
@@ -210,7 +212,7 @@ def current_masks(model: nn.Module) -> Masks:
     for (name, w), m in zip(prunable_weights(model).items(), prunable_modules(model), strict=True):
         masks[name] = m.weight_mask if hasattr(m, "weight_mask") else torch.ones_like(w)
     for mod_name, m in model.named_modules():
-        for pname, _ in m.named_parameters(recurse=False):
+        for pname in [p for p, _ in m.named_parameters(recurse=False)] + [UNITS]:
             key = f"{mod_name}.{pname}".lstrip(".")
             if key not in masks and hasattr(m, f"{pname}_mask"):
                 masks[key] = getattr(m, f"{pname}_mask")
@@ -219,12 +221,17 @@ def current_masks(model: nn.Module) -> Masks:
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Set each named parameter's mask (a buffer beside it), zero what it removes, and mask
-    its gradients from now on."""
+    its gradients from now on. A `<module>.units` mask only records which output units
+    structured pruning removed (what emergence counts as units)."""
     modules = dict(model.named_modules())
     with torch.no_grad():
         for key, mask in masks.items():
             mod_name, _, pname = key.rpartition(".")
             m = modules[mod_name]
+            if pname == UNITS:
+                m.register_buffer(f"{UNITS}_mask", mask.to(device=m.weight.device,
+                                                          dtype=m.weight.dtype))
+                continue
             param = getattr(m, pname)
             mask = mask.to(dtype=param.dtype, device=param.device)
             m.register_buffer(f"{pname}_mask", mask)
@@ -347,12 +354,14 @@ def prepare_for_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> No
     """Re-create the pruning masks named in a state dict, so `load_state_dict` accepts it
     (call `freeze` after loading)."""
     for mod_name, m in model.named_modules():
-        for pname in ("weight", "bias"):
+        for pname in ("weight", "bias", UNITS):
             key = f"{mod_name}.{pname}" if mod_name else pname
             if f"{key}_mask" not in state or hasattr(m, f"{pname}_mask"):
                 continue
             if f"{key}_orig" in state:  # saved in torch's reparametrized form
                 prune.identity(m, pname)
+            elif pname == UNITS:
+                apply_masks(model, {key: torch.ones(m.weight.shape[0])})
             else:
                 apply_masks(model, {key: torch.ones_like(getattr(m, pname))})
 
@@ -365,16 +374,6 @@ def sparsity(model: nn.Module) -> float:
         total += m.weight.numel()
         pruned += 0 if mask is None else int((mask == 0).sum().item())
     return pruned / total if total else 0.0
-
-
-def surviving_parameters(model: nn.Module) -> int:
-    """Parameters not pruned: weights whose mask is 1 (all, if unpruned) plus every other one."""
-    count = 0
-    for m in model.modules():
-        for pname, p in m.named_parameters(recurse=False):
-            mask = getattr(m, pname.removesuffix("_orig") + "_mask", None)
-            count += p.numel() if mask is None else int(mask.sum().item())
-    return count
 
 
 from emergence_lab import strategies  # noqa: E402, F401 - registers the strategies

@@ -22,15 +22,18 @@ from emergence_lab.analyses import (
     stopping_summary,
     theta_table,
 )
-from emergence_lab.emergence import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.figures import group_figures, sensitivity_figure
+from emergence_lab.measure import keys as mk
+from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
+from emergence_lab.measure.setting import Setting
 from emergence_lab.report import completeness, dedupe, per_run_table, summary_table
 
-METRIC_KEYS = ["test/acc", "train/acc", "test/loss", "train/loss", "emergence/E",
-               "emergence/relative", "pruning/E_after", "pruning/relative_after",
-               "pruning/test_acc_after", "params/nonzero", "pruning/sparsity", "time/epoch_s",
+METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.E,
+               mk.RELATIVE, mk.E_AFTER, mk.RELATIVE_AFTER,
+               mk.TEST_ACC_AFTER, mk.PARAMS, mk.SPARSITY, mk.EPOCH_TIME,
                *verdicts.SPARSITY_KEYS]
-GRID_PREFIXES = (*THETA_KEYS.values(), *RELATIVE_THETA_KEYS.values())
+GRID_PREFIXES = (*THETA_KEYS.values(), *RELATIVE_THETA_KEYS.values(), mk.E + "/",
+                 mk.RELATIVE + "/")  # the θ grid and every stored analysis setting
 
 
 class ReportError(Exception):
@@ -57,6 +60,7 @@ class Report:
     calibration: pd.DataFrame  # the paper's open choices by distance to its numbers
     stop_rule: tuple[float, int]  # (epsilon, patience)
     ui: str | None = None  # the MLflow UI's address, for links to run pages
+    setting: str = Setting().describe()  # the analysis setting E is read in
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,20 +79,49 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def sensitivity_keys(hist: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """'mean θ=0.05' -> (E key, relative E key) for every mode and threshold logged."""
-    out = {}
+    """Setting label (e.g. 'mean θ=0.05, edges') -> (E key, relative E key) for every analysis
+    setting the runs logged: the paper's and its edges counting first, then the other stored
+    settings, then the θ grid of runs logged before settings had mk."""
+    logged = set(hist.key.unique())
+    out: dict[str, tuple[str, str]] = {}
+    found = [(s, k) for k in logged if (s := mk.parse_setting(k)) is not None]
+    paper = Setting()
+    first = [paper.normalized(), paper.with_counting("edges").normalized()]
+    order = sorted(found, key=lambda sk: (first.index(sk[0].normalized()) if sk[0].normalized()
+                                          in first else 2, sk[0].rule, sk[0].counting, sk[0].theta))
+    for s, k in order:
+        out.setdefault(s.describe(), (k, mk.relative_of(k)))
     for mode, prefix in THETA_KEYS.items():
-        thetas = sorted({k[len(prefix):] for k in hist.key.unique() if k.startswith(prefix)},
-                        key=float)
+        thetas = sorted({k[len(prefix):] for k in logged if k.startswith(prefix)}, key=float)
         for theta in thetas:
-            out[f"{mode} θ={theta}"] = (prefix + theta, RELATIVE_THETA_KEYS[mode] + theta)
-    return out
+            label = Setting(mode, float(theta)).describe()
+            out.setdefault(label, (prefix + theta, RELATIVE_THETA_KEYS[mode] + theta))
+    return out if len(out) > 1 else {}  # the paper's setting alone is the verdict table
+
+
+def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
+    """The history with E and relative E in `setting` under emergence/E and emergence/relative
+    (every claim, table and figure then reads that setting)."""
+    e_key, rel_key = mk.setting_keys(setting)
+    if (e_key, rel_key) == (mk.E, mk.RELATIVE):
+        return hist
+    if not hist.key.eq(e_key).any():
+        stored = sorted(sensitivity_keys(hist))
+        raise ReportError(f"--setting {setting.describe()}: these runs stored no {e_key}; stored "
+                          f"settings: {stored} (a sweep with that threshold group over the same "
+                          f"cells adds it without training)")
+    rest = hist[~hist.key.isin([mk.E, mk.RELATIVE])]
+    moved = hist[hist.key.isin([e_key, rel_key])].replace({"key": {e_key: mk.E, rel_key: mk.RELATIVE}})
+    return pd.concat([rest, moved], ignore_index=True)
 
 
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
           expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3),
-          ui: str | None = None) -> Report:
-    """All tables, verdicts and figures of a report (no I/O)."""
+          ui: str | None = None, setting: Setting | None = None) -> Report:
+    """All tables, verdicts and figures of a report (no I/O), E read in `setting` (the paper's
+    by default)."""
+    setting = setting or Setting()
+    stored, hist = hist, read_in(hist, setting)  # the settings table reads every stored one
     runs, duplicates = dedupe(runs)
     per_run = per_run_table(runs, hist)
     if per_run.empty:
@@ -96,7 +129,7 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {"duplicates": duplicates}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
-    sens = verdicts.sensitivity(per_run, hist, sensitivity_keys(hist))
+    sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}
     for g, fig in sensitivity_figure(sens).items():
         figures.setdefault(g, {})["theta_sensitivity"] = fig
@@ -104,7 +137,7 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   figures, theta_table(per_run, hist), sens,
                   verdicts.sparsity_controls(per_run, hist),
                   stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
-                  calibration(per_run), stop_rule, ui)
+                  calibration(per_run), stop_rule, ui, setting.describe())
 
 
 def _fmt(value: float, half: float, kind: str) -> str:
@@ -235,7 +268,7 @@ def paper_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
 
 
 def sensitivity_table(sens: pd.DataFrame, group: str) -> pd.DataFrame:
-    """Verdict by threshold: one row per (activity mode, θ), one column per E claim."""
+    """Verdict by analysis setting: one row per (rule, θ, counting), one column per E claim."""
     g = sens[sens.group == group] if not sens.empty else sens
     if g.empty:
         return pd.DataFrame()
@@ -281,7 +314,10 @@ Section = tuple[int, str, object, bool]  # (heading level, title, body, collapse
 def sections(rep: Report) -> list[Section]:
     """The report's content in order: the part read in a minute first, the full tables after."""
     several = len(rep.figures) > 1
-    out: list[Section] = [(0, "", one_sentence(rep), False)]
+    out: list[Section] = [(0, "", one_sentence(rep), False),
+                          (0, "", f"E is read in the setting {rep.setting}"
+                           + (" (the paper's; `--setting` reads another)." if rep.setting ==
+                              Setting().describe() else "."), False)]
     head = verdicts.headline(rep.tests)
     out.append((2, "Verdicts", verdict_table(head, several), False))
     for group in sorted(rep.figures):
@@ -298,8 +334,10 @@ def sections(rep: Report) -> list[Section]:
         paper = paper_table(rep.summary, group)
         if not paper.empty:
             out.append((4, "The paper's accuracies beside ours (train and test)", paper, False))
-        out.append((4, "Verdict by threshold θ and activity mode (the same activations)",
-                    sensitivity_table(rep.sensitivity, group), False))
+        out.append((4, "Verdict by analysis setting: activity rule, θ or τ, route counting "
+                       "(the same stored measurements; units: the paper's formula, edges: "
+                       "surviving connections only)", sensitivity_table(rep.sensitivity, group),
+                    False))
         if not rep.thetas.empty and len(rep.thetas.columns) > 3:
             out.append((4, "Final E by threshold θ", rep.thetas[rep.thetas.group == group]
                         .drop(columns="group"), True))
@@ -435,7 +473,8 @@ def _check_writable(folder: Path, what: str) -> None:
 
 def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
                  out: str | None = None, log_back: bool = True,
-                 stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None) -> Path:
+                 stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None,
+                 setting: Setting | None = None) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
     store = tracking.local_store_dir(uri)
     if store is not None and not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
@@ -460,7 +499,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
     address = tracking.ui_address(uri, ui)
-    rep = build(name, runs_df, hist, expected, stop_rule, address)
+    rep = build(name, runs_df, hist, expected, stop_rule, address, setting)
     write(rep, out_dir)
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id

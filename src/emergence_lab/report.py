@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from emergence_lab.measure import keys as mk
 from emergence_lab.pruning import STRATEGIES, describe
 
 # Config fields that never define a group: the comparison axis (every pruning setting but the
@@ -150,17 +151,17 @@ def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:
 def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
     """Per-run numbers of the comparison (see the report's column notes)."""
     rid, pe = run.run_id, int(run.prune_epoch)
-    acc, e, rel = (curve(hist, rid, k) for k in ("test/acc", "emergence/E", "emergence/relative"))
-    e_after = curve(hist, rid, "pruning/E_after").get(pe, e.get(pe, math.nan))
-    rel_after = curve(hist, rid, "pruning/relative_after").get(pe, rel.get(pe, math.nan))
-    acc_after = curve(hist, rid, "pruning/test_acc_after").get(pe, acc.get(pe, math.nan))
+    acc, e, rel = (curve(hist, rid, k) for k in (mk.TEST_ACC, mk.E, mk.RELATIVE))
+    e_after = curve(hist, rid, mk.E_AFTER).get(pe, e.get(pe, math.nan))
+    rel_after = curve(hist, rid, mk.RELATIVE_AFTER).get(pe, rel.get(pe, math.nan))
+    acc_after = curve(hist, rid, mk.TEST_ACC_AFTER).get(pe, acc.get(pe, math.nan))
     post = acc[acc.index > pe]
     area_x = [pe, *post.index] if len(post) else []
     area_y = [acc_after, *post.values] if len(post) else []
-    times = curve(hist, rid, "time/epoch_s")
+    times = curve(hist, rid, mk.EPOCH_TIME)
     final = float(acc.iloc[-1]) if len(acc) else math.nan
     e_before = float(e.get(pe, math.nan))
-    train = curve(hist, rid, "train/acc")
+    train = curve(hist, rid, mk.TRAIN_ACC)
     return {
         "final_acc": final, "best_acc": float(acc.max()) if len(acc) else math.nan,
         "train_acc_epoch_5": float(train.get(5, math.nan)),
@@ -176,8 +177,8 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
         "relE_final": float(rel.iloc[-1]) if len(rel) else math.nan,
         "mean_E_after_prune": float(e[e.index > pe].mean()),
         "mean_relE_after_prune": float(rel[rel.index > pe].mean()),
-        "params_surviving": float(curve(hist, rid, "params/nonzero").iloc[-1]),
-        "sparsity": float(curve(hist, rid, "pruning/sparsity").iloc[-1]),
+        "params_surviving": float(curve(hist, rid, mk.PARAMS).iloc[-1]),
+        "sparsity": float(curve(hist, rid, mk.SPARSITY).iloc[-1]),
         "s_per_epoch": float(times.mean()) if len(times) else math.nan,
         "last_epoch": int(acc.index.max()) if len(acc) else -1,
     }
@@ -214,7 +215,7 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
         table[f"d_{col}"] = table[col].to_numpy() - control[col].to_numpy()
     ref_final = control["final_acc"].to_numpy()
     table["epochs_to_control_final"] = [
-        epochs_to_reach(curve(hist, rid, "test/acc"), ref, pe) if not math.isnan(ref) else math.nan
+        epochs_to_reach(curve(hist, rid, mk.TEST_ACC), ref, pe) if not math.isnan(ref) else math.nan
         for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
     return table.sort_values(["group", "order", "seed"]).reset_index(drop=True)
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from emergence_lab import ownership, procs, tracking
+from emergence_lab import ownership, procs, remeasure, tracking
 from emergence_lab.checkpoint import (
     load_optimizer_state,
     optimizer_state,
@@ -36,8 +36,18 @@ from emergence_lab.checkpoint import (
 )
 from emergence_lab.config import Config, validate
 from emergence_lab.data import TensorData, load_dataset, shape_of
-from emergence_lab.emergence import stop_epoch
-from emergence_lab.identity import config_hash, flatten, git_commit, prefix_key, run_name
+from emergence_lab.identity import (
+    config_hash,
+    flatten,
+    git_commit,
+    legacy_hash,
+    prefix_key,
+    run_name,
+)
+from emergence_lab.measure import keys, record
+from emergence_lab.measure.counting import COUNTINGS
+from emergence_lab.measure.formula import stop_epoch
+from emergence_lab.measure.graph import unit_graph
 from emergence_lab.models import INITS, build_model
 from emergence_lab.pruning import (
     RESETS,
@@ -48,7 +58,6 @@ from emergence_lab.pruning import (
     schedule,
 )
 from emergence_lab.train import Row, fit, measure
-from emergence_lab.unitgraph import unit_graph
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +121,11 @@ def preflight(c: Config, device: bool = True) -> None:
                          f"'output' to threshold.layers")
 
 
+def numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics alone (an epoch's measurement rides with them under keys.MEASUREMENT)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
 class EpochLogger:
     """The per-epoch callback: log metrics, advance the progress bar, write checkpoints and,
     when armed, stop once emergence has stayed at or below trainer.stop_epsilon."""
@@ -128,34 +142,45 @@ class EpochLogger:
         self.pruning_steps = 0  # pruning steps applied to the network, saved with checkpoints
         self.rewind: dict[str, Any] | None = None  # the state a reset rewinds to, saved with them
 
-    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint: str = "all") -> bool:
-        """Log one epoch; checkpoint "all" (last.pt, best.pt when best), "last" or "none"."""
+    def __call__(self, epoch: int, metrics: dict[str, Any], checkpoint: str = "all") -> bool:
+        """Log one epoch and store its measurement; checkpoint "all" (last.pt, best.pt when
+        best), "last" or "none"."""
         self.run.check_owner()  # never log into a run another process has taken over
+        if keys.MEASUREMENT in metrics:
+            self.store_measurement(metrics[keys.MEASUREMENT], epoch)
+        metrics = numbers(metrics)
         self.run.log_metrics(metrics, step=epoch)
-        if "train/loss" in metrics:  # a training epoch of the run's own data set
+        if keys.TRAIN_LOSS in metrics:  # a training epoch of the run's own data set
             self.last = metrics
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                  acc=f"{metrics['test/acc']:.3f}")
             log.info("%s epoch %d: train/loss %.4f test/acc %.4f E %.4g", run_name(self.c),
-                     epoch, metrics["train/loss"], metrics["test/acc"], metrics["emergence/E"])
+                     epoch, metrics[keys.TRAIN_LOSS], metrics[keys.TEST_ACC], metrics[keys.E])
         elif epoch == 0:
             self.last = metrics
         if checkpoint != "none" and self.c.trainer.checkpoints:
-            self.checkpoint(epoch, metrics["test/acc"], best=checkpoint == "all")
+            self.checkpoint(epoch, metrics[keys.TEST_ACC], best=checkpoint == "all")
         return self._should_stop(epoch, metrics)
 
     def _should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
         eps = self.c.trainer.stop_epsilon
         if not self.stopper_armed or eps is None:
             return False
-        self.emergence.append((epoch, metrics["emergence/E"]))
+        self.emergence.append((epoch, metrics[keys.E]))
         fired = stop_epoch(self.emergence, eps, self.c.trainer.stop_patience)
         if fired is not None:
             self.run.set_tags({"stopped_early_at": fired})
             log.info("%s: E <= %g for %d epochs, stopping at epoch %d", run_name(self.c), eps,
                      self.c.trainer.stop_patience, fired)
         return fired is not None
+
+    def store_measurement(self, state: dict[str, Any], epoch: int, phase: str = "epoch") -> None:
+        """The measurement E is recomputed from under any setting (measure.record)."""
+        path = self.workdir / record.file_name(epoch, phase)
+        torch.save(state, path)
+        self.run.log_artifact(path, record.FOLDER)
+        path.unlink()
 
     def checkpoint(self, epoch: int, acc: float, best: bool = True) -> None:
         """Log last.pt (what a resumed run starts from), and best.pt when acc is the best so far
@@ -217,7 +242,7 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
         if s.pretrain:
             pre_data, pre_probe = s.pretrain
             fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
-                lambda e, m: keep(e, {f"pretrain/{k}": v for k, v in m.items()}, "none"))
+                lambda e, m: keep(e, {f"{keys.PRETRAIN}{k}": v for k, v in numbers(m).items()}, "none"))
         keep_own(0, measure(s.model, s.data, s.probe, s.c))
         fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep_own)
         return {**_state(s), "history": history, **saved}
@@ -309,16 +334,33 @@ def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: Epo
         if rate > 0:  # an unpruned control is never reset
             _reset(s, logger)
         after = measure(s.model, s.data, s.probe, c)
-        run.log_metrics({"pruning/E_after": after["emergence/E"],
-                         "pruning/relative_after": after["emergence/relative"],
-                         "pruning/test_acc_after": after["test/acc"],
-                         "pruning/sparsity_after": after["pruning/sparsity"]}, step=at)
+        logger.store_measurement(after.pop(keys.MEASUREMENT), at, "pruned")
+        run.log_metrics({keys.E_AFTER: after[keys.E],
+                         keys.RELATIVE_AFTER: after[keys.RELATIVE],
+                         keys.TEST_ACC_AFTER: after[keys.TEST_ACC],
+                         keys.SPARSITY_AFTER: after[keys.SPARSITY]}, step=at)
         logger.pruning_steps = i + 1
         _after_prune_lr(s.opt, c)
         if c.trainer.checkpoints:
-            logger.checkpoint(at, after["test/acc"], best=i + 1 == len(events))
+            logger.checkpoint(at, after[keys.TEST_ACC], best=i + 1 == len(events))
     logger.stopper_armed = True  # only once the network is final
     fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger)
+
+
+def _remeasure(c: Config, run: Any, name: str) -> None:
+    """A finished cell: add the configured analysis setting's series from its stored
+    measurements (no training)."""
+    t = c.threshold.setting()
+    done = remeasure.add_settings(c.tracking.uri, run, [t.with_counting(k) for k in COUNTINGS.names()])
+    if done == "unmeasured":
+        log.warning("%s: run %s was logged before runs stored their measurements: E under %s "
+                    "needs retraining (force=true); its stored series are unchanged", name,
+                    run.info.run_id, t.describe())
+    elif done == "added":
+        log.info("%s: FINISHED as run %s; added E under %s from its stored measurements (no "
+                 "training)", name, run.info.run_id, t.describe())
+    else:
+        log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, run.info.run_id)
 
 
 def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
@@ -358,9 +400,9 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
             "dataset": c.dataset.name, "model": c.model.name, "pruning": c.pruning.name,
             "device": str(device), "torch_threads": torch.get_num_threads(),
             "overrides": " ".join(overrides or [])[:5000]}
-    got = ownership.acquire(c, identity, name, tags, parent_run_id)
+    got = ownership.acquire(c, identity, name, tags, parent_run_id, legacy_hash(c))
     if got.state == "skip":
-        log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, got.run_id)
+        _remeasure(c, got.run, name)
         return dict(got.run.data.metrics)
     if got.state == "taken":
         log.warning("%s: skipped, run %s is being trained by %s", name, got.run_id, got.owner)
@@ -386,4 +428,4 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
                           checkpoint)
         finally:
             logger.close()
-        return dict(logger.last)
+        return numbers(logger.last)

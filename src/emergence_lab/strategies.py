@@ -26,6 +26,7 @@ from torch import nn
 from emergence_lab.pruning import (
     PRUNABLE,
     STRATEGIES,
+    UNITS,
     Batch,
     Masks,
     NonFiniteScores,
@@ -120,6 +121,11 @@ def _mask_channels(out: Masks, name: str, module: nn.Module, idxs: list[int], ou
     """Zero the channels `idxs` of a module's parameters in `out`: the output rows (and bias)
     or input columns of a Linear/Conv, the entries of a per-channel parameter (batch norm)."""
     prefix = f"{name}." if name else ""
+    if outputs and isinstance(module, PRUNABLE):
+        key = prefix + UNITS
+        units = out.get(key, torch.ones(module.weight.shape[0], device=module.weight.device)).clone()
+        units[idxs] = 0
+        out[key] = units
     for pname, param in module.named_parameters(recurse=False):
         key = prefix + pname
         mask = out.get(key, torch.ones_like(param)).clone()

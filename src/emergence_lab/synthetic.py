@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emergence_lab import tracking
+from emergence_lab.measure import keys as mk
 
 Curves = dict[str, dict[int, float]]  # metric -> {step: value}
 
@@ -16,15 +17,15 @@ def branch(acc: Sequence[float], e: Sequence[float], rel: Sequence[float], pe: i
            params: int = 1000) -> Curves:
     """Curves of one run: test accuracy, E and relative E by epoch, and (E, relative E, test
     accuracy) just after pruning at epoch pe."""
-    curves = {"test/acc": dict(enumerate(acc)), "emergence/E": dict(enumerate(e)),
-              "emergence/relative": dict(enumerate(rel)),
-              "params/nonzero": dict.fromkeys(range(len(acc)), params),
-              "pruning/sparsity": dict.fromkeys(range(len(acc)), sparsity),
-              "time/epoch_s": {s: 2.0 for s in range(1, len(acc))},
-              "train/acc": dict(enumerate(acc))}
+    curves = {mk.TEST_ACC: dict(enumerate(acc)), mk.E: dict(enumerate(e)),
+              mk.RELATIVE: dict(enumerate(rel)),
+              mk.PARAMS: dict.fromkeys(range(len(acc)), params),
+              mk.SPARSITY: dict.fromkeys(range(len(acc)), sparsity),
+              mk.EPOCH_TIME: {s: 2.0 for s in range(1, len(acc))},
+              mk.TRAIN_ACC: dict(enumerate(acc))}
     if after:
-        curves.update({"pruning/E_after": {pe: after[0]}, "pruning/relative_after": {pe: after[1]},
-                       "pruning/test_acc_after": {pe: after[2]}})
+        curves.update({mk.E_AFTER: {pe: after[0]}, mk.RELATIVE_AFTER: {pe: after[1]},
+                       mk.TEST_ACC_AFTER: {pe: after[2]}})
     return curves
 
 

@@ -385,6 +385,33 @@ def find_runs(uri: str, exp_id: str, config_hash: str) -> list[Any]:
                                        order_by=["attributes.start_time DESC"], max_results=1000)
 
 
+def set_run_tags(uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tags of any run (a FINISHED one included)."""
+    client = get_client(uri)
+    for k, v in tags.items():
+        _retry(lambda k=k, v=v: client.set_tag(run_id, k, str(v)))
+
+
+def log_series(uri: str, run_id: str, series: Mapping[str, list[tuple[int, float]]]) -> None:
+    """Metric histories added to any run (a FINISHED one included): key -> [(step, value)]."""
+    client = get_client(uri)
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, points in series.items() for step, v in points]
+    for start in range(0, len(items), 1000):  # MLflow's batch limit
+        _retry(lambda start=start: client.log_batch(run_id, metrics=items[start:start + 1000]))
+
+
+def artifact_names(uri: str, run_id: str, folder: str) -> list[str]:
+    """The file names in one artifact folder of a run ([] when it has none)."""
+    return [a.path.rsplit("/", 1)[-1] for a in get_client(uri).list_artifacts(run_id, folder)
+            if not a.is_dir]
+
+
+def download_folder(uri: str, run_id: str, folder: str, dest: str | Path) -> Path:
+    """A run's artifact folder copied into dest."""
+    return Path(get_client(uri).download_artifacts(run_id, folder, str(dest)))
+
+
 def download_artifact(uri: str, run_id: str, path: str, dest: str | Path) -> Path | None:
     """A run's artifact copied into dest, None when the run has no such artifact."""
     client = get_client(uri)

@@ -15,16 +15,13 @@ from torch import nn
 
 from emergence_lab.config import Config
 from emergence_lab.data import TensorData
-from emergence_lab.emergence import (
-    ACTIVITY_MODES,
-    RELATIVE_THETA_KEYS,
-    THETA_KEYS,
-    sparsity_baselines,
-)
-from emergence_lab.measure import counts_metrics
-from emergence_lab.measure import probe as probe_units
+from emergence_lab.measure import keys
+from emergence_lab.measure.baselines import sparsity_baselines
+from emergence_lab.measure.graph import UNIT_LAYER_KINDS, cached_unit_graph
+from emergence_lab.measure.probe import Measurement, counts_metrics
+from emergence_lab.measure.probe import measure as measure_units
+from emergence_lab.measure.setting import Setting
 from emergence_lab.pruning import sparsity
-from emergence_lab.unitgraph import cached_unit_graph
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
@@ -71,25 +68,44 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
 
 
+GRID_RULES = ("mean", "fraction")  # the rules threshold.grid logs at every θ
+
+
+def emergence_metrics(m: Measurement, c: Config) -> dict[str, float]:
+    """E in the paper's setting (emergence/E) with the active share of each layer; E in the
+    configured setting and both countings of each under their own keys; the θ grid."""
+    t = c.threshold
+    layers = tuple(t.layers)
+    paper = Setting(layers=layers)
+    out = counts_metrics(m.at(paper))
+    settings = {x.normalized() for x in (paper.with_counting("edges"), t.setting(),
+                                         *(t.setting().with_counting(k) for k in ("units", "edges")))}
+    for s in sorted(settings - {paper.normalized()}, key=keys.setting_keys):
+        e = m.at(s)
+        k_e, k_rel = keys.setting_keys(s)
+        out[k_e], out[k_rel] = float(e.E), e.relative
+    for rule in GRID_RULES:
+        for theta in t.grid:
+            e = m.at(Setting(rule, theta, "units", t.min_fraction, layers))
+            out[f"{keys.THETA_KEYS[rule]}{theta:g}"] = float(e.E)
+            out[f"{keys.RELATIVE_THETA_KEYS[rule]}{theta:g}"] = e.relative
+    return out
+
+
 def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) -> dict[str, float]:
-    """Test metrics, emergence on the probe set, sparsity and surviving parameters."""
+    """Test metrics, emergence on the probe set, sparsity and surviving parameters; under
+    keys.MEASUREMENT the measurement itself (what E needs under any other setting)."""
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size)
     t0 = time.perf_counter()
-    t = c.threshold
-    graph = cached_unit_graph(model, probe[:1], t.layers)
-    p = probe_units(model, probe, t.layers, c.trainer.eval_batch_size, graph)
-    metrics = counts_metrics(p.at(t.theta, t.mode, t.min_fraction))
-    # The same activations at the other thresholds and in both activity modes (mean over the
-    # probe set, share of probe samples): the report's sensitivity tables need no retraining.
-    for mode in ACTIVITY_MODES:
-        for theta in t.grid:
-            grid = p.at(theta, mode, t.min_fraction)
-            metrics[f"{THETA_KEYS[mode]}{theta:g}"] = float(grid.E)
-            metrics[f"{RELATIVE_THETA_KEYS[mode]}{theta:g}"] = grid.relative
-    metrics |= sparsity_baselines(p.activations)
-    metrics["time/emergence_s"] = time.perf_counter() - t0
-    return {"test/loss": test_loss, "test/acc": test_acc, **metrics,
-            "pruning/sparsity": sparsity(model), "params/nonzero": float(p.n_params)}
+    graph = cached_unit_graph(model, probe[:1], UNIT_LAYER_KINDS)
+    m, live = measure_units(model, probe, c.trainer.eval_batch_size, graph)
+    metrics = emergence_metrics(m, c)
+    counted = {n for n, kind in m.kinds.items() if kind in c.threshold.layers}
+    metrics |= sparsity_baselines({n: a for n, a in live.items() if n in counted})
+    metrics[keys.EMERGENCE_TIME] = time.perf_counter() - t0
+    return {keys.TEST_LOSS: test_loss, keys.TEST_ACC: test_acc, **metrics,
+            keys.SPARSITY: sparsity(model), keys.PARAMS: float(m.n_params),
+            keys.MEASUREMENT: m.to_state()}
 
 
 def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
@@ -107,9 +123,9 @@ def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: t
         if not math.isfinite(loss):
             raise FloatingPointError(f"train/loss is {loss} at epoch {epoch}: training diverged "
                                      f"(trainer.lr={c.trainer.lr})")
-        metrics = {"train/loss": loss, "train/acc": acc, **measure(model, data, probe, c)}
-        metrics["time/epoch_s"] = time.perf_counter() - t0
-        metrics["time/threads"] = float(torch.get_num_threads())  # the CPU threads it trained with
+        metrics = {keys.TRAIN_LOSS: loss, keys.TRAIN_ACC: acc, **measure(model, data, probe, c)}
+        metrics[keys.EPOCH_TIME] = time.perf_counter() - t0
+        metrics[keys.THREADS] = float(torch.get_num_threads())  # the CPU threads it trained with
         if on_epoch(epoch, metrics):
             return True
     return False

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from emergence_lab import stats
+from emergence_lab.measure import keys as mk
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ CLAIMS = {
         "pruning; mean over seeds)", +1, "Spearman rho"),
 }
 E_CLAIMS = ("lowers_E", "raises_relative_E", "E_to_zero_signals_plateau")
-SPARSITY_KEYS = ("sparsity/dead_frac", "sparsity/zero_frac", "sparsity/dormant_frac/0",
-                 "sparsity/dormant_frac/0.025", "sparsity/dormant_frac/0.1")
+SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
+                 mk.dormant_frac(0.025), mk.dormant_frac(0.1))
 
 
 def mean_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
@@ -65,8 +66,8 @@ def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
     return pd.Series(diff * (1 if percent else scale), index=per_run.index)
 
 
-def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergence/E",
-            rel_key: str = "emergence/relative") -> dict[str, pd.Series]:
+def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
+            rel_key: str = mk.RELATIVE) -> dict[str, pd.Series]:
     """Per-run paired effect of each two-arm claim, in its unit."""
     return {
         "lowers_E": vs_control(per_run, mean_after_prune(per_run, hist, e_key), percent=True),
@@ -77,19 +78,19 @@ def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergence/E
     }
 
 
-def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = "emergence/E",
+def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
                      controls: Sequence[str] = ()) -> pd.Series:
     """Each run's (partial) Spearman correlation of a metric at an epoch with the test accuracy
     still to come, over its epochs after pruning (the last epoch has nothing to come), the
     controls' ranks partialled out."""
-    wide = hist[hist.key.isin([key, "test/acc", *controls])].pivot_table(
+    wide = hist[hist.key.isin([key, mk.TEST_ACC, *controls])].pivot_table(
         index=["run_id", "step"], columns="key", values="value")
     out = {}
     for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True):
         if rid not in wide.index.get_level_values(0):
             continue
-        w = wide.loc[rid].dropna(subset=[key, "test/acc"])
-        to_come = w["test/acc"].iloc[-1] - w["test/acc"] if len(w) else w["test/acc"]
+        w = wide.loc[rid].dropna(subset=[key, mk.TEST_ACC])
+        to_come = w[mk.TEST_ACC].iloc[-1] - w[mk.TEST_ACC] if len(w) else w[mk.TEST_ACC]
         sel = (w.index > max(pe, 0)) & (w.index < w.index.max())
         w, to_come = w[sel], to_come[sel]
         if len(w) < 3 + len(controls):
@@ -118,8 +119,8 @@ def _row(group: str, claim: str, strategy: str, scope: str, test: stats.Paired) 
             "unit": CLAIMS[claim].unit, **test.as_dict()}
 
 
-def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = "emergence/E",
-                rel_key: str = "emergence/relative", which: Sequence[str] = tuple(CLAIMS)
+def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
+                rel_key: str = mk.RELATIVE, which: Sequence[str] = tuple(CLAIMS)
                 ) -> pd.DataFrame:
     """One row per (group, claim, strategy, scope): scope is a pruning level (its paired test
     over seeds) or "all levels" (the paired test of each seed's mean effect over the levels).
@@ -186,15 +187,18 @@ def verdict_text(row: pd.Series) -> str:
 
 def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple[str, str]]
                 ) -> pd.DataFrame:
-    """The E-based claims recomputed at each (mode, threshold): keys maps a label such as
-    'mean θ=0.05' to its (E key, relative E key). One row per label, group and strategy."""
+    """The E-based claims recomputed in each analysis setting: keys maps a label such as
+    'mean θ=0.05, edges' to its (E key, relative E key). One row per label, group and
+    strategy, with the setting's rule, θ and counting."""
     rows = []
     for label, (e_key, rel_key) in keys.items():
         if not hist.key.isin([e_key]).any():
             continue
+        s = mk.setting_of(e_key)
         t = headline(claim_tests(per_run, hist, e_key, rel_key, E_CLAIMS))
         for _, r in t.iterrows():
-            rows.append({"setting": label, "group": r.group, "strategy": r.strategy,
+            rows.append({"setting": label, "rule": s.rule, "theta": s.theta,
+                         "counting": s.counting, "group": r.group, "strategy": r.strategy,
                          "claim": r.claim, "mean": r["mean"], "p": r.p,
                          "verdict": r.verdict if r.verdict != "inconclusive" or not r.p < stats.ALPHA
                          else "inconclusive after Holm",
@@ -208,7 +212,7 @@ def sparsity_controls(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame
     baselines partialled out, and each baseline. Holm within each group."""
     present = [k for k in SPARSITY_KEYS if hist.key.eq(k).any()]
     # (relative E would repeat E: within a run after pruning it is E over a constant)
-    signals = [("E", "emergence/E", ()), ("E | sparsity baselines", "emergence/E", present)]
+    signals = [("E", mk.E, ()), ("E | sparsity baselines", mk.E, present)]
     signals += [(k.removeprefix("sparsity/"), k, ()) for k in present]
     rows = []
     for group, g in per_run.groupby("group", sort=True):

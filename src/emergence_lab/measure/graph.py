@@ -4,8 +4,8 @@
 each call of a nonlinear activation (ReLU, GELU, SiLU, Tanh, Sigmoid, ..., module or function),
 one layer per call site (a module called twice gives two layers, named `path` and `path:2`).
 The input and the output (softmax over classes) are optional unit layers. A unit is active when
-its output, averaged over the probe set (conv maps averaged over positions), exceeds theta (or
-in the "fraction" mode: exceeds theta on more than min_fraction of the samples).
+its per-unit statistics on the probe set (conv maps averaged over positions) pass an activity
+rule (`rules.py`).
 
 **Routes** between consecutive unit layers go through operations that are not activations: a
 Linear or Conv with `groups = g` connects every input channel of a group to every output channel
@@ -13,12 +13,13 @@ of that group; channel-wise operations (normalization, pooling, dropout, scaling
 identity, a mean over positions) connect channel c to channel c; a flatten before a Linear maps
 every position of channel c to channel c's unit; a sum (a residual add) keeps the routes of each
 of its inputs, so two branches that carry the same unit give two routes; a concatenation keeps
-each input's channels at their offsets. Units removed by structured pruning (a channel whose
-producers' weights and biases are all masked) have no routes and are not counted.
+each input's channels at their offsets. Units removed by structured pruning (its `units_mask`)
+have no routes and are not counted; unstructured pruning never changes a layer's unit count.
 
 **E** is the number of routes, through units of any intermediate layers, from an inactive unit
-to an active unit of a later layer, computed exactly (Python integers) in topological order:
-P(v) = sum over routes w -> v of (P(w) + [w inactive]), E = sum over active v of P(v).
+to an active unit of a later layer, computed exactly in `counting.py` (Python integers) in
+topological order: P(v) = sum over routes w -> v of (P(w) + [w inactive]), E = sum over
+active v of P(v).
 
 Worked example (tests/test_unitgraph.py): hidden layers A, B, C of 3 units,
 `a = relu(fc1(x)); b = relu(fc2(a)); c = relu(fc3(b) + a)` with one shared `nn.ReLU`, active
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,9 +116,13 @@ class UnitGraph:
     module: fx.GraphModule
 
     def alive(self, model: nn.Module) -> list[torch.Tensor]:
-        """Per op, which channels carry anything: a Linear/Conv output channel lives while
-        some weight of it or its bias is unmasked; a normalization channel lives while its
-        input does or its bias is unmasked; sums live where any input does."""
+        """Per op, which channels carry anything. Units are units: only structured pruning
+        removes one. A Linear/Conv output channel is removed when the module's `units_mask`
+        (written by structured pruning) says so, or, in networks pruned before that buffer
+        existed, when its weights and its bias are all masked (unstructured pruning never masks
+        a bias); a bias-free layer's row masked by unstructured pruning keeps its unit. A
+        normalization channel lives while its input does or its bias is unmasked; sums live
+        where any input does."""
         modules = dict(model.named_modules())
         alive: list[torch.Tensor] = []
         for op in self.ops:
@@ -125,11 +130,7 @@ class UnitGraph:
             if op.kind == "input":
                 keep = torch.ones(op.channels, dtype=torch.bool)
             elif op.kind == "dense":
-                m = modules[op.module]
-                w_mask = getattr(m, "weight_mask", None)
-                keep = (torch.ones(op.channels, dtype=torch.bool) if w_mask is None
-                        else w_mask.flatten(1).any(dim=1).cpu())
-                keep = keep | _bias_alive(m, op.channels)
+                keep = _units_alive(modules[op.module], op.channels)
             elif op.kind == "channel" and op.module:
                 keep = ins[0] | _bias_alive(modules[op.module], op.channels)
             elif op.kind == "sum":
@@ -142,46 +143,6 @@ class UnitGraph:
                 keep = ins[0]
             alive.append(keep)
         return alive
-
-    def count(self, active: Mapping[str, torch.Tensor], alive: Sequence[torch.Tensor]) -> int:
-        """E: routes from an inactive unit to an active unit of a later layer.
-
-        active: per counted layer, a bool per unit (channel); alive: from `alive()`."""
-        layer_of = {i: name for name, i in self.layers.items()}
-        q: list[list[int]] = []  # per op and channel: routes from inactive units into it
-        total = 0
-        for i, op in enumerate(self.ops):
-            live = alive[i].tolist()
-            if op.kind == "input" and i not in layer_of:
-                out = [0] * op.channels
-            elif op.kind == "dense":
-                src = q[op.inputs[0]]
-                per_in, per_out = len(src) // op.groups, op.channels // op.groups
-                out = []
-                for g in range(op.groups):
-                    s = sum(src[g * per_in:(g + 1) * per_in])
-                    out += [s if live[g * per_out + c] else 0 for c in range(per_out)]
-            elif op.kind == "sum":
-                out = [0] * op.channels
-                for j in op.inputs:
-                    src = q[j]
-                    if len(src) == op.channels:
-                        out = [a + b for a, b in zip(out, src, strict=True)]
-                    else:  # broadcast of a one-channel input
-                        out = [a + src[0] for a in out]
-            elif op.kind == "cat":
-                out = [v for j in op.inputs for v in q[j]]
-            else:
-                out = list(q[op.inputs[0]]) if op.inputs else [0] * op.channels
-            if i in layer_of:  # a counted unit layer: P(v) = out[v]
-                act = active[layer_of[i]].tolist()
-                if len(act) != op.channels:
-                    raise ValueError(f"unit layer {layer_of[i]}: {len(act)} activity flags for "
-                                     f"{op.channels} units")
-                total += sum(p for p, a, v in zip(out, act, live, strict=True) if a and v)
-                out = [p + (not a) if v else 0 for p, a, v in zip(out, act, live, strict=True)]
-            q.append(out)
-        return total
 
 
 def _probe_module(traced: fx.GraphModule, ops: list[Op], layers: dict[str, int]) -> fx.GraphModule:
@@ -208,6 +169,16 @@ def _units(t: torch.Tensor) -> torch.Tensor:
 
 def _softmax_units(t: torch.Tensor) -> torch.Tensor:
     return _units(t.softmax(dim=1))
+
+
+def _units_alive(m: nn.Module, channels: int) -> torch.Tensor:
+    units = getattr(m, "units_mask", None)
+    if units is not None:
+        return (units != 0).cpu()
+    bias, w_mask = getattr(m, "bias", None), getattr(m, "weight_mask", None)
+    if not isinstance(bias, torch.Tensor) or w_mask is None:
+        return torch.ones(channels, dtype=torch.bool)
+    return w_mask.flatten(1).any(dim=1).cpu() | _bias_alive(m, channels)
 
 
 def _bias_alive(m: nn.Module, channels: int) -> torch.Tensor:
@@ -411,20 +382,3 @@ def _site(node: fx.Node) -> str:
     path = _module_path(node)
     fn = getattr(node.target, "__name__", str(node.target))
     return f"{path}/{fn}" if path else fn
-
-
-@torch.no_grad()
-def collect_activations(model: nn.Module, graph: UnitGraph, x: torch.Tensor,
-                        batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Per-sample unit activations, (samples, units) per counted layer, in eval mode."""
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in graph.layers}
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            outs = graph.module(x[start:start + batch_size])
-            for name, t in zip(graph.layers, outs, strict=True):
-                chunks[name].append(t)
-    finally:
-        model.train(was_training)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
