@@ -102,11 +102,12 @@ def test_claims_do_not_hold_when_pruning_helps(store, tmp_path):
     assert {k: claims[k] for k in ("lowers_E", "raises_relative_E", "costs_accuracy")} == {
         "lowers_E": "contradicted", "raises_relative_E": "contradicted",
         "costs_accuracy": "contradicted"}
-    # 3 epochs faster in every seed: no spread for a t-test; the exact sign test of 3 seeds
+    # 4 epochs faster in every seed: no spread for a t-test; the exact sign test of 3 seeds
     # cannot go below p = 0.25, so the claim stays inconclusive
     rows = verdict_rows(out).set_index("claim")
     assert claims["speeds_convergence"] == "inconclusive"
-    assert rows.loc["speeds_convergence", "mean"] == -3  # 2 epochs (0.93 < 0.9306) vs 5
+    # to the shared target, 99 % of the control's final 0.9: 1 epoch (0.93 >= 0.891) vs 5
+    assert rows.loc["speeds_convergence", "mean"] == -4
     assert rows.loc["speeds_convergence", "p"] == pytest.approx(0.25)
 
 

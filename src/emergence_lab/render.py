@@ -127,7 +127,8 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
     if per_run.empty:
         raise ReportError(f"no FINISHED runs in {name}: nothing to compare; "
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
-    gaps = completeness(runs, expected_jobs, per_run) | {"duplicates": duplicates}
+    gaps = completeness(runs, expected_jobs, per_run) | {
+        "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist)}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}
@@ -154,6 +155,7 @@ COLUMNS = [  # (summary column, header, format)
     ("d_final_acc", "Δ final vs control (pts)", "pct"), ("paper_final_acc", "paper final %", "pct"),
     ("epochs_to_99pct_final", "epochs to 99 % of final", "f"),
     ("epochs_to_control_final", "epochs to control's final", "f"),
+    ("epochs_to_common_target", "epochs to 99 % of control's final (censored)", "f"),
     ("auc_after_prune", "AUC acc after pruning", "f"), ("E_init", "E init", "e"),
     ("E_before", "E before", "e"),
     ("E_after", "E after", "e"), ("E_final", "E end", "e"), ("E_change_pct", "ΔE at pruning %", "f"),
@@ -194,7 +196,9 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         ("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),
         ("Incomplete groups", gaps["incomplete_groups"]),
         ("Duplicates (same config_hash: one measurement, counted once)",
-         gaps.get("duplicates", []))) if items]
+         gaps.get("duplicates", [])),
+        ("E never near zero after pruning (the plateau claim cannot use these runs)",
+         gaps.get("never_near_zero", []))) if items]
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 
@@ -211,7 +215,7 @@ NOTES = ("Replicates are seeds. Each claim is tested on differences pruned minus
 
 TOP_COLUMNS = [  # (header, summary columns, format): at most 8 columns per group
     ("final acc %", ["final_acc"], "pct"), ("Δ vs control (pts)", ["d_final_acc"], "pct"),
-    ("epochs to converge", ["epochs_to_99pct_final"], "f"),
+    ("epochs to converge", ["epochs_to_common_target"], "f"),
     ("E before → after → end", ["E_before", "E_after", "E_final"], "e"),
     ("relative E end", ["relE_final"], "e")]
 

@@ -148,6 +148,20 @@ def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:
     return float(later.index[0] - after) if len(later) else math.nan
 
 
+COMMON_TARGET = 0.99  # of the paired control's final accuracy: the target both must reach
+
+
+def common_target_epochs(acc: pd.Series, target: float, after: int, last: int
+                         ) -> tuple[float, bool]:
+    """(epochs after `after` until acc reaches the target shared with the paired control,
+    censored): a run that never reaches it counts as one epoch past its horizon, so it is never
+    faster than a run that does. NaN without a target (no control)."""
+    if math.isnan(target):
+        return math.nan, False
+    t = epochs_to_reach(acc, target, after)
+    return (float(last - after + 1), True) if math.isnan(t) else (t, False)
+
+
 def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
     """Per-run numbers of the comparison (see the report's column notes)."""
     rid, pe = run.run_id, int(run.prune_epoch)
@@ -217,6 +231,11 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     table["epochs_to_control_final"] = [
         epochs_to_reach(curve(hist, rid, mk.TEST_ACC), ref, pe) if not math.isnan(ref) else math.nan
         for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
+    common = [common_target_epochs(curve(hist, rid, mk.TEST_ACC), COMMON_TARGET * ref, pe, last)
+              for rid, ref, pe, last in zip(table.run_id, ref_final, table.prune_epoch,
+                                            table.last_epoch, strict=True)]
+    table["epochs_to_common_target"] = [t for t, _ in common]
+    table["censored_common_target"] = [c for _, c in common]
     return table.sort_values(["group", "order", "seed"]).reset_index(drop=True)
 
 
@@ -236,7 +255,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 SUMMARY_COLUMNS = [
     "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc", "train_acc_epoch_5",
     "train_final_acc",
-    "epochs_to_99pct_final", "epochs_to_control_final",
+    "epochs_to_99pct_final", "epochs_to_control_final", "epochs_to_common_target",
     "auc_after_prune", "E_init", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
     "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
 ]

@@ -29,14 +29,17 @@ CLAIMS = {
                       "pruned vs control, % of the control's)", -1, "% of control E"),
     "raises_relative_E": Claim("Pruning raises relative emergence (mean E per parameter over the "
                                "epochs after pruning, % of the control's)", +1, "% of control rel. E"),
-    "speeds_convergence": Claim("Pruning speeds convergence (epochs after pruning to 99 % of the "
-                                "run's final accuracy, pruned minus control)", -1, "epochs"),
+    "speeds_convergence": Claim("Pruning speeds convergence (epochs after pruning until the run "
+                                "reaches 99 % of its paired control's final accuracy, a target "
+                                "both share, pruned minus control; a run that never reaches it "
+                                "counts as one epoch past its last)", -1, "epochs"),
     "costs_accuracy": Claim("Pruning costs final accuracy (final test accuracy, pruned minus "
                             "control)", -1, "points"),
     "E_to_zero_signals_plateau": Claim(
-        "E falling towards zero signals that accuracy will not improve much more (each run's "
-        "Spearman correlation of E with the test-accuracy gain still to come, epochs after "
-        "pruning; mean over seeds)", +1, "Spearman rho"),
+        "When E has fallen to near zero (<= 1 % of its peak after pruning), accuracy will not "
+        "improve much more: the points of accuracy still to come then, minus what a clock that "
+        "stops every run at one epoch (the same mean budget) leaves, up to 1 point (each run; "
+        "mean over seeds)", -1, "points"),
 }
 E_CLAIMS = ("lowers_E", "raises_relative_E", "E_to_zero_signals_plateau")
 SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
@@ -67,15 +70,21 @@ def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
 
 
 def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
-            rel_key: str = mk.RELATIVE) -> dict[str, pd.Series]:
-    """Per-run paired effect of each two-arm claim, in its unit."""
-    return {
-        "lowers_E": vs_control(per_run, mean_after_prune(per_run, hist, e_key), percent=True),
-        "raises_relative_E": vs_control(per_run, mean_after_prune(per_run, hist, rel_key),
-                                        percent=True),
-        "speeds_convergence": vs_control(per_run, per_run.epochs_to_99pct_final.astype(float)),
-        "costs_accuracy": vs_control(per_run, per_run.final_acc.astype(float), scale=100),
+            rel_key: str = mk.RELATIVE, which: Sequence[str] = ("lowers_E", "raises_relative_E",
+                                                                "speeds_convergence",
+                                                                "costs_accuracy")
+            ) -> dict[str, pd.Series]:
+    """Per-run paired effect of each two-arm claim in `which`, in its unit."""
+    measures = {
+        "lowers_E": lambda: vs_control(per_run, mean_after_prune(per_run, hist, e_key),
+                                       percent=True),
+        "raises_relative_E": lambda: vs_control(per_run, mean_after_prune(per_run, hist, rel_key),
+                                                percent=True),
+        "speeds_convergence": lambda: vs_control(
+            per_run, per_run.epochs_to_common_target.astype(float)),
+        "costs_accuracy": lambda: vs_control(per_run, per_run.final_acc.astype(float), scale=100),
     }
+    return {k: f() for k, f in measures.items() if k in which}
 
 
 def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
@@ -98,6 +107,59 @@ def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
         ctrl = w[list(controls)] if controls else None
         out[rid] = stats.partial_spearman(w[key], to_come, ctrl)
     return per_run.run_id.map(out).astype(float)
+
+
+NEAR_ZERO = 0.01  # E at or below this share of its peak after pruning is "near zero"
+MUCH_MORE = 1.0  # points of accuracy: more than this still to come is "improving much more"
+
+
+def near_zero_epoch(e: pd.Series, prune_epoch: int) -> int | None:
+    """The first epoch after pruning at which E is near zero (<= NEAR_ZERO of its peak over the
+    epochs after pruning; 0 if the peak is 0), None if it never is."""
+    post = e[e.index > prune_epoch]
+    if post.empty:
+        return None
+    hit = post[post <= NEAR_ZERO * max(float(post.max()), 0.0)]
+    return int(hit.index[0]) if len(hit) else None
+
+
+def never_near_zero(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E) -> list[str]:
+    """The runs whose E never gets near zero after pruning (the plateau claim cannot use them)."""
+    return [name for rid, name, pe in zip(per_run.run_id, per_run.name, per_run.prune_epoch,
+                                          strict=True)
+            if near_zero_epoch(_curve(hist, rid, e_key), pe) is None]
+
+
+def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
+                    acc_key: str = mk.TEST_ACC) -> pd.Series:
+    """Per run, the plateau claim's effect in points: the accuracy still to come (final minus
+    then) when E first reaches near zero, minus min(MUCH_MORE, what a clock leaves), the clock
+    stopping every run of the group at one epoch, the mean of the runs' near-zero epochs (the
+    same budget). A signal that is the same function of the epoch in every run stops where the
+    clock does, so its effect is never below 0; E at zero while the accuracy still climbs
+    leaves more than the allowance. NaN for a run whose E never gets near zero."""
+    stops = {rid: near_zero_epoch(_curve(hist, rid, e_key), pe)
+             for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True)}
+    reached = [t for t in stops.values() if t is not None]
+    if not reached:
+        return pd.Series(math.nan, index=per_run.index)
+    clock = round(float(np.mean(reached)))
+    out = {}
+    for rid, t in stops.items():
+        acc = _curve(hist, rid, acc_key)
+        if t is None or acc.empty:
+            continue
+        final = float(acc.iloc[-1])
+        at_clock = acc[acc.index <= clock]
+        left_e = 100 * (final - float(acc.get(t, math.nan)))
+        left_clock = 100 * (final - float(at_clock.iloc[-1])) if len(at_clock) else math.nan
+        out[rid] = left_e - min(MUCH_MORE, left_clock)
+    return per_run.run_id.map(out).astype(float)
+
+
+def _curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
+    rows = hist[(hist.run_id == run_id) & (hist.key == key)]
+    return rows.set_index("step")["value"].sort_index()
 
 
 def _by_seed(per_run: pd.DataFrame, values: pd.Series) -> pd.Series:
@@ -128,12 +190,12 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
     inconclusive test the seeds that would detect its effect at 80 % power."""
     rows = []
     for group, g in per_run.groupby("group", sort=True):
-        eff = effects(g, hist, e_key, rel_key)
+        eff = effects(g, hist, e_key, rel_key, which)
         pruned = g[g.level > 0]
         for claim in which:
             if claim == "E_to_zero_signals_plateau":
-                rho = run_correlations(g, hist, e_key)
-                rows.append(_row(group, claim, "", "all runs", stats.paired_test(_by_seed(g, rho))))
+                left = plateau_effects(g, hist, e_key)
+                rows.append(_row(group, claim, "", "all runs", stats.paired_test(_by_seed(g, left))))
                 continue
             for strategy, s in pruned.groupby("strategy", sort=True):
                 for label, cell in s.groupby("label", sort=False):

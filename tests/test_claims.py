@@ -1,0 +1,133 @@
+"""Claims that can fail: the plateau and convergence claims on synthetic tables whose right
+verdict is known by construction (a clock-only signal, E at zero while accuracy climbs, E at
+each run's own plateau; a curve capped below its control, the control's curve shifted earlier)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from emergence_lab import verdicts
+from emergence_lab.measure import keys as mk
+from emergence_lab.report import common_target_epochs
+
+EPOCHS, PE = 20, 2
+
+
+def _plateau_curve(plateau: int, start: float = 0.5, slope: float = 0.03) -> list[float]:
+    """Accuracy that climbs `slope` an epoch until `plateau`, then stays."""
+    return [start + slope * min(e, plateau) for e in range(EPOCHS + 1)]
+
+
+def _tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per_run, hist) from runs given as {seed, level, acc: [...], e: [...]}."""
+    rows, hist = [], []
+    for i, r in enumerate(runs):
+        rid = f"r{i}"
+        rows.append({"run_id": rid, "name": f"run{i}", "group": "g", "seed": r["seed"],
+                     "level": r.get("level", 0.0), "strategy": r.get("strategy", "magnitude"),
+                     "label": f"{r.get('level', 0.0):.0%}", "prune_epoch": PE,
+                     "last_epoch": EPOCHS})
+        for key, values in ((mk.TEST_ACC, r["acc"]), (mk.E, r["e"])):
+            hist += [(rid, key, step, float(v)) for step, v in enumerate(values)]
+    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
+
+
+def _plateau_verdict(runs: list[dict]) -> pd.Series:
+    per_run, hist = _tables(runs)
+    return verdicts.claim_tests(per_run, hist, which=["E_to_zero_signals_plateau"]).iloc[0]
+
+
+def _two_runs_per_seed(seeds: int, e_of) -> list[dict]:
+    """Each seed: an early and a late plateau (epochs differ between runs and seeds)."""
+    out = []
+    for seed in range(seeds):
+        for level, plateau in ((0.0, 5 + seed % 3), (0.5, 13 + seed % 4)):
+            out.append({"seed": seed, "level": level, "acc": _plateau_curve(plateau),
+                        "e": e_of(plateau)})
+    return out
+
+
+def test_a_signal_that_is_only_the_epoch_number_is_never_supported():
+    """E = 100 - 10 epoch, the same in every run: it stops where the clock stops."""
+    clock = [max(0.0, 100 - 10 * e) for e in range(EPOCHS + 1)]
+    row = _plateau_verdict(_two_runs_per_seed(6, lambda plateau: clock))
+    assert row.verdict != "supported"
+    assert row["mean"] >= 0
+
+
+def test_e_at_zero_while_accuracy_still_gains_two_points_is_contradicted():
+    """E = 0 from epoch 3 on while the accuracy climbs to epoch 15 (>= 2 points still to come)."""
+    runs = []
+    for seed in range(6):
+        acc = [a + 0.002 * seed for a in _plateau_curve(15, slope=0.01)]
+        e = [100.0] * 3 + [0.0] * (EPOCHS - 2)
+        runs += [{"seed": seed, "level": lv, "acc": acc, "e": e} for lv in (0.0, 0.5)]
+    left = 100 * (_plateau_curve(15, slope=0.01)[-1] - _plateau_curve(15, slope=0.01)[3])
+    assert left >= 2
+    row = _plateau_verdict(runs)
+    assert row.verdict == "contradicted", row
+
+
+def test_e_reaching_zero_at_each_runs_own_plateau_is_supported():
+    def e_of(plateau: int) -> list[float]:
+        return [max(0.0, 100.0 * (plateau - e)) for e in range(EPOCHS + 1)]
+
+    row = _plateau_verdict(_two_runs_per_seed(6, e_of))
+    assert row.verdict == "supported", row
+    assert row["mean"] < 0
+
+
+def test_runs_where_e_never_gets_near_zero_are_named_not_dropped_silently():
+    def e_of(plateau: int) -> list[float]:
+        return [max(0.0, 100.0 * (plateau - e)) for e in range(EPOCHS + 1)]
+
+    runs = _two_runs_per_seed(6, e_of)
+    runs[3]["e"] = [50.0 + e for e in range(EPOCHS + 1)]  # never near zero
+    per_run, hist = _tables(runs)
+    assert verdicts.never_near_zero(per_run, hist) == ["run3"]
+    effects = verdicts.plateau_effects(per_run, hist)
+    assert math.isnan(effects.iloc[3]) and effects.drop(3).notna().all()
+
+
+# ---- convergence to a target shared with the paired control ----
+
+def _convergence_row(pruned_acc) -> pd.Series:
+    """Six seeds: the control's curve (noise by seed) and a pruned run from `pruned_acc`."""
+    rows = []
+    for seed in range(6):
+        control = [min(0.9, 0.5 + 0.04 * e) + 0.001 * seed for e in range(EPOCHS + 1)]
+        for level, acc in ((0.0, control), (0.5, pruned_acc(control, seed))):
+            target = 0.99 * control[-1]
+            t, censored = common_target_epochs(pd.Series(acc), target, PE, EPOCHS)
+            rows.append({"run_id": f"{level}-{seed}", "group": "g", "seed": seed, "level": level,
+                         "strategy": "magnitude" if level else "none", "label": f"{level:.0%}",
+                         "prune_epoch": PE, "epochs_to_common_target": t,
+                         "censored_common_target": censored, "final_acc": acc[-1]})
+    per_run = pd.DataFrame(rows)
+    hist = pd.DataFrame(columns=["run_id", "key", "step", "value"])
+    return verdicts.claim_tests(per_run, hist, which=["speeds_convergence"]).iloc[0]
+
+
+def test_a_pruned_run_capped_below_its_control_is_never_faster():
+    """Capped at 0.85 (the control ends at 0.9): it reaches 99 % of its own final early, but
+    never the shared target: censored, never counted as faster."""
+    row = _convergence_row(lambda c, seed: [min(0.85, a) for a in c])
+    assert row.verdict != "supported"
+    assert row["mean"] > 0
+
+
+def test_the_controls_curve_shifted_earlier_is_faster():
+    shifts = [2, 3, 2, 4, 3, 2]
+    row = _convergence_row(lambda c, seed: c[shifts[seed]:] + [c[-1]] * shifts[seed])
+    assert row.verdict == "supported", row
+    assert row["mean"] == np.mean([-s for s in shifts])
+
+
+def test_a_run_that_never_reaches_the_target_counts_past_its_horizon():
+    acc = pd.Series([0.5, 0.6, 0.7, 0.7])
+    assert common_target_epochs(acc, 0.8, 1, 3) == (3.0, True)
+    assert common_target_epochs(acc, 0.7, 1, 3) == (1.0, False)
+    assert math.isnan(common_target_epochs(acc, math.nan, 1, 3)[0])
