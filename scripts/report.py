@@ -1,6 +1,7 @@
 """Pruning-versus-convergence report of a sweep, pulled from MLflow.
 
     python scripts/report.py --tracking-uri URI [--sweep PARENT_RUN_ID | --experiment NAME] [--out DIR]
+    python scripts/report.py --from-table epochs.csv [--out DIR]   # no store: a tidy table
 
 By default the most recent sweep of the embedded store, written to reports/<sweep-name>/ and
 logged back to MLflow as a run tagged kind=report. Exit code 2: no store, or no runs.
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from emergence_lab.measure.setting import Setting
-from emergence_lab.render import ReportError, build_report
+from emergence_lab.render import ReportError, build_report, build_report_from_table
 
 
 def parse_setting(text: str) -> Setting:
@@ -31,6 +32,9 @@ def main() -> int:
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--sweep", help="parent run id of a sweep (default: the latest sweep)")
     which.add_argument("--experiment", help="every training run of this MLflow experiment")
+    which.add_argument("--from-table", metavar="FILE.csv",
+                       help="a tidy table (one row per run and epoch, as a report's epochs.csv): "
+                            "the whole report from it, no MLflow store")
     ap.add_argument("--out", help="output folder (default: reports/<sweep-name>/)")
     ap.add_argument("--no-log", action="store_true", help="do not log the report back to MLflow")
     ap.add_argument("--stop-epsilon", type=float, default=0.0,
@@ -48,14 +52,18 @@ def main() -> int:
         print(f"report: --setting {args.setting}: {exc}", file=sys.stderr)
         return 2
     try:
-        out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
-                           log_back=not args.no_log,
-                           stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url,
-                           setting=setting)
+        if args.from_table:
+            out = build_report_from_table(args.from_table, args.out,
+                                          (args.stop_epsilon, args.stop_patience), setting)
+        else:
+            out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
+                               log_back=not args.no_log,
+                               stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url,
+                               setting=setting)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code
-    print(f"report written to {out}/report.md, report.html, summary.csv")
+    print(f"report written to {out}/report.md, report.html, summary.csv, claims.csv, epochs.csv")
     print((out / "report.md").read_text())
     return 0
 

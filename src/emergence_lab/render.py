@@ -8,13 +8,14 @@ import html
 import math
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from emergence_lab import tracking, verdicts
+from emergence_lab import tidy, tracking, verdicts
 from emergence_lab.analyses import (
     calibration,
     stopping_by_run,
@@ -61,6 +62,7 @@ class Report:
     stop_rule: tuple[float, int]  # (epsilon, patience)
     ui: str | None = None  # the MLflow UI's address, for links to run pages
     setting: str = Setting().describe()  # the analysis setting E is read in
+    epochs: pd.DataFrame | None = None  # the tidy table (tidy.py): one row per run and epoch
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -117,18 +119,20 @@ def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
 
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
           expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3),
-          ui: str | None = None, setting: Setting | None = None) -> Report:
+          ui: str | None = None, setting: Setting | None = None, labelled: bool = False,
+          unpaired: Sequence[str] = ()) -> Report:
     """All tables, verdicts and figures of a report (no I/O), E read in `setting` (the paper's
-    by default)."""
+    by default). `labelled`: the runs come from a tidy table (see per_run_table)."""
     setting = setting or Setting()
     stored, hist = hist, read_in(hist, setting)  # the settings table reads every stored one
     runs, duplicates = dedupe(runs)
-    per_run = per_run_table(runs, hist)
+    per_run = per_run_table(runs, hist, labelled)
     if per_run.empty:
         raise ReportError(f"no FINISHED runs in {name}: nothing to compare; "
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {
-        "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist)}
+        "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist),
+        "unpaired": list(unpaired)}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}
@@ -138,7 +142,8 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   figures, theta_table(per_run, hist), sens,
                   verdicts.sparsity_controls(per_run, hist),
                   stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
-                  calibration(per_run), stop_rule, ui, setting.describe())
+                  calibration(per_run), stop_rule, ui, setting.describe(),
+                  tidy.to_table(per_run, stored))
 
 
 def _fmt(value: float, half: float, kind: str) -> str:
@@ -198,7 +203,9 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         ("Duplicates (same config_hash: one measurement, counted once)",
          gaps.get("duplicates", [])),
         ("E never near zero after pruning (the plateau claim cannot use these runs)",
-         gaps.get("never_near_zero", []))) if items]
+         gaps.get("never_near_zero", [])),
+        ("Unpaired runs (no control of their seed: not compared, not guessed)",
+         gaps.get("unpaired", []))) if items]
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 
@@ -437,6 +444,8 @@ def write(rep: Report, out: Path) -> None:
             plt.close(fig)
     rep.summary.to_csv(out / "summary.csv", index=False)
     rep.tests.to_csv(out / "claims.csv", index=False)
+    if rep.epochs is not None:
+        rep.epochs.to_csv(out / "epochs.csv", index=False)
     rep.per_run.to_csv(out / "runs.csv", index=False)
     rep.thetas.to_csv(out / "thetas.csv", index=False)
     rep.sensitivity.to_csv(out / "theta_verdicts.csv", index=False)
@@ -512,6 +521,27 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         if parent_id:  # the sweep's page says what it found and where the report is
             link = tracking.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
             tracking.set_note(uri, parent_id, parent_note(rep, link))
+    return out_dir
+
+
+def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[float, int] = (
+        0.0, 3), setting: Setting | None = None) -> Path:
+    """The whole report from a tidy table (tidy.py), with no MLflow store: reports/<file stem>/
+    unless `out`."""
+    file = Path(path)
+    try:
+        table = pd.read_csv(file)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"--from-table {path}: cannot be read as CSV ({exc})") from None
+    try:
+        runs, hist, unpaired = tidy.from_table(table, f"--from-table {path}")
+    except tidy.TableError as exc:
+        raise ReportError(str(exc)) from None
+    out_dir = Path(out) if out else Path("reports") / slug(file.stem)
+    _check_writable(out_dir, "--out" if out else "the report folder")
+    rep = build(file.stem, runs, hist, None, stop_rule, None, setting, labelled=True,
+                unpaired=unpaired)
+    write(rep, out_dir)
     return out_dir
 
 

@@ -191,19 +191,28 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
         "relE_final": float(rel.iloc[-1]) if len(rel) else math.nan,
         "mean_E_after_prune": float(e[e.index > pe].mean()),
         "mean_relE_after_prune": float(rel[rel.index > pe].mean()),
-        "params_surviving": float(curve(hist, rid, mk.PARAMS).iloc[-1]),
-        "sparsity": float(curve(hist, rid, mk.SPARSITY).iloc[-1]),
+        "params_surviving": _last(curve(hist, rid, mk.PARAMS)),
+        "sparsity": _last(curve(hist, rid, mk.SPARSITY)),
         "s_per_epoch": float(times.mean()) if len(times) else math.nan,
         "last_epoch": int(acc.index.max()) if len(acc) else -1,
     }
 
 
-def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
-    """One row per FINISHED run: its labels and run_stats, plus paired comparisons."""
-    done = label_runs(runs)
-    # the groups the lr after pruning does not split: where a re-tuned lr is compared
-    base = label_runs(runs.drop(columns=[c for c in ("trainer.lr_after_prune",) if c in runs]))
-    done["base_group"] = base.group
+def _last(series: pd.Series) -> float:
+    return float(series.iloc[-1]) if len(series) else math.nan
+
+
+def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False) -> pd.DataFrame:
+    """One row per FINISHED run: its labels and run_stats, plus paired comparisons. `labelled`:
+    the runs already carry group, base_group, level, strategy, seed, prune_epoch, final_from
+    and lr_after (a tidy table's runs), else they come from the config params."""
+    if labelled:
+        done = runs
+    else:
+        done = label_runs(runs)
+        # the groups the lr after pruning does not split: where a re-tuned lr is compared
+        base = label_runs(runs.drop(columns=[c for c in ("trainer.lr_after_prune",) if c in runs]))
+        done["base_group"] = base.group
     done = done[done.status == "FINISHED"]
     rows = [{"run_id": r.run_id, "name": r["name"], "group": r.group, "base_group": r.base_group,
              "lr_after": r.lr_after, "batch_size": r.get("trainer.batch_size"),

@@ -1,0 +1,112 @@
+"""The tidy table, in and out: one row per run and epoch, what every claim is a function of.
+
+Columns (more are allowed):
+
+| column | meaning |
+|---|---|
+| run_id | any string |
+| seed | integer; the replicate |
+| strategy | the pruning strategy; `none` for the control |
+| amount | the pruned fraction; 0 for the control |
+| prune_epoch | pruning happens at the end of this epoch; the paired control carries the same |
+| epoch | 1, 2, ... |
+| train_acc, test_acc | fractions in [0, 1] |
+| n_params | surviving parameters at that epoch |
+| E, relative_E | emergence in the default setting, and E / n_params |
+
+Optional: `group` (default: one group), `val_acc`, and any numeric column (E under another
+setting, named as its metric key, e.g. `emergence/E/dormant/0.1/edges`). A report writes it as
+`epochs.csv`; `scripts/report.py --from-table FILE.csv` builds the whole report from one, with
+no MLflow store. Pure functions on pandas; reading and writing files is the caller's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from emergence_lab.measure import keys as mk
+
+REQUIRED = ("run_id", "seed", "strategy", "amount", "prune_epoch", "epoch", "train_acc",
+            "test_acc", "n_params", "E", "relative_E")
+METRICS = {"train_acc": mk.TRAIN_ACC, "test_acc": mk.TEST_ACC, "n_params": mk.PARAMS,
+           "E": mk.E, "relative_E": mk.RELATIVE, "val_acc": mk.VAL_ACC}
+LABELS = ("run_id", "seed", "strategy", "amount", "prune_epoch", "epoch", "group")
+CONTROL = "none"  # the table's strategy of a control; the report's is "control"
+
+
+class TableError(ValueError):
+    """A tidy table that cannot be read; the message names the problem in one line."""
+
+
+def to_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """The report's runs as a tidy table: one row per run and epoch >= 1, the required
+    columns, the group, and every other E setting the runs logged."""
+    extra = sorted(k for k in hist.key.unique() if k not in (mk.E, mk.RELATIVE) and k.startswith(
+        (mk.E, mk.RELATIVE, "sparsity/")))  # other settings, the θ grid, the baselines
+    wanted = [mk.TRAIN_ACC, mk.TEST_ACC, mk.PARAMS, mk.E, mk.RELATIVE, mk.VAL_ACC, *extra]
+    h = hist[hist.key.isin(wanted) & hist.run_id.isin(per_run.run_id) & (hist.step >= 1)]
+    wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value",
+                         aggfunc="last").reset_index().rename(columns={"step": "epoch"})
+    wide = wide.rename(columns={v: k for k, v in METRICS.items()})
+    labels = per_run[["run_id", "seed", "strategy", "level", "prune_epoch", "group"]].rename(
+        columns={"level": "amount"})
+    labels = labels.assign(strategy=[CONTROL if lv == 0 else st for st, lv in
+                                     zip(labels.strategy, labels.amount, strict=True)])
+    out = labels.merge(wide, on="run_id")
+    front = [c for c in (*REQUIRED, "group", "val_acc") if c in out]
+    return out[front + [c for c in out.columns if c not in front]].sort_values(
+        ["group", "run_id", "epoch"]).reset_index(drop=True)
+
+
+def from_table(table: pd.DataFrame, source: str = "the table"
+               ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs labelled as the report's per_run_table takes them, hist, unpaired runs) from a
+    tidy table; a TableError names a missing column or a bad value with its row."""
+    missing = [c for c in REQUIRED if c not in table]
+    if missing:
+        raise TableError(f"{source}: missing column {missing[0]!r} (a tidy table has "
+                         f"{', '.join(REQUIRED)})")
+    table = table.copy()
+    table["group"] = table["group"].astype(str) if "group" in table else "all runs"
+    numeric = [c for c in table.columns if c not in ("run_id", "strategy", "group")]
+    for col in numeric:
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = values.isna() & table[col].notna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise TableError(f"{source}: row {row + 2} (line of the file): {col}="
+                             f"{table[col][row]!r} is not a number")
+        table[col] = values
+    for col in ("seed", "epoch", "prune_epoch"):
+        if table[col].isna().any() or (table[col] % 1 != 0).any():
+            row = int((table[col].isna() | (table[col] % 1 != 0)).idxmax())
+            raise TableError(f"{source}: row {row + 2}: {col} must be an integer, got "
+                             f"{table[col][row]!r}")
+    for col in ("train_acc", "test_acc", "val_acc"):
+        if col in table and not table[col].dropna().between(0, 1).all():
+            row = int((~table[col].between(0, 1)).idxmax())
+            raise TableError(f"{source}: row {row + 2}: {col}={table[col][row]} is not a "
+                             f"fraction in [0, 1]")
+    first = table.groupby("run_id").first()
+    strategy = ["control" if (st == CONTROL or am == 0) else str(st)
+                for st, am in zip(first.strategy, first.amount, strict=True)]
+    runs = pd.DataFrame({
+        "run_id": first.index, "name": first.index, "status": "FINISHED", "error": "",
+        "start_time": range(len(first)),
+        "config_hash": first.index, "stopped_early_at": "", "group": first.group.to_numpy(),
+        "base_group": first.group.to_numpy(), "level": first.amount.astype(float).to_numpy(),
+        "strategy": strategy, "seed": first.seed.astype(int).to_numpy(),
+        "prune_epoch": first.prune_epoch.astype(int).to_numpy(),
+        "final_from": first.prune_epoch.astype(int).to_numpy(), "lr_after": math.nan})
+    controls = {(g, s) for g, s, lv in zip(runs.group, runs.seed, runs.level, strict=True)
+                if lv == 0}
+    unpaired = [f"{r.run_id} (group {r.group}, seed {r.seed}): no control (amount 0) of its "
+                f"seed" for r in runs.itertuples() if (r.group, r.seed) not in controls]
+    keys = {c: METRICS.get(c, c) for c in table.columns if c not in LABELS}
+    hist = table.melt(id_vars=["run_id", "epoch"], value_vars=list(keys), var_name="key",
+                      value_name="value").dropna(subset=["value"])
+    hist = hist.assign(key=hist.key.map(keys)).rename(columns={"epoch": "step"})
+    hist["step"] = hist.step.astype(int)
+    return runs, hist[["run_id", "key", "step", "value"]].reset_index(drop=True), unpaired

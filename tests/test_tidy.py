@@ -1,0 +1,80 @@
+"""The tidy table in and out: a store's report -> epochs.csv -> --from-table gives the same
+claims.csv; bad tables get one line naming the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from emergence_lab import tidy
+from emergence_lab.render import ReportError, build_report, build_report_from_table
+from tests.conftest import ROOT
+from tests.test_report import CONTROL, PRUNED, jitter, sweep_with
+
+
+def _store_report(store, tmp_path):
+    parent = sweep_with(store, lambda s: jitter(CONTROL, s), lambda s: jitter(PRUNED, s, -0.002),
+                        levels=(0.3, 0.5))
+    return build_report(store, sweep=parent, out=str(tmp_path / "store"), log_back=False)
+
+
+def test_store_to_table_to_report_gives_the_same_claims(store, tmp_path):
+    out = _store_report(store, tmp_path)
+    table = pd.read_csv(out / "epochs.csv")
+    assert list(table.columns[:len(tidy.REQUIRED)]) == list(tidy.REQUIRED)
+    assert set(table.strategy) == {"none", "magnitude"}
+    assert table.epoch.min() == 1 and (table.amount[table.strategy == "none"] == 0).all()
+    again = build_report_from_table(str(out / "epochs.csv"), str(tmp_path / "table"))
+    assert (again / "claims.csv").read_text() == (out / "claims.csv").read_text()
+    assert (again / "report.html").is_file()
+
+
+def _table(tmp_path, edit) -> str:
+    rows = []
+    for seed in range(3):
+        for amount in (0.0, 0.5):
+            for epoch in range(1, 5):
+                rows.append({"run_id": f"{amount}-{seed}", "seed": seed,
+                             "strategy": "none" if amount == 0 else "magnitude", "amount": amount,
+                             "prune_epoch": 2, "epoch": epoch, "train_acc": 0.5 + 0.05 * epoch,
+                             "test_acc": 0.5 + 0.04 * epoch - 0.02 * amount + 0.001 * seed,
+                             "n_params": 1000 * (1 - amount), "E": 100 - 10 * epoch,
+                             "relative_E": (100 - 10 * epoch) / (1000 * (1 - amount))})
+    df = edit(pd.DataFrame(rows))
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.drop(columns="seed"), r"missing column 'seed' \(a tidy table has run_id, seed"),
+    (lambda d: d.astype({"E": object}).assign(E=["x"] + list(d.E[1:])),
+     r"row 2 \(line of the file\): E='x' is not a number"),
+    (lambda d: d.assign(test_acc=d.test_acc * 100), r"test_acc=.* is not a fraction in \[0, 1\]"),
+    (lambda d: d.assign(epoch=d.epoch + 0.5), r"epoch must be an integer"),
+])
+def test_a_bad_table_is_one_line_naming_the_problem(tmp_path, edit, message):
+    with pytest.raises(ReportError, match=message):
+        build_report_from_table(_table(tmp_path, edit), str(tmp_path / "out"))
+
+
+def test_a_seed_with_no_control_is_listed_as_unpaired_never_guessed(tmp_path):
+    path = _table(tmp_path, lambda d: d[~((d.amount == 0) & (d.seed == 2))])
+    out = build_report_from_table(path, str(tmp_path / "out"))
+    text = (out / "report.md").read_text()
+    assert "Unpaired runs" in text and "0.5-2 (group all runs, seed 2): no control" in text
+    claims = pd.read_csv(out / "claims.csv").set_index("claim")
+    assert claims.loc["costs_accuracy", "n"] == 2  # seeds 0 and 1 only
+
+
+def test_from_table_on_the_command_line(tmp_path):
+    path = _table(tmp_path, lambda d: d.drop(columns="E"))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--from-table", path,
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"report: --from-table {path}: missing column 'E' (a tidy table has run_id, seed, strategy, "
+        f"amount, prune_epoch, epoch, train_acc, test_acc, n_params, E, relative_E)"]
