@@ -78,3 +78,18 @@ def test_from_table_on_the_command_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"report: --from-table {path}: missing column 'E' (a tidy table has run_id, seed, strategy, "
         f"amount, prune_epoch, epoch, train_acc, test_acc, n_params, E, relative_E)"]
+
+
+def test_convergence_reads_validation_accuracy_where_every_run_has_one(tmp_path):
+    """val_acc: the pruned runs reach the shared target on validation at once, on test never."""
+    def with_val(d):
+        return d.assign(val_acc=[0.9 if (a > 0 or e == 4) else 0.5
+                                 for a, e in zip(d.amount, d.epoch, strict=True)])
+    out = build_report_from_table(_table(tmp_path, with_val), str(tmp_path / "v"))
+    assert "read validation accuracy" in (out / "report.md").read_text()
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs.selection_key) == {"val/acc"}
+    pruned, control = runs[runs.level > 0], runs[runs.level == 0]
+    assert set(pruned.epochs_to_common_target) == {1.0} and set(control.epochs_to_common_target) == {2.0}
+    plain = build_report_from_table(_table(tmp_path, lambda d: d), str(tmp_path / "t"))
+    assert "read test accuracy: the runs have no validation split" in (plain / "report.md").read_text()

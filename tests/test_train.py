@@ -212,3 +212,19 @@ def test_train_epoch_reports_the_mean_loss_and_accuracy_over_every_sample(batch_
         logits = model(x)
     assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
     assert acc == (logits.argmax(1) == y).sum().item() / 10
+
+
+def test_a_validation_split_is_held_out_and_read_by_the_stoppers(tiny_overrides, store):
+    from emergence_lab.config import validate
+    from emergence_lab.data import load_dataset
+
+    c = validate(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
+    full = load_dataset(validate(compose_cfg(tiny_overrides)).dataset)
+    split = load_dataset(c.dataset)
+    n = full.x_train.shape[0]
+    assert split.x_val.shape[0] == round(0.1 * n) and split.x_train.shape[0] == n - round(0.1 * n)
+    assert split.digest != full.digest and torch.equal(split.x_test, full.x_test)
+    again = load_dataset(c.dataset)  # seeded: the same share every time
+    assert torch.equal(again.x_val, split.x_val)
+    out = runner.train(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
+    assert 0 <= out["val/acc"] <= 1 and "val/loss" in out

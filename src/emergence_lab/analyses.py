@@ -66,8 +66,8 @@ def stopping_comparison(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: floa
     """For each run trained to its last epoch, counted after its last pruning step: the epoch
     at which each stopper would have fired, the epochs saved and the test accuracy given up
     (points). Stoppers: E <= epsilon for `patience` epochs (the paper's), no improvement of the
-    test loss for `patience` epochs (the split the paper's protocol has; a validation split
-    would be the honest choice), and the training loss improving by < 1 % for `patience`
+    validation loss for `patience` epochs (the test loss where runs have no validation split,
+    as the paper's protocol), and the training loss improving by < 1 % for `patience`
     epochs."""
     rows = []
     for _, r in per_run.iterrows():
@@ -75,10 +75,12 @@ def stopping_comparison(per_run: pd.DataFrame, hist: pd.DataFrame, epsilon: floa
         if acc.empty:
             continue
         last = int(acc.index.max())
-        e, test_loss, train_loss = (_after(curve(hist, r.run_id, k), r.final_from)
-                                    for k in (mk.E, mk.TEST_LOSS, mk.TRAIN_LOSS))
+        val = not curve(hist, r.run_id, mk.VAL_LOSS).empty  # a validation split: its loss
+        e, held_loss, train_loss = (_after(curve(hist, r.run_id, k), r.final_from)
+                                    for k in (mk.E, mk.VAL_LOSS if val else mk.TEST_LOSS,
+                                              mk.TRAIN_LOSS))
         fired = {"E stopper": stop_epoch(list(e.items()), epsilon, patience),
-                 "test-loss patience": _patience_epoch(test_loss, patience),
+                 f"{'val' if val else 'test'}-loss patience": _patience_epoch(held_loss, patience),
                  "train-loss plateau": _plateau_epoch(train_loss, patience)}
         for stopper, epoch in fired.items():
             rows.append({"run": r["name"], "pruned": r.label, "seed": r.seed, "stopper": stopper,

@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -44,12 +45,29 @@ class TensorData:
     num_classes: int
     digest: str  # identifies the exact data (md5 over the source files or arrays)
     label: str = ""  # how reports name the data, e.g. "CIFAR-10 (JPEG q75)"
+    x_val: torch.Tensor | None = None  # held out of the training data (dataset.val_fraction)
+    y_val: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> TensorData:
         """The same data on `device` (one copy; batches are then slices on the device)."""
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         return dataclasses.replace(self, x_train=self.x_train.to(device),
                                    y_train=self.y_train.to(device),
-                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+                                   x_val=move(self.x_val), y_val=move(self.y_val))
+
+    def held_out(self, fraction: float, seed: int) -> TensorData:
+        """A seeded share of the training data held out as the validation split (the rest
+        trains); the digest names the split."""
+        if fraction == 0:
+            return self
+        n = self.x_train.shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(round(n * fraction)))
+        val, train = perm[:n_val].to(self.x_train.device), perm[n_val:].to(self.x_train.device)
+        return dataclasses.replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
+                                   x_val=self.x_train[val], y_val=self.y_train[val],
+                                   digest=_digest([self.digest, f"val{fraction:g}", str(seed)]))
 
     def probe(self, size: int, seed: int) -> torch.Tensor:
         """A fixed, seeded subset of the training inputs (the emergence probe set)."""
@@ -139,9 +157,13 @@ class DatasetConfig:
     probe_size: int = 2048  # emergence probe: fixed, seeded subset of the training set
     probe_seed: int = 0
     normalize: bool = False  # standardize each input channel with the training set's mean and std
+    val_fraction: float = 0.0  # share of the training data held out for validation (0: none)
+    val_seed: int = 0  # which share
 
     def __post_init__(self) -> None:
         check(self.probe_size > 0, f"dataset.probe_size must be > 0, got {self.probe_size}")
+        check(math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1,
+              f"dataset.val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -381,7 +403,8 @@ def check_available(cfg) -> None:
 
 def load_dataset(cfg) -> TensorData:
     """Load the data set named by `cfg.name` (a DatasetConfig) into memory, on the CPU."""
-    data = DATASETS[cfg.name].load(cfg)
+    data = DATASETS[cfg.name].load(cfg).held_out(getattr(cfg, "val_fraction", 0.0),
+                                                 getattr(cfg, "val_seed", 0))
     return standardized(data) if getattr(cfg, "normalize", False) else data
 
 
@@ -393,4 +416,5 @@ def standardized(data: TensorData) -> TensorData:
     std = data.x_train.std(dim=dims, keepdim=True).clamp_min(1e-8)
     return dataclasses.replace(data, x_train=(data.x_train - mean) / std,
                                x_test=(data.x_test - mean) / std,
+                               x_val=None if data.x_val is None else (data.x_val - mean) / std,
                                label=f"{data.label or 'data'} (standardized)")

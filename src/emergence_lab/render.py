@@ -29,7 +29,7 @@ from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.measure.setting import Setting
 from emergence_lab.report import completeness, dedupe, per_run_table, summary_table
 
-METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.E,
+METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
                mk.RELATIVE, mk.E_AFTER, mk.RELATIVE_AFTER,
                mk.TEST_ACC_AFTER, mk.PARAMS, mk.SPARSITY, mk.EPOCH_TIME,
                *verdicts.SPARSITY_KEYS]
@@ -328,7 +328,12 @@ def sections(rep: Report) -> list[Section]:
     out: list[Section] = [(0, "", one_sentence(rep), False),
                           (0, "", f"E is read in the setting {rep.setting}"
                            + (" (the paper's; `--setting` reads another)." if rep.setting ==
-                              Setting().describe() else "."), False)]
+                              Setting().describe() else ".") + " Convergence, the plateau claim and "
+                           "the patience stopper read " + (
+                               "validation accuracy (dataset.val_fraction)." if not rep.per_run.empty
+                               and (rep.per_run.selection_key == mk.VAL_ACC).all() else
+                               "test accuracy: the runs have no validation split "
+                               "(dataset.val_fraction=0.1 holds one out)."), False)]
     head = verdicts.headline(rep.tests)
     out.append((2, "Verdicts", verdict_table(head, several), False))
     for group in sorted(rep.figures):

@@ -151,6 +151,14 @@ def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:
 COMMON_TARGET = 0.99  # of the paired control's final accuracy: the target both must reach
 
 
+def selection_key(hist: pd.DataFrame, run_ids: Sequence[str]) -> str:
+    """The accuracy that convergence, the plateau and the stoppers read: validation accuracy
+    where every run has a validation split (dataset.val_fraction), else test accuracy (the
+    paper's protocol has no validation split; the report says which it read)."""
+    have = set(hist.run_id[hist.key == mk.VAL_ACC])
+    return mk.VAL_ACC if len(run_ids) and set(run_ids) <= have else mk.TEST_ACC
+
+
 def common_target_epochs(acc: pd.Series, target: float, after: int, last: int
                          ) -> tuple[float, bool]:
     """(epochs after `after` until acc reaches the target shared with the paired control,
@@ -236,12 +244,18 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False
     for col in ("final_acc", "epochs_to_99pct_final", "mean_E_after_prune",
                 "mean_relE_after_prune"):
         table[f"d_{col}"] = table[col].to_numpy() - control[col].to_numpy()
+    sel = selection_key(hist, table.run_id)
+    table["selection_key"] = sel
+    table["final_selection_acc"] = [_last(curve(hist, rid, sel)) for rid in table.run_id]
+    control = table[table.level == 0].groupby(["group", "seed"]).first().reindex(
+        pd.MultiIndex.from_frame(table[["group", "seed"]]))
     ref_final = control["final_acc"].to_numpy()
+    ref_sel = control["final_selection_acc"].to_numpy()
     table["epochs_to_control_final"] = [
         epochs_to_reach(curve(hist, rid, mk.TEST_ACC), ref, pe) if not math.isnan(ref) else math.nan
         for rid, ref, pe in zip(table.run_id, ref_final, table.prune_epoch, strict=True)]
-    common = [common_target_epochs(curve(hist, rid, mk.TEST_ACC), COMMON_TARGET * ref, pe, last)
-              for rid, ref, pe, last in zip(table.run_id, ref_final, table.prune_epoch,
+    common = [common_target_epochs(curve(hist, rid, sel), COMMON_TARGET * ref, pe, last)
+              for rid, ref, pe, last in zip(table.run_id, ref_sel, table.prune_epoch,
                                             table.last_epoch, strict=True)]
     table["epochs_to_common_target"] = [t for t, _ in common]
     table["censored_common_target"] = [c for _, c in common]

@@ -103,6 +103,9 @@ def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) 
     counted = {n for n, kind in m.kinds.items() if kind in c.threshold.layers}
     metrics |= sparsity_baselines({n: a for n, a in live.items() if n in counted})
     metrics[keys.EMERGENCE_TIME] = time.perf_counter() - t0
+    if data.x_val is not None:  # what the stoppers and the convergence claims read
+        metrics[keys.VAL_LOSS], metrics[keys.VAL_ACC] = evaluate(
+            model, data.x_val, data.y_val, c.trainer.eval_batch_size)
     return {keys.TEST_LOSS: test_loss, keys.TEST_ACC: test_acc, **metrics,
             keys.SPARSITY: sparsity(model), keys.PARAMS: float(m.n_params),
             keys.MEASUREMENT: m.to_state()}

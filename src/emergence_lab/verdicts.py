@@ -194,7 +194,8 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
         pruned = g[g.level > 0]
         for claim in which:
             if claim == "E_to_zero_signals_plateau":
-                left = plateau_effects(g, hist, e_key)
+                acc_key = g.selection_key.iloc[0] if "selection_key" in g else mk.TEST_ACC
+                left = plateau_effects(g, hist, e_key, acc_key)
                 rows.append(_row(group, claim, "", "all runs", stats.paired_test(_by_seed(g, left))))
                 continue
             for strategy, s in pruned.groupby("strategy", sort=True):

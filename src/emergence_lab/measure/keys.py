@@ -13,7 +13,7 @@ from emergence_lab.measure.setting import Setting
 
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
 TEST_LOSS, TEST_ACC = "test/loss", "test/acc"
-VAL_ACC = "val/acc"
+VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # with dataset.val_fraction > 0
 ACC_CHANGE = "test/acc_change"  # the report's derived series: test accuracy minus its last
 E, RELATIVE = "emergence/E", "emergence/relative"
 E_AFTER, RELATIVE_AFTER = "pruning/E_after", "pruning/relative_after"
