@@ -93,3 +93,18 @@ def test_convergence_reads_validation_accuracy_where_every_run_has_one(tmp_path)
     assert set(pruned.epochs_to_common_target) == {1.0} and set(control.epochs_to_common_target) == {2.0}
     plain = build_report_from_table(_table(tmp_path, lambda d: d), str(tmp_path / "t"))
     assert "read test accuracy: the runs have no validation split" in (plain / "report.md").read_text()
+
+
+def test_one_holm_family_the_same_test_shows_one_p_holm_in_every_table(tmp_path):
+    def two_settings(d):
+        d = d.assign(E=[e * (1 - 0.3 * a) + s for e, a, s in zip(d.E, d.amount, d.seed, strict=True)])
+        return d.assign(**{"emergence/E/mean/0.05/edges": d.E * (1 - 0.5 * d.amount),
+                           "emergence/relative/mean/0.05/edges": d.relative_E})
+    out = build_report_from_table(_table(tmp_path, two_settings), str(tmp_path / "h"))
+    main = pd.read_csv(out / "claims.csv")
+    main = main[main.claim == "lowers_E"].set_index("scope")
+    table = pd.read_csv(out / "theta_verdicts.csv")
+    paper = table[(table.setting == "mean θ=0.05, units") & (table.claim == "lowers_E")]
+    assert len(paper) == 1
+    assert paper.p_holm.iloc[0] == pytest.approx(main.p_holm.iloc[0])
+    assert paper.p.iloc[0] == pytest.approx(main.p.iloc[0])

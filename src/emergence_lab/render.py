@@ -211,7 +211,9 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
 
 NOTES = ("Replicates are seeds. Each claim is tested on differences pruned minus control paired "
          "by seed (n = seeds), per pruning level, and across levels on each seed's mean "
-         "difference over the levels; Holm's correction over every test of a group. Verdicts: "
+         "difference over the levels. Holm's correction: one family is " + verdicts.HOLM_FAMILY +
+         ", in every table (the settings table's paper-setting row shows the main table's p). "
+         "Verdicts: "
          "'supported' when the Holm-corrected test is significant (α = 0.05) on the claimed side, "
          "'contradicted' when significant on the other side, 'inconclusive' when not (its "
          "95 % interval includes 0; the seeds that would detect the observed effect at 80 % "
