@@ -75,7 +75,7 @@ def test_sensitivity_recomputes_the_E_claims_at_each_threshold():
             per_run.append({"run_id": rid, "group": "g", "seed": seed, "level": level,
                             "strategy": "control" if level == 0 else "magnitude",
                             "label": "control" if level == 0 else "50%", "prune_epoch": 1,
-                            "final_acc": 0.8, "epochs_to_99pct_final": 2.0})
+                            "final_acc": 0.8, "epochs_to_common_target": 2.0})
             # at theta 0.1 pruning lowers E by about half; at theta 0 it raises it
             low = [10, 10, 5 + seed * 0.1, 5] if level else [10, 10, 10 + seed * 0.3, 10]
             high = [10, 10, 20 + seed, 20] if level else [10, 10, 10, 10]
