@@ -108,3 +108,19 @@ def test_one_holm_family_the_same_test_shows_one_p_holm_in_every_table(tmp_path)
     assert len(paper) == 1
     assert paper.p_holm.iloc[0] == pytest.approx(main.p_holm.iloc[0])
     assert paper.p.iloc[0] == pytest.approx(main.p.iloc[0])
+
+
+def test_relative_e_explained_says_when_the_rise_is_the_parameter_count(tmp_path):
+    """E unchanged by pruning (up to noise of either sign), parameters halved: relative E rises
+    by the parameter count's arithmetic alone, and the caveat says so."""
+    def same_e(d):
+        e = 50.0 + d.seed * 3 + [(-1) ** s * 0.5 * a for s, a in zip(d.seed, d.amount, strict=True)]
+        return d.assign(E=e, relative_E=e / d.n_params)
+    out = build_report_from_table(_table(tmp_path, same_e), str(tmp_path / "r"))
+    rel = pd.read_csv(out / "relative_E.csv").iloc[0]
+    assert rel.note.startswith("the rise in relative E is the parameter count's")
+    assert (1 + rel["E %"] / 100) == pytest.approx((1 + rel["relative E %"] / 100)
+                                                   * (1 + rel["parameters %"] / 100))
+    assert rel["parameters %"] == pytest.approx(-50, abs=1)
+    text = (out / "report.md").read_text()
+    assert "Here: the rise in relative E is the parameter count's" in text

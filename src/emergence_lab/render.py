@@ -63,6 +63,7 @@ class Report:
     ui: str | None = None  # the MLflow UI's address, for links to run pages
     setting: str = Setting().describe()  # the analysis setting E is read in
     epochs: pd.DataFrame | None = None  # the tidy table (tidy.py): one row per run and epoch
+    rel_explained: pd.DataFrame | None = None  # relative E = E's change minus the parameters'
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -99,6 +100,11 @@ def sensitivity_keys(hist: pd.DataFrame) -> dict[str, tuple[str, str]]:
             label = Setting(mode, float(theta)).describe()
             out.setdefault(label, (prefix + theta, RELATIVE_THETA_KEYS[mode] + theta))
     return out if len(out) > 1 else {}  # the paper's setting alone is the verdict table
+
+
+def _countings(setting: Setting) -> dict[str, tuple[str, str]]:
+    """(E key, relative E key) of the setting under each route counting."""
+    return {k: mk.setting_keys(setting.with_counting(k)) for k in ("units", "edges")}
 
 
 def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
@@ -143,7 +149,8 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   verdicts.sparsity_controls(per_run, hist),
                   stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
                   calibration(per_run), stop_rule, ui, setting.describe(),
-                  tidy.to_table(per_run, stored))
+                  tidy.to_table(per_run, stored),
+                  verdicts.relative_e_explained(per_run, stored, _countings(setting)))
 
 
 def _fmt(value: float, half: float, kind: str) -> str:
@@ -242,15 +249,51 @@ def one_sentence(rep: Report) -> str:
             f"{epochs} epochs, pruned after epoch {', '.join(map(str, prune))}.")
 
 
-def verdict_table(tests: pd.DataFrame, several_groups: bool) -> pd.DataFrame:
-    """claim, (group,) scope, verdict, effect [95 % CI], n seeds, Holm p."""
+def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = False,
+                  rel: pd.DataFrame | None = None) -> pd.DataFrame:
+    """claim, (group,) scope, verdict, effect [95 % CI], n seeds, Holm p; `explain`: with each
+    claim's meaning and caveat (the caveat of relative E says when its rise is the parameter
+    count's, from `rel`), so the table reads on its own."""
     rows = []
     for _, r in tests.iterrows():
         scope = f"{r.strategy}: {r.scope}" if r.strategy else r.scope  # "" for all runs
-        rows.append(({"group": r.group} if several_groups else {})
-                    | {"claim": r.claim, "pruned": scope, "verdict": verdicts.verdict_text(r),
-                       "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
-                       "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"})
+        row = ({"group": r.group} if several_groups else {}) | {"claim": r.claim}
+        claim = verdicts.CLAIMS.get(r.claim)
+        if explain and claim is not None:
+            row["meaning"] = claim.meaning
+        row |= {"pruned": scope, "verdict": verdicts.verdict_text(r),
+                "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
+                "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
+        if explain and claim is not None:
+            row["caveat"] = claim.caveat + _rel_note(rel, r)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _rel_note(rel: pd.DataFrame | None, r: pd.Series) -> str:
+    if rel is None or rel.empty or r.claim != "raises_relative_E":
+        return ""
+    here = rel[(rel.group == r.group) & (rel.strategy == r.strategy) & (rel.counting == "units")
+               & rel.note.astype(bool)]
+    return f". Here: {here.note.iloc[0]} ({', '.join(here.pruned)})" if len(here) else ""
+
+
+def rel_table(rel: pd.DataFrame | None, group: str) -> pd.DataFrame:
+    """Relative E explained: the % change of E, parameters and relative E per level and
+    counting (log-ratios add up), with 95 % intervals."""
+    if rel is None or rel.empty:
+        return pd.DataFrame()
+    g = rel[rel.group == group]
+    rows = []
+    for _, r in g.iterrows():
+        row = {"counting": r.counting, "pruned": r.pruned if r.strategy in r.pruned else
+               f"{r.strategy} {r.pruned}"}
+        for k in ("E", "parameters", "relative E"):
+            lo, hi = r[f"{k} CI"]
+            ci = "" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]"
+            row[f"{k} (% change)"] = "–" if math.isnan(r[f"{k} %"]) else f"{r[f'{k} %']:+.1f}{ci}"
+        row["note"] = r.note
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -337,7 +380,8 @@ def sections(rep: Report) -> list[Section]:
                                "test accuracy: the runs have no validation split "
                                "(dataset.val_fraction=0.1 holds one out)."), False)]
     head = verdicts.headline(rep.tests)
-    out.append((2, "Verdicts", verdict_table(head, several), False))
+    out.append((2, "Verdicts", verdict_table(head, several, explain=True, rel=rep.rel_explained),
+                False))
     for group in sorted(rep.figures):
         out.append((3 if several else 2, group if several else "Per pruning level",
                     top_table(rep.summary, group), False))
@@ -352,6 +396,10 @@ def sections(rep: Report) -> list[Section]:
         paper = paper_table(rep.summary, group)
         if not paper.empty:
             out.append((4, "The paper's accuracies beside ours (train and test)", paper, False))
+        rel = rel_table(rep.rel_explained, group)
+        if not rel.empty:
+            out.append((4, "Relative E explained: the change in E and in parameters (their "
+                           "log-ratios add up), under both countings", rel, False))
         out.append((4, "Verdict by analysis setting: activity rule, θ or τ, route counting "
                        "(the same stored measurements; units: the paper's formula, edges: "
                        "surviving connections only)", sensitivity_table(rep.sensitivity, group),
@@ -457,6 +505,8 @@ def write(rep: Report, out: Path) -> None:
     rep.thetas.to_csv(out / "thetas.csv", index=False)
     rep.sensitivity.to_csv(out / "theta_verdicts.csv", index=False)
     rep.sparsity.to_csv(out / "sparsity.csv", index=False)
+    if rep.rel_explained is not None:
+        rep.rel_explained.to_csv(out / "relative_E.csv", index=False)
     rep.stopping.to_csv(out / "stopping.csv", index=False)
     for name, table in (("lr.csv", rep.lr), ("calibration.csv", rep.calibration)):
         if not table.empty:

@@ -22,24 +22,38 @@ class Claim:
     statement: str
     direction: int  # the claimed sign of the effect
     unit: str
+    meaning: str = ""  # one line a reader of the verdict table needs
+    caveat: str = ""  # printed beside the verdict
+    log_scale: bool = False  # tested on log ratios, reported as % change
 
 
 CLAIMS = {
-    "lowers_E": Claim("Pruning lowers absolute emergence E (mean E over the epochs after pruning, "
-                      "pruned vs control, % of the control's)", -1, "% of control E"),
-    "raises_relative_E": Claim("Pruning raises relative emergence (mean E per parameter over the "
-                               "epochs after pruning, % of the control's)", +1, "% of control rel. E"),
+    "lowers_E": Claim(
+        "Pruning lowers absolute emergence E (pruned vs its paired control, epoch by epoch over "
+        "the epochs after pruning: the geometric mean of (E + 1) / (E_control + 1), as % change)",
+        -1, "% change in E", "E of the pruned network below its control's",
+        "a geometric mean weighs every epoch alike and is defined where E is 0; under the paper's "
+        "counting routes through pruned weights still count (edges: the settings table)", True),
+    "raises_relative_E": Claim(
+        "Pruning raises relative emergence, E per surviving parameter (the same geometric mean of "
+        "(E + 1) / parameters, as % change)", +1, "% change in rel. E",
+        "E per parameter above its control's",
+        "relative E = E / parameters, and pruning removes parameters: its log-ratio is E's minus "
+        "the parameters' ('Relative E explained')", True),
     "speeds_convergence": Claim("Pruning speeds convergence (epochs after pruning until the run "
                                 "reaches 99 % of its paired control's final accuracy, a target "
                                 "both share, pruned minus control; a run that never reaches it "
-                                "counts as one epoch past its last)", -1, "epochs"),
+                                "counts as one epoch past its last)", -1, "epochs",
+                                "the pruned run reaches its control's level sooner",
+                                "censored: a run that never reaches the target is never faster"),
     "costs_accuracy": Claim("Pruning costs final accuracy (final test accuracy, pruned minus "
-                            "control)", -1, "points"),
+                            "control)", -1, "points", "final test accuracy below the control's"),
     "E_to_zero_signals_plateau": Claim(
         "When E has fallen to near zero (<= 1 % of its peak after pruning), accuracy will not "
         "improve much more: the points of accuracy still to come then, minus what a clock that "
         "stops every run at one epoch (the same mean budget) leaves, up to 1 point (each run; "
-        "mean over seeds)", -1, "points"),
+        "mean over seeds)", -1, "points", "E near zero leaves less to come than a clock",
+        "only runs whose E gets near zero count (the others are listed)"),
 }
 E_CLAIMS = ("lowers_E", "raises_relative_E", "E_to_zero_signals_plateau")
 SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
@@ -51,6 +65,34 @@ def mean_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.
     h = hist[hist.key == key].merge(per_run[["run_id", "prune_epoch"]], on="run_id")
     means = h[h.step > h.prune_epoch].groupby("run_id")["value"].mean()
     return per_run.run_id.map(means).astype(float)
+
+
+def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
+                          params: bool = False) -> pd.Series:
+    """Per run, the mean over the epochs after pruning of log(v + 1) - log(v_control + 1), the
+    control being the amount-0 run of its group and seed, epoch by epoch; `params` (v is
+    relative E): of log(v + 1 / n_params), i.e. log((E + 1) / n_params), so that the
+    log-ratios of E, of the parameters and of relative E add up. NaN without a control."""
+    def logs(k: str) -> pd.Series:
+        h = hist[hist.key == k].drop_duplicates(["run_id", "step"], keep="last")
+        return h.set_index(["run_id", "step"])["value"]
+
+    values = np.log(logs(key) + 1 / logs(mk.PARAMS)) if params else np.log(logs(key) + 1)
+    ctrl = per_run[per_run.level == 0].drop_duplicates(["group", "seed"]).set_index(
+        ["group", "seed"]).run_id
+    out = {}
+    for rid, group, seed, pe in zip(per_run.run_id, per_run.group, per_run.seed,
+                                    per_run.prune_epoch, strict=True):
+        c = ctrl.get((group, seed))
+        if c is None or rid not in values.index.get_level_values(0):
+            continue
+        mine, theirs = values.loc[rid], values.loc[c] if c in values.index.get_level_values(0) \
+            else pd.Series(dtype=float)
+        both = pd.concat([mine, theirs], axis=1, keys=["p", "c"]).dropna()
+        both = both[both.index > pe]
+        if len(both):
+            out[rid] = float((both.p - both.c).mean())
+    return per_run.run_id.map(out).astype(float)
 
 
 def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
@@ -76,10 +118,8 @@ def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
             ) -> dict[str, pd.Series]:
     """Per-run paired effect of each two-arm claim in `which`, in its unit."""
     measures = {
-        "lowers_E": lambda: vs_control(per_run, mean_after_prune(per_run, hist, e_key),
-                                       percent=True),
-        "raises_relative_E": lambda: vs_control(per_run, mean_after_prune(per_run, hist, rel_key),
-                                                percent=True),
+        "lowers_E": lambda: log_ratio_after_prune(per_run, hist, e_key),
+        "raises_relative_E": lambda: log_ratio_after_prune(per_run, hist, rel_key, params=True),
         "speeds_convergence": lambda: vs_control(
             per_run, per_run.epochs_to_common_target.astype(float)),
         "costs_accuracy": lambda: vs_control(per_run, per_run.final_acc.astype(float), scale=100),
@@ -219,7 +259,42 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
     table["seeds_for_80pct_power"] = [
         stats.seeds_for_power(m, sd, alpha=stats.ALPHA / k) if v == "inconclusive" else math.nan
         for m, sd, v, k in zip(table["mean"], table.sd, table.verdict, family, strict=True)]
+    logs = table.claim.map(lambda c: CLAIMS[c].log_scale)
+    for col in ("mean", "ci_low", "ci_high"):  # tested on log ratios, read as % change
+        table.loc[logs, col] = 100 * np.expm1(table.loc[logs, col].astype(float))
+    table["caveat"] = table.claim.map(lambda c: CLAIMS[c].caveat)
     return table
+
+
+def relative_e_explained(per_run: pd.DataFrame, hist: pd.DataFrame,
+                         countings: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Beside the change in relative E, the change in E and in parameters, per group, strategy
+    and level, paired by seed: log((E+1)/n) ratio = log(E+1) ratio - log(n) ratio, each as a %
+    change with its 95 % interval; countings maps a label (units, edges) to its (E key,
+    relative E key). The note
+    says when the rise is the parameter count's (E's change is within its interval of 0)."""
+    rows = []
+    for counting, (e_key, rel_key) in countings.items():
+        if not hist.key.eq(e_key).any() or not hist.key.eq(rel_key).any():
+            continue
+        for group, g in per_run.groupby("group", sort=True):
+            e = log_ratio_after_prune(g, hist, e_key)
+            rel = log_ratio_after_prune(g, hist, rel_key, params=True)
+            n = e - rel
+            for (strategy, label), cell in g[g.level > 0].groupby(["strategy", "label"], sort=False):
+                tests = {k: stats.paired_test(v[cell.index]) for k, v in
+                         (("E", e), ("parameters", n), ("relative E", rel))}
+                row = {"counting": counting, "group": group, "strategy": strategy, "pruned": label}
+                for k, t in tests.items():
+                    row[f"{k} %"] = 100 * math.expm1(t.mean) if not math.isnan(t.mean) else math.nan
+                    row[f"{k} CI"] = (100 * math.expm1(t.ci_low), 100 * math.expm1(t.ci_high))
+                te, tr = tests["E"], tests["relative E"]
+                e_zero = not (te.ci_low > 0 or te.ci_high < 0)
+                rel_up = tr.ci_low > 0
+                row["note"] = ("the rise in relative E is the parameter count's: E's change is "
+                               "within its interval of 0" if e_zero and rel_up else "")
+                rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def headline(tests: pd.DataFrame) -> pd.DataFrame:
