@@ -84,9 +84,10 @@ def test_claims_hold_on_a_sweep_built_to_satisfy_them(store, tmp_path):
     assert claims["lowers_E"] == "supported"
     assert claims["raises_relative_E"] == "supported"
     assert claims["costs_accuracy"] == "supported"
-    # both take 2 epochs in every seed: no difference, and none to detect with more seeds
-    assert claims["speeds_convergence"] == "inconclusive"
-    # one epoch after pruning before the last: no run has a correlation to average
+    # the pruned runs never reach 99 % of their control's final (0.76 < 0.792): censored one
+    # epoch past their horizon (3 epochs against the control's 2) in every seed: contradicted
+    assert claims["speeds_convergence"] == "contradicted"
+    # E never gets near zero after pruning: the plateau claim has no run to use
     assert claims["E_to_zero_signals_plateau"] == "not enough data"
 
 
@@ -102,13 +103,13 @@ def test_claims_do_not_hold_when_pruning_helps(store, tmp_path):
     assert {k: claims[k] for k in ("lowers_E", "raises_relative_E", "costs_accuracy")} == {
         "lowers_E": "contradicted", "raises_relative_E": "contradicted",
         "costs_accuracy": "contradicted"}
-    # 4 epochs faster in every seed: no spread for a t-test; the exact sign test of 3 seeds
-    # cannot go below p = 0.25, so the claim stays inconclusive
+    # 4 epochs faster in every seed: no spread, the t-test's limit (as its nearly constant
+    # neighbours get): supported
     rows = verdict_rows(out).set_index("claim")
-    assert claims["speeds_convergence"] == "inconclusive"
+    assert claims["speeds_convergence"] == "supported"
     # to the shared target, 99 % of the control's final 0.9: 1 epoch (0.93 >= 0.891) vs 5
     assert rows.loc["speeds_convergence", "mean"] == -4
-    assert rows.loc["speeds_convergence", "p"] == pytest.approx(0.25)
+    assert rows.loc["speeds_convergence", "p"] == 0.0
 
 
 def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):

@@ -22,9 +22,17 @@ def test_paired_t_by_hand():
 
 def test_paired_t_degenerate_cases():
     assert stats.paired_test([3.0]).n == 1 and math.isnan(stats.paired_test([3.0]).p)
-    same = stats.paired_test([-2.0] * 5)  # no spread: the exact sign test, 2 * 0.5^5
-    assert (same.mean, same.ci_low, same.ci_high, same.p) == (-2.0, -2.0, -2.0, 0.0625)
+    same = stats.paired_test([-2.0] * 5)  # no spread: the t-test's limit
+    assert (same.mean, same.ci_low, same.ci_high, same.p) == (-2.0, -2.0, -2.0, 0.0)
     assert stats.paired_test([0.0, 0.0, 0.0]).p == 1.0
+
+
+def test_a_constant_difference_gets_the_verdict_of_its_nearly_constant_neighbours():
+    """Five differences of -2 against four of -2 and one of -3 (or -2.001): one verdict."""
+    verdict = lambda d: stats.verdict(stats.paired_test(d).mean, stats.paired_test(d).p, -1)  # noqa: E731
+    constant = verdict([-2.0] * 5)
+    assert constant == verdict([-2.0] * 4 + [-3.0]) == verdict([-2.0] * 4 + [-2.001]) == "supported"
+    assert verdict([2.0] * 5) == "contradicted"
 
 
 def test_holm_by_hand():
