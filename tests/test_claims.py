@@ -131,3 +131,26 @@ def test_a_run_that_never_reaches_the_target_counts_past_its_horizon():
     assert common_target_epochs(acc, 0.8, 1, 3) == (3.0, True)
     assert common_target_epochs(acc, 0.7, 1, 3) == (1.0, False)
     assert math.isnan(common_target_epochs(acc, math.nan, 1, 3)[0])
+
+
+def test_adding_a_claim_is_one_entry(monkeypatch):
+    """A claim registered from outside (one CLAIMS.add) is tested, corrected and tabled."""
+    from emergence_lab import claims
+
+    monkeypatch.setattr(claims.CLAIMS, "_entries", dict(claims.CLAIMS._entries))
+    claims.CLAIMS.add(claims.Claim(
+        "keeps_train_accuracy", "Pruning keeps the final training accuracy", +1, "points",
+        lambda g, h, e, r: claims.vs_control(g, g.final_acc.astype(float), scale=100),
+        "final accuracy at least the control's"))
+    rows = []
+    for seed in range(4):
+        for level, acc in ((0.0, 0.8), (0.5, 0.82 + 0.001 * seed)):
+            rows.append({"run_id": f"{level}-{seed}", "group": "g", "seed": seed, "level": level,
+                         "strategy": "magnitude" if level else "none", "label": f"{level:.0%}",
+                         "prune_epoch": PE, "final_acc": acc})
+    t = verdicts.claim_tests(pd.DataFrame(rows), pd.DataFrame(columns=["run_id", "key", "step",
+                                                                       "value"]),
+                             which=["keeps_train_accuracy", "costs_accuracy"]).set_index("claim")
+    assert t.loc["keeps_train_accuracy", "verdict"] == "supported"
+    assert t.loc["costs_accuracy", "verdict"] == "contradicted"
+    assert t.loc["keeps_train_accuracy", "p_holm"] >= t.loc["keeps_train_accuracy", "p"]

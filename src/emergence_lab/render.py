@@ -258,7 +258,7 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
     for _, r in tests.iterrows():
         scope = f"{r.strategy}: {r.scope}" if r.strategy else r.scope  # "" for all runs
         row = ({"group": r.group} if several_groups else {}) | {"claim": r.claim}
-        claim = verdicts.CLAIMS.get(r.claim)
+        claim = verdicts.CLAIMS[r.claim] if r.claim in verdicts.CLAIMS else None
         if explain and claim is not None:
             row["meaning"] = claim.meaning
         row |= {"pruned": scope, "verdict": verdicts.verdict_text(r),
@@ -444,7 +444,8 @@ def markdown(rep: Report) -> str:
             lines += [f"![{stem}]({stem}.png)" for stem in body] + [""]
         elif body:
             lines += [f"- {item}" for item in body] + [""]
-    claims = [f"- {k}: {c.statement}" for k, c in verdicts.CLAIMS.items()]
+    claims = [f"- {c.name}: {c.statement} Compared: {c.comparison}; test: {c.test}."
+              for c in verdicts.CLAIMS]
     return "\n".join(lines + ["## Notes", "", NOTES, "", "The claims:", "", *claims, ""])
 
 
@@ -482,7 +483,7 @@ def html_page(rep: Report, out: Path) -> str:
         else:
             parts += ([f"<h{level}>{html.escape(title)}</h{level}>"] if title else []) + inner
     parts.append(f"<h2>Notes</h2><p>{html.escape(NOTES)}</p><ul>" + "".join(
-        f"<li>{k}: {html.escape(c.statement)}</li>" for k, c in verdicts.CLAIMS.items()) + "</ul>")
+        f"<li>{c.name}: {html.escape(c.statement)}</li>" for c in verdicts.CLAIMS) + "</ul>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
              "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}"
              "summary{font-weight:bold;margin:1em 0;cursor:pointer}")

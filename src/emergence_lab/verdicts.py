@@ -8,123 +8,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from emergence_lab import stats
+from emergence_lab.claims import (  # noqa: F401 - the claims' measures, re-exported
+    CLAIMS,
+    E_CLAIMS,
+    HOLM_FAMILY,
+    log_ratio_after_prune,
+    mean_after_prune,
+    near_zero_epoch,
+    never_near_zero,
+    plateau_effects,
+    vs_control,
+)
 from emergence_lab.measure import keys as mk
 
-
-@dataclass(frozen=True)
-class Claim:
-    statement: str
-    direction: int  # the claimed sign of the effect
-    unit: str
-    meaning: str = ""  # one line a reader of the verdict table needs
-    caveat: str = ""  # printed beside the verdict
-    log_scale: bool = False  # tested on log ratios, reported as % change
-
-
-CLAIMS = {
-    "lowers_E": Claim(
-        "Pruning lowers absolute emergence E (pruned vs its paired control, epoch by epoch over "
-        "the epochs after pruning: the geometric mean of (E + 1) / (E_control + 1), as % change)",
-        -1, "% change in E", "E of the pruned network below its control's",
-        "a geometric mean weighs every epoch alike and is defined where E is 0; under the paper's "
-        "counting routes through pruned weights still count (edges: the settings table)", True),
-    "raises_relative_E": Claim(
-        "Pruning raises relative emergence, E per surviving parameter (the same geometric mean of "
-        "(E + 1) / parameters, as % change)", +1, "% change in rel. E",
-        "E per parameter above its control's",
-        "relative E = E / parameters, and pruning removes parameters: its log-ratio is E's minus "
-        "the parameters' ('Relative E explained')", True),
-    "speeds_convergence": Claim("Pruning speeds convergence (epochs after pruning until the run "
-                                "reaches 99 % of its paired control's final accuracy, a target "
-                                "both share, pruned minus control; a run that never reaches it "
-                                "counts as one epoch past its last)", -1, "epochs",
-                                "the pruned run reaches its control's level sooner",
-                                "censored: a run that never reaches the target is never faster"),
-    "costs_accuracy": Claim("Pruning costs final accuracy (final test accuracy, pruned minus "
-                            "control)", -1, "points", "final test accuracy below the control's"),
-    "E_to_zero_signals_plateau": Claim(
-        "When E has fallen to near zero (<= 1 % of its peak after pruning), accuracy will not "
-        "improve much more: the points of accuracy still to come then, minus what a clock that "
-        "stops every run at one epoch (the same mean budget) leaves, up to 1 point (each run; "
-        "mean over seeds)", -1, "points", "E near zero leaves less to come than a clock",
-        "only runs whose E gets near zero count (the others are listed)"),
-}
-E_CLAIMS = ("lowers_E", "raises_relative_E", "E_to_zero_signals_plateau")
 SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
                  mk.dormant_frac(0.025), mk.dormant_frac(0.1))
-
-
-def mean_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
-    """Each run's mean of a metric over the epochs after its prune epoch (indexed like per_run)."""
-    h = hist[hist.key == key].merge(per_run[["run_id", "prune_epoch"]], on="run_id")
-    means = h[h.step > h.prune_epoch].groupby("run_id")["value"].mean()
-    return per_run.run_id.map(means).astype(float)
-
-
-def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
-                          params: bool = False) -> pd.Series:
-    """Per run, the mean over the epochs after pruning of log(v + 1) - log(v_control + 1), the
-    control being the amount-0 run of its group and seed, epoch by epoch; `params` (v is
-    relative E): of log(v + 1 / n_params), i.e. log((E + 1) / n_params), so that the
-    log-ratios of E, of the parameters and of relative E add up. NaN without a control."""
-    def logs(k: str) -> pd.Series:
-        h = hist[hist.key == k].drop_duplicates(["run_id", "step"], keep="last")
-        return h.set_index(["run_id", "step"])["value"]
-
-    values = np.log(logs(key) + 1 / logs(mk.PARAMS)) if params else np.log(logs(key) + 1)
-    ctrl = per_run[per_run.level == 0].drop_duplicates(["group", "seed"]).set_index(
-        ["group", "seed"]).run_id
-    out = {}
-    for rid, group, seed, pe in zip(per_run.run_id, per_run.group, per_run.seed,
-                                    per_run.prune_epoch, strict=True):
-        c = ctrl.get((group, seed))
-        if c is None or rid not in values.index.get_level_values(0):
-            continue
-        mine, theirs = values.loc[rid], values.loc[c] if c in values.index.get_level_values(0) \
-            else pd.Series(dtype=float)
-        both = pd.concat([mine, theirs], axis=1, keys=["p", "c"]).dropna()
-        both = both[both.index > pe]
-        if len(both):
-            out[rid] = float((both.p - both.c).mean())
-    return per_run.run_id.map(out).astype(float)
-
-
-def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
-               scale: float = 1.0) -> pd.Series:
-    """Each run's value minus that of its control (level 0, same group and seed), times scale,
-    or as % of the control's value; NaN without a control."""
-    is_control = per_run.level == 0
-    ctrl = pd.Series(values[is_control].to_numpy(),
-                     index=pd.MultiIndex.from_frame(per_run.loc[is_control, ["group", "seed"]]))
-    ctrl = ctrl[~ctrl.index.duplicated()]
-    c = ctrl.reindex(pd.MultiIndex.from_frame(per_run[["group", "seed"]])).to_numpy()
-    diff = values.to_numpy() - c
-    if percent:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            diff = np.where(c != 0, 100 * diff / c, np.nan)
-    return pd.Series(diff * (1 if percent else scale), index=per_run.index)
-
-
-def effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
-            rel_key: str = mk.RELATIVE, which: Sequence[str] = ("lowers_E", "raises_relative_E",
-                                                                "speeds_convergence",
-                                                                "costs_accuracy")
-            ) -> dict[str, pd.Series]:
-    """Per-run paired effect of each two-arm claim in `which`, in its unit."""
-    measures = {
-        "lowers_E": lambda: log_ratio_after_prune(per_run, hist, e_key),
-        "raises_relative_E": lambda: log_ratio_after_prune(per_run, hist, rel_key, params=True),
-        "speeds_convergence": lambda: vs_control(
-            per_run, per_run.epochs_to_common_target.astype(float)),
-        "costs_accuracy": lambda: vs_control(per_run, per_run.final_acc.astype(float), scale=100),
-    }
-    return {k: f() for k, f in measures.items() if k in which}
 
 
 def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
@@ -149,66 +52,9 @@ def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
     return per_run.run_id.map(out).astype(float)
 
 
-NEAR_ZERO = 0.01  # E at or below this share of its peak after pruning is "near zero"
-MUCH_MORE = 1.0  # points of accuracy: more than this still to come is "improving much more"
-
-
-def near_zero_epoch(e: pd.Series, prune_epoch: int) -> int | None:
-    """The first epoch after pruning at which E is near zero (<= NEAR_ZERO of its peak over the
-    epochs after pruning; 0 if the peak is 0), None if it never is."""
-    post = e[e.index > prune_epoch]
-    if post.empty:
-        return None
-    hit = post[post <= NEAR_ZERO * max(float(post.max()), 0.0)]
-    return int(hit.index[0]) if len(hit) else None
-
-
-def never_near_zero(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E) -> list[str]:
-    """The runs whose E never gets near zero after pruning (the plateau claim cannot use them)."""
-    return [name for rid, name, pe in zip(per_run.run_id, per_run.name, per_run.prune_epoch,
-                                          strict=True)
-            if near_zero_epoch(_curve(hist, rid, e_key), pe) is None]
-
-
-def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
-                    acc_key: str = mk.TEST_ACC) -> pd.Series:
-    """Per run, the plateau claim's effect in points: the accuracy still to come (final minus
-    then) when E first reaches near zero, minus min(MUCH_MORE, what a clock leaves), the clock
-    stopping every run of the group at one epoch, the mean of the runs' near-zero epochs (the
-    same budget). A signal that is the same function of the epoch in every run stops where the
-    clock does, so its effect is never below 0; E at zero while the accuracy still climbs
-    leaves more than the allowance. NaN for a run whose E never gets near zero."""
-    stops = {rid: near_zero_epoch(_curve(hist, rid, e_key), pe)
-             for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True)}
-    reached = [t for t in stops.values() if t is not None]
-    if not reached:
-        return pd.Series(math.nan, index=per_run.index)
-    clock = round(float(np.mean(reached)))
-    out = {}
-    for rid, t in stops.items():
-        acc = _curve(hist, rid, acc_key)
-        if t is None or acc.empty:
-            continue
-        final = float(acc.iloc[-1])
-        at_clock = acc[acc.index <= clock]
-        left_e = 100 * (final - float(acc.get(t, math.nan)))
-        left_clock = 100 * (final - float(at_clock.iloc[-1])) if len(at_clock) else math.nan
-        out[rid] = left_e - min(MUCH_MORE, left_clock)
-    return per_run.run_id.map(out).astype(float)
-
-
-def _curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
-    rows = hist[(hist.run_id == run_id) & (hist.key == key)]
-    return rows.set_index("step")["value"].sort_index()
-
-
 def _by_seed(per_run: pd.DataFrame, values: pd.Series) -> pd.Series:
     """The mean of values over each seed's runs (seeds are the replicates)."""
     return values.groupby(per_run.seed).mean().dropna()
-
-
-HOLM_FAMILY = ("every test of one group in one analysis setting: each claim at each pruning "
-               "level and across levels")  # the one definition every table uses
 
 
 def _correct(table: pd.DataFrame, directions: Sequence[int]) -> None:
@@ -227,7 +73,7 @@ def _row(group: str, claim: str, strategy: str, scope: str, test: stats.Paired) 
 
 
 def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
-                rel_key: str = mk.RELATIVE, which: Sequence[str] = tuple(CLAIMS)
+                rel_key: str = mk.RELATIVE, which: Sequence[str] = tuple(CLAIMS.names())
                 ) -> pd.DataFrame:
     """One row per (group, claim, strategy, scope): scope is a pruning level (its paired test
     over seeds) or "all levels" (the paired test of each seed's mean effect over the levels).
@@ -235,21 +81,21 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
     inconclusive test the seeds that would detect its effect at 80 % power."""
     rows = []
     for group, g in per_run.groupby("group", sort=True):
-        eff = effects(g, hist, e_key, rel_key, which)
         pruned = g[g.level > 0]
-        for claim in which:
-            if claim == "E_to_zero_signals_plateau":
-                acc_key = g.selection_key.iloc[0] if "selection_key" in g else mk.TEST_ACC
-                left = plateau_effects(g, hist, e_key, acc_key)
-                rows.append(_row(group, claim, "", "all runs", stats.paired_test(_by_seed(g, left))))
+        for name in which:
+            claim = CLAIMS[name]
+            effect = claim.measure(g, hist, e_key, rel_key)
+            if not claim.per_level:
+                rows.append(_row(group, name, "", "all runs",
+                                 stats.paired_test(_by_seed(g, effect))))
                 continue
             for strategy, s in pruned.groupby("strategy", sort=True):
                 for label, cell in s.groupby("label", sort=False):
-                    rows.append(_row(group, claim, strategy, label,
-                                     stats.paired_test(eff[claim][cell.index])))
+                    rows.append(_row(group, name, strategy, label,
+                                     stats.paired_test(effect[cell.index])))
                 if s.level.nunique() > 1:
-                    rows.append(_row(group, claim, strategy, "all levels",
-                                     stats.paired_test(_by_seed(s, eff[claim][s.index]))))
+                    rows.append(_row(group, name, strategy, "all levels",
+                                     stats.paired_test(_by_seed(s, effect[s.index]))))
     table = pd.DataFrame(rows)
     if table.empty:
         return table
