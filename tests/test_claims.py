@@ -154,3 +154,17 @@ def test_adding_a_claim_is_one_entry(monkeypatch):
     assert t.loc["keeps_train_accuracy", "verdict"] == "supported"
     assert t.loc["costs_accuracy", "verdict"] == "contradicted"
     assert t.loc["keeps_train_accuracy", "p_holm"] >= t.loc["keeps_train_accuracy", "p"]
+
+
+def test_the_papers_own_number_stands_beside_costs_accuracy():
+    from emergence_lab.render import paper_numbers
+
+    summary = pd.DataFrame([
+        {"group": "g", "label": "control", "level": 0.0, "paper_final_acc": 0.863},
+        {"group": "g", "label": "30%", "level": 0.3, "paper_final_acc": 0.870},
+        {"group": "g", "label": "70%", "level": 0.7, "paper_final_acc": 0.862},
+        {"group": "h", "label": "control", "level": 0.0, "paper_final_acc": math.nan}])
+    got = paper_numbers(summary)
+    assert got[("g", "30%")] == "+0.7 points" and got[("g", "70%")] == "-0.1 points"
+    assert got[("g", "all levels")] == "+0.3 points"
+    assert not any(k[0] == "h" for k in got)  # not the paper's protocol: nothing beside it

@@ -249,8 +249,28 @@ def one_sentence(rep: Report) -> str:
             f"{epochs} epochs, pruned after epoch {', '.join(map(str, prune))}.")
 
 
+def paper_numbers(summary: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(group, scope) -> the paper's own change in final accuracy (points, its table), where the
+    group follows its protocol: what costs_accuracy is beside."""
+    out: dict[tuple[str, str], str] = {}
+    if summary.empty or "paper_final_acc" not in summary:
+        return out
+    for group, g in summary.groupby("group"):
+        base = g[g.level == 0].paper_final_acc
+        if base.empty or base.isna().all():
+            continue
+        diffs = {r.label: 100 * (r.paper_final_acc - base.iloc[0])
+                 for r in g[g.level > 0].itertuples() if not math.isnan(r.paper_final_acc)}
+        for label, d in diffs.items():
+            out[(group, label)] = f"{d:+.1f} points"
+        if diffs:
+            out[(group, "all levels")] = f"{sum(diffs.values()) / len(diffs):+.1f} points"
+    return out
+
+
 def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = False,
-                  rel: pd.DataFrame | None = None) -> pd.DataFrame:
+                  rel: pd.DataFrame | None = None,
+                  paper: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
     """claim, (group,) scope, verdict, effect [95 % CI], n seeds, Holm p; `explain`: with each
     claim's meaning and caveat (the caveat of relative E says when its rise is the parameter
     count's, from `rel`), so the table reads on its own."""
@@ -265,6 +285,9 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
                 "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
                 "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
         if explain and claim is not None:
+            if paper:
+                row["paper"] = paper.get((r.group, r.scope), "–") if r.claim == "costs_accuracy" \
+                    else "–"
             row["caveat"] = claim.caveat + _rel_note(rel, r)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -380,8 +403,8 @@ def sections(rep: Report) -> list[Section]:
                                "test accuracy: the runs have no validation split "
                                "(dataset.val_fraction=0.1 holds one out)."), False)]
     head = verdicts.headline(rep.tests)
-    out.append((2, "Verdicts", verdict_table(head, several, explain=True, rel=rep.rel_explained),
-                False))
+    out.append((2, "Verdicts", verdict_table(head, several, explain=True, rel=rep.rel_explained,
+                                             paper=paper_numbers(rep.summary)), False))
     for group in sorted(rep.figures):
         out.append((3 if several else 2, group if several else "Per pruning level",
                     top_table(rep.summary, group), False))
