@@ -1,9 +1,10 @@
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from emergence_lab.config import Config, validate
 from emergence_lab.identity import config_hash
-from tests.conftest import compose_cfg
+from tests.conftest import CONF, compose_cfg
 
 
 def test_defaults_compose_and_validate():
@@ -130,3 +131,30 @@ def test_shared_cells_of_the_paper_fmnist_family_have_one_identity():
     assert cell("trainer.lr_after_prune=0.01", "pruning.amount=0") != control
     assert cell("pruning=random", "pruning.amount=0.5") != cell("pruning.amount=0.5")
     assert cell("dataset.normalize=true", "pruning.amount=0") != control
+
+
+@pytest.mark.parametrize("base, sweep", [
+    (["dataset=digits", "pruning=magnitude", "pruning.epoch=1", "model.hidden=[16,8]"],
+     ["pruning.amount=0,0.5", "trainer.seed=0,1,2", "trainer.lr=0.01,0.1"]),
+    (["experiment=paper_fmnist"], []),
+    (["experiment=pruning_methods"], []),
+])
+def test_the_sweep_composes_each_choice_of_options_once_and_gets_hydras_configs(base, sweep):
+    """Jobs that differ only in field values are the composed config with the values set: the
+    same configs as Hydra's own composition of every job."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from emergence_lab.sweep import sweep_job_configs
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=base, return_hydra_config=True)
+        with read_write(cfg), open_dict(cfg):
+            cfg.hydra.overrides.task = base + sweep
+        fast = sweep_job_configs(cfg)
+        loader = GlobalHydra.instance().config_loader()
+        for job, got in fast[::3]:
+            full = loader.load_sweep_config(cfg, job)
+            with read_write(full), open_dict(full):
+                del full["hydra"]
+            assert OmegaConf.to_container(got) == OmegaConf.to_container(full), job

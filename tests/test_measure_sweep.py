@@ -64,9 +64,12 @@ def test_a_threshold_sweep_over_trained_cells_trains_nothing(tmp_path):
         assert _history(f"sqlite:///{fresh / 'x.db'}", run, e_key) == \
             [(s, v) for s, v in _history(uri, after[name], e_key)]
 
-    # a third sweep asking the same again adds nothing (no epoch logged twice)
+    # a third sweep asking the same again finds every cell finished with one store query and
+    # launches no job (nothing logged twice)
     third = run_cli([*BASE, "threshold=dormant", "threshold.theta=0.5"], cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
+    assert "2 of 2 cells already finished" in third.stdout
+    assert "Launching" not in third.stdout + third.stderr
     for run in _runs(uri).values():
         assert len(_history(uri, run, e_key)) == 4
 

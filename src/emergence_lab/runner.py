@@ -351,14 +351,16 @@ def _remeasure(c: Config, run: Any, name: str) -> None:
     """A finished cell: add the configured analysis setting's series from its stored
     measurements (no training)."""
     t = c.threshold.setting()
-    done = remeasure.add_settings(c.tracking.uri, run, [t.with_counting(k) for k in COUNTINGS.names()])
+    wanted = [t.with_counting(k) for k in COUNTINGS.names()]
+    lacking = [s.describe() for s in wanted if keys.setting_keys(s)[0] not in run.data.metrics]
+    done = remeasure.add_settings(c.tracking.uri, run, wanted)
     if done == "unmeasured":
         log.warning("%s: run %s was logged before runs stored their measurements: E under %s "
                     "needs retraining (force=true); its stored series are unchanged", name,
-                    run.info.run_id, t.describe())
+                    run.info.run_id, " and ".join(lacking))
     elif done == "added":
         log.info("%s: FINISHED as run %s; added E under %s from its stored measurements (no "
-                 "training)", name, run.info.run_id, t.describe())
+                 "training)", name, run.info.run_id, " and ".join(lacking))
     else:
         log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, run.info.run_id)
 

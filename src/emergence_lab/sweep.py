@@ -35,6 +35,7 @@ from emergence_lab import tracking
 from emergence_lab.config import Config, validate
 from emergence_lab.data import check_available
 from emergence_lab.identity import config_hash, stable_hash
+from emergence_lab.measure import keys as mk
 from emergence_lab.procs import forward_signal, stop_when_gone
 from emergence_lab.runner import preflight
 
@@ -82,13 +83,53 @@ def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
                  if o.is_discrete_sweep() else o.input_line for o in parsed
                  if not o.is_sweep_override() or o.is_discrete_sweep()]]
     loader = GlobalHydra.instance().config_loader()
+    composed: dict[tuple[str, ...], DictConfig] = {}
     out = []
     for job in jobs:
-        job_cfg = loader.load_sweep_config(config, job)
-        with read_write(job_cfg), open_dict(job_cfg):
-            del job_cfg["hydra"]  # as Hydra does before it calls the task function
+        structure, values = _split(job)
+        if structure not in composed:  # Hydra composes each distinct choice of options once
+            base = loader.load_sweep_config(config, list(structure))
+            with read_write(base), open_dict(base):
+                del base["hydra"]  # as Hydra does before it calls the task function
+            composed[structure] = base
+        job_cfg = _with_values(composed[structure], values)
+        if job_cfg is None:  # a value Hydra must judge (a new key, a bad type): compose it
+            job_cfg = loader.load_sweep_config(config, job)
+            with read_write(job_cfg), open_dict(job_cfg):
+                del job_cfg["hydra"]
         out.append((job, job_cfg))
     return out
+
+
+def _split(job: list[str]) -> tuple[tuple[str, ...], list[tuple[str, Any]]]:
+    """A job's overrides as (what changes the composition: option choices, additions,
+    deletions, hydra.*; key=value assignments to config fields with their parsed values)."""
+    structure, values = [], []
+    for o in OverridesParser.create().parse_overrides(job):
+        key = o.key_or_group
+        plain = not (o.is_add() or o.is_delete() or o.is_force_add() or o.package)
+        if plain and "." in key and not key.startswith("hydra.") and not o.is_sweep_override():
+            values.append((key, o.value()))
+        else:
+            structure.append(o.input_line)
+    return tuple(structure), values
+
+
+def _with_values(base: DictConfig, values: list[tuple[str, Any]]) -> DictConfig | None:
+    """A copy of a composed config with the assignments made (what Hydra's composition would
+    give: command-line values apply last), or None where one needs Hydra's own judgement."""
+    cfg = base.copy()
+    try:
+        for key, value in values:
+            if OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT) is _ABSENT:
+                return None
+            OmegaConf.update(cfg, key, value, merge=False)
+    except Exception:  # a type the schema refuses: Hydra's message, from a full composition
+        return None
+    return cfg
+
+
+_ABSENT = object()
 
 
 def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
@@ -135,18 +176,21 @@ class SweepCallback(Callback):
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher)
+        tracking.check_reachable(first.uri)
+        self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
+                     for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
+        # every cell finished (one store query): nothing will run, so nothing to preflight
+        done = self._all_finished(jobs) if self.grid else None
         local = jobs_run_here(config.hydra.launcher)
-        for (overrides, _), job in zip(composed, jobs, strict=True):
+        for (overrides, _), job in zip(composed, jobs, strict=True) if done is None else ():
             try:
                 preflight(job, device=local)
             except ValueError as exc:
                 raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
-        tracking.check_reachable(first.uri)
         for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
                         for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
-            check_available(dataset)
-        self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
-                     for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
+            if done is None:
+                check_available(dataset)
         # a grid is identified by its cells; a search by its arguments and its sweep dir
         sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs)) if self.grid else \
             stable_hash([str(config.hydra.sweep.dir), list(config.hydra.overrides.task)])
@@ -166,7 +210,30 @@ class SweepCallback(Callback):
         atexit.register(self._end_if_open)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if done is not None:  # nothing to train or measure: no job is launched
+            tracking.end_sweep(first.uri, self.run_id, "FINISHED")
+            self.run_id = None
+            print(f"{done} of {done} cells already finished (force=true reruns them): the report "
+                  f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
+                  flush=True)
+            sys.exit(0)
         log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
+
+    def _all_finished(self, jobs: list[Config]) -> int | None:
+        """The number of cells when every one already has a FINISHED run holding its
+        threshold setting's series (one store query): then nothing needs a job; else None."""
+        if any(j.force for j in jobs):
+            return None
+        first = jobs[0].tracking
+        finished = tracking.finished_cells(first.uri, first.experiment)
+        hashes = {j["config_hash"] for j in self.jobs}
+        for job in jobs:
+            run = finished.get(config_hash(job))
+            wanted = [mk.setting_keys(job.threshold.setting().with_counting(k))[0]
+                      for k in ("units", "edges")]
+            if run is None or any(k not in run.data.metrics for k in wanted):
+                return None
+        return len(hashes)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.interrupted = True  # the parent ends KILLED, like its runs
@@ -185,6 +252,8 @@ class SweepCallback(Callback):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _end_if_open(self) -> None:
+        if not self.run_id:
+            return
         tracking.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -379,6 +379,22 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in get_client(uri).get_metric_history(run_id, key))
 
 
+def finished_cells(uri: str, experiment: str) -> dict[str, Any]:
+    """config_hash -> a FINISHED training run of the experiment (the newest), in one paged
+    query; {} when the experiment does not exist yet."""
+    client = get_client(uri)
+    exp = _retry(lambda: client.get_experiment_by_name(experiment))
+    if exp is None:
+        return {}
+    out: dict[str, Any] = {}
+    for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                order_by=["attributes.start_time ASC"], max_results=50_000):
+        h = r.data.tags.get("config_hash")
+        if h and r.data.tags.get("kind") != "sweep":
+            out[h] = r
+    return out
+
+
 def find_runs(uri: str, exp_id: str, config_hash: str) -> list[Any]:
     """The training runs of an experiment (by id) with this config hash, newest first."""
     return get_client(uri).search_runs([exp_id], f"tags.config_hash = '{config_hash}'",
