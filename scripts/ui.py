@@ -4,13 +4,21 @@
 
 MLflow's experiment page opens on an overview; the sweep's runs are one filter away. This
 prints the URL of the latest sweep's runs (its children, the filter applied) and of its parent
-run (the note with the verdicts and the link to the report), then serves `mlflow ui`.
+run (the note with the verdicts and the link to the report), then serves `mlflow ui`. The URLs
+are printed once the server answers its health check; a port that is taken, or a server that
+fails to start, is one line and exit code 2. MLflow's own log goes to a file it names.
 """
 
 import argparse
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from emergence_lab import tracking
@@ -39,14 +47,58 @@ def main() -> int:
     ap.add_argument("--print-only", action="store_true", help="print the URLs, do not serve")
     args = ap.parse_args()
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    for line in sweep_urls(args.tracking_uri, f"http://{shown}:{args.port}"):
-        print(line, flush=True)
+    address = f"http://{shown}:{args.port}"
+    urls = sweep_urls(args.tracking_uri, address)
     if args.print_only:
+        print("\n".join(urls), flush=True)
         return 0
+    if _taken(shown, int(args.port)):
+        print(f"make ui: port {args.port} on {shown} is taken (another server?); choose another: "
+              f"make ui PORT={int(args.port) + 1}", file=sys.stderr)
+        return 2
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", args.tracking_uri,
-                      "--default-artifact-root", args.artifact_root,
-                      "--host", args.host, "--port", str(args.port)])
+    log = tempfile.NamedTemporaryFile(prefix="mlflow-ui-", suffix=".log", delete=False)
+    child = subprocess.Popen([mlflow, "ui", "--backend-store-uri", args.tracking_uri,
+                              "--default-artifact-root", args.artifact_root,
+                              "--host", args.host, "--port", str(args.port)],
+                             stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(signum, frame):  # Ctrl-C or a kill: the server goes with this process
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deadline = time.monotonic() + 180
+    while not _healthy(f"{address}/health"):
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            last = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            print(f"make ui: the MLflow UI did not start (exit {child.poll()}): {last[0][:300]} "
+                  f"(its log: {log.name})", file=sys.stderr)
+            return 2
+        time.sleep(0.5)
+    print("\n".join(urls), flush=True)
+    print(f"MLflow UI ready at {address} (Ctrl-C stops it; its log: {log.name})", flush=True)
+    return child.wait()
+
+
+def _taken(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

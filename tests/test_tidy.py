@@ -124,3 +124,9 @@ def test_relative_e_explained_says_when_the_rise_is_the_parameter_count(tmp_path
     assert rel["parameters %"] == pytest.approx(-50, abs=1)
     text = (out / "report.md").read_text()
     assert "Here: the rise in relative E is the parameter count's" in text
+
+
+def test_a_control_only_sweep_says_nothing_was_pruned(tmp_path):
+    out = build_report_from_table(_table(tmp_path, lambda d: d[d.amount == 0]), str(tmp_path / "c"))
+    text = (out / "report.md").read_text()
+    assert "nothing pruned (controls only)" in text and "pruned after epoch" not in text

@@ -82,3 +82,20 @@ def test_the_url_make_ui_prints_shows_the_sweep(store, tmp_path):
     missing = [n for n in names if n not in page]
     assert not missing, f"run names not on the page: {missing}; page: {page[:2000]}"
     assert "costs_accuracy" in page and "report.html" in page  # the note: verdicts, report link
+
+
+def test_make_ui_on_a_taken_port_is_one_line_and_exit_2(store):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "ui.py"), "--tracking-uri",
+                               store, "--port", str(port)], capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"make ui: port {port} on 127.0.0.1 is taken (another server?); choose another: "
+        f"make ui PORT={port + 1}"]
+    assert proc.stdout == ""  # no URL printed for a server that is not there

@@ -242,11 +242,13 @@ def one_sentence(rep: Report) -> str:
     groups, seeds = p.group.nunique(), sorted(p.seed.unique())
     cells = p.groupby(["group", "label"]).ngroups
     epochs = int(p.last_epoch.max())
-    prune = sorted(set(p.prune_epoch[p.level > 0])) or [0]
+    prune = sorted(set(p.prune_epoch[p.level > 0]))
+    when = f"pruned after epoch {', '.join(map(str, prune))}" if prune else "nothing pruned " \
+        "(controls only)"
     return (f"{rep.name}: {len(p)} FINISHED runs, {cells} cells ({p.label.nunique()} pruning "
             f"arms incl. the control{'' if groups == 1 else f' in {groups} groups'}) × "
             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
-            f"{epochs} epochs, pruned after epoch {', '.join(map(str, prune))}.")
+            f"{epochs} epochs, {when}.")
 
 
 def paper_numbers(summary: pd.DataFrame) -> dict[tuple[str, str], str]:
