@@ -16,6 +16,7 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.registry import Registry
+from emergence_lab.report import curve
 
 HOLM_FAMILY = ("every test of one group in one analysis setting: each claim at each pruning "
                "level and across levels")  # the one definition every table uses
@@ -43,13 +44,6 @@ class Claim:
     comparison: str = PAIRED
     test: str = T_TEST
     family: str = HOLM_FAMILY
-
-
-def mean_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
-    """Each run's mean of a metric over the epochs after its prune epoch (indexed like per_run)."""
-    h = hist[hist.key == key].merge(per_run[["run_id", "prune_epoch"]], on="run_id")
-    means = h[h.step > h.prune_epoch].groupby("run_id")["value"].mean()
-    return per_run.run_id.map(means).astype(float)
 
 
 def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
@@ -80,20 +74,15 @@ def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
     return per_run.run_id.map(out).astype(float)
 
 
-def vs_control(per_run: pd.DataFrame, values: pd.Series, percent: bool = False,
-               scale: float = 1.0) -> pd.Series:
-    """Each run's value minus that of its control (level 0, same group and seed), times scale,
-    or as % of the control's value; NaN without a control."""
+def vs_control(per_run: pd.DataFrame, values: pd.Series, scale: float = 1.0) -> pd.Series:
+    """Each run's value minus that of its control (level 0, same group and seed), times
+    scale; NaN without a control."""
     is_control = per_run.level == 0
     ctrl = pd.Series(values[is_control].to_numpy(),
                      index=pd.MultiIndex.from_frame(per_run.loc[is_control, ["group", "seed"]]))
     ctrl = ctrl[~ctrl.index.duplicated()]
     c = ctrl.reindex(pd.MultiIndex.from_frame(per_run[["group", "seed"]])).to_numpy()
-    diff = values.to_numpy() - c
-    if percent:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            diff = np.where(c != 0, 100 * diff / c, np.nan)
-    return pd.Series(diff * (1 if percent else scale), index=per_run.index)
+    return pd.Series((values.to_numpy() - c) * scale, index=per_run.index)
 
 
 NEAR_ZERO = 0.01  # E at or below this share of its peak after pruning is "near zero"
@@ -114,7 +103,7 @@ def never_near_zero(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E
     """The runs whose E never gets near zero after pruning (the plateau claim cannot use them)."""
     return [name for rid, name, pe in zip(per_run.run_id, per_run.name, per_run.prune_epoch,
                                           strict=True)
-            if near_zero_epoch(_curve(hist, rid, e_key), pe) is None]
+            if near_zero_epoch(curve(hist, rid, e_key), pe) is None]
 
 
 def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
@@ -125,7 +114,7 @@ def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E
     same budget). A signal that is the same function of the epoch in every run stops where the
     clock does, so its effect is never below 0; E at zero while the accuracy still climbs
     leaves more than the allowance. NaN for a run whose E never gets near zero."""
-    stops = {rid: near_zero_epoch(_curve(hist, rid, e_key), pe)
+    stops = {rid: near_zero_epoch(curve(hist, rid, e_key), pe)
              for rid, pe in zip(per_run.run_id, per_run.prune_epoch, strict=True)}
     reached = [t for t in stops.values() if t is not None]
     if not reached:
@@ -133,7 +122,7 @@ def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E
     clock = round(float(np.mean(reached)))
     out = {}
     for rid, t in stops.items():
-        acc = _curve(hist, rid, acc_key)
+        acc = curve(hist, rid, acc_key)
         if t is None or acc.empty:
             continue
         final = float(acc.iloc[-1])
@@ -142,11 +131,6 @@ def plateau_effects(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E
         left_clock = 100 * (final - float(at_clock.iloc[-1])) if len(at_clock) else math.nan
         out[rid] = left_e - min(MUCH_MORE, left_clock)
     return per_run.run_id.map(out).astype(float)
-
-
-def _curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
-    rows = hist[(hist.run_id == run_id) & (hist.key == key)]
-    return rows.set_index("step")["value"].sort_index()
 
 
 CLAIMS: Registry[Claim] = Registry("claim")

@@ -78,10 +78,10 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
-        for name in ("lr", "momentum", "weight_decay", "stop_epsilon", "lr_after_prune"):
-            value = getattr(self, name)
-            _check(value is None or math.isfinite(value),
-                   f"trainer.{name} must be a finite number, got {value}")
+        for f in dataclasses.fields(self):  # every number of the schema, whatever it names
+            value = getattr(self, f.name)
+            _check(not isinstance(value, float) or math.isfinite(value),
+                   f"trainer.{f.name} must be a finite number, got {value}")
         _check(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
         _check(0 <= self.momentum < 1, f"trainer.momentum must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0,

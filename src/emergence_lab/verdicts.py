@@ -18,7 +18,6 @@ from emergence_lab.claims import (  # noqa: F401 - the claims' measures, re-expo
     E_CLAIMS,
     HOLM_FAMILY,
     log_ratio_after_prune,
-    mean_after_prune,
     near_zero_epoch,
     never_near_zero,
     plateau_effects,

@@ -16,7 +16,7 @@ active v of P(v).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +30,17 @@ Connections = Mapping[int, torch.Tensor]  # dense op index -> (out, in per group
 
 @dataclass(frozen=True)
 class CountingEntry:
-    """A route counting: count(ops, layers, active, alive, connections) -> E."""
+    """A route counting: which connections `routes` follows (None: every pair of units of
+    consecutive layers, within groups; else the surviving ones)."""
 
     name: str
-    count: Callable[[Sequence[Op], Mapping[str, int], Mapping[str, torch.Tensor],
-                     Sequence[torch.Tensor], Connections], int]
     label: str
     uses_connections: bool
+
+    def count(self, ops: Sequence[Op], layers: Mapping[str, int],
+              active: Mapping[str, torch.Tensor], alive: Sequence[torch.Tensor],
+              connections: Connections) -> int:
+        return routes(ops, layers, active, alive, connections if self.uses_connections else None)
 
 
 COUNTINGS: Registry[CountingEntry] = Registry("threshold.counting")
@@ -107,16 +111,8 @@ def _masked_sums(conn: torch.Tensor, values: list[int]) -> list[int]:
     return [int(v[row].sum()) if row.any() else 0 for row in c]
 
 
-def _units(ops, layers, active, alive, connections) -> int:
-    return routes(ops, layers, active, alive, None)
-
-
-def _edges(ops, layers, active, alive, connections) -> int:
-    return routes(ops, layers, active, alive, connections)
-
-
-COUNTINGS.add(CountingEntry("units", _units, "units (the paper's formula)", False))
-COUNTINGS.add(CountingEntry("edges", _edges, "edges (surviving connections)", True))
+COUNTINGS.add(CountingEntry("units", "units (the paper's formula)", False))
+COUNTINGS.add(CountingEntry("edges", "edges (surviving connections)", True))
 
 
 def connections_of(model: torch.nn.Module, ops: Sequence[Op]) -> dict[int, torch.Tensor]:

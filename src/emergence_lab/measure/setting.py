@@ -38,10 +38,6 @@ class Setting:
             raise ValueError(f"threshold.layers entries must be among {list(UNIT_LAYER_KINDS)}, "
                              f"got {list(self.layers)}")
 
-    @property
-    def is_default(self) -> bool:
-        return self.normalized() == Setting()
-
     def normalized(self) -> Setting:
         """The same setting with the fields its rule ignores at their defaults."""
         frac = self.min_fraction if self.rule == "fraction" else 0.5
