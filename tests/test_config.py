@@ -117,12 +117,31 @@ def test_every_experiment_sweep_validates(experiment):
     assert len({config_hash(c) for c in checked}) == len(checked)
 
 
+def test_a_command_line_value_narrows_an_experiments_sweep_as_hydra_does():
+    """An experiment's ``hydra.sweeper.params`` then the command line: a key given twice is one
+    axis with the command line's value, so ``SEEDS=0`` on a 5-seed experiment counts one seed."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from emergence_lab.sweep import expand_sweep
+
+    args = ["dataset=fashion_mnist,mnist", "pruning.amount=0,0.3,0.5,0.7",
+            "trainer.seed=0,1,2,3,4", "experiment=paper_fmnist", "trainer.seed=0",
+            "dataset=mnist"]
+    jobs = expand_sweep(args)
+    hydra_jobs = BasicSweeper.split_arguments(
+        OverridesParser.create().parse_overrides(args), None)[0]
+    assert jobs == [list(j) for j in hydra_jobs]
+    assert len(jobs) == 4 and all("trainer.seed=0" in j and "dataset=mnist" in j for j in jobs)
+
+
 def test_shared_cells_of_the_paper_fmnist_family_have_one_identity():
     """The random-mask sweep's control and the lr sweep's lr-0.005 cells are paper_fmnist's
     own cells (skipped once FINISHED, counted once by the report); the new fields left at
     their defaults keep paper_fmnist's identity as it was before they existed."""
     def cell(*overrides):
-        return config_hash(validate(compose_cfg(["experiment=paper_fmnist", *overrides])))
+        return config_hash(validate(compose_cfg(["experiment=paper_fmnist",
+                                                 "trainer.batch_size=64", *overrides])))
 
     control = cell("pruning.amount=0")
     assert control == "3086f6cebc80"  # as computed before issue 10 added its fields

@@ -19,8 +19,21 @@ V1_HASHES = json.loads((Path(__file__).parent / "fixtures" / "v1_config_hashes.j
 PAPER_FMNIST = {k: v for k, v in V1_HASHES.items() if k.startswith("experiment=paper_fmnist ")}
 
 
+# Experiments on the calibrated protocol (conf/trainer/paper.yaml, batch 32) since issue 21; their
+# stored cells are the batch-64 protocol they had, found with trainer.batch_size=64.
+CALIBRATED = ("paper_fmnist", "paper_fmnist_lr", "paper_fmnist_random", "paper_mnist",
+              "paper_transfer", "paper_cnn")
+
+
+def _composed(case: str) -> list[str]:
+    overrides = case.split()
+    if overrides[0].removeprefix("experiment=") in CALIBRATED:
+        overrides.append("trainer.batch_size=64")
+    return overrides
+
+
 def _hashes(cases: dict[str, str]) -> dict[str, str]:
-    return {k: config_hash(validate(compose_cfg(k.split()))) for k in cases}
+    return {k: config_hash(validate(compose_cfg(_composed(k)))) for k in cases}
 
 
 THRESHOLD_ONLY = {k for k in V1_HASHES if k.split()[-1].startswith("threshold")}
@@ -35,7 +48,7 @@ def test_stored_hashes_of_every_experiment_are_kept():
     assert _hashes(kept) == kept
     for k in THRESHOLD_ONLY:
         base = " ".join(k.split()[:-1])
-        assert config_hash(validate(compose_cfg(k.split()))) == V1_HASHES[base]
+        assert config_hash(validate(compose_cfg(_composed(k)))) == V1_HASHES[base]
 
 
 def test_the_threshold_group_is_not_part_of_identity_unless_the_stopper_reads_it():
@@ -68,10 +81,11 @@ def test_adding_a_defaulted_field_keeps_the_paper_fmnist_hashes(monkeypatch):
     from emergence_lab.config import register_configs
     register_configs()
     try:
-        cfg = compose_cfg(["experiment=paper_fmnist"])
+        cfg = compose_cfg(["experiment=paper_fmnist", "trainer.batch_size=64"])
         assert validate(cfg).model.activation == "relu"
         assert _hashes(PAPER_FMNIST) == PAPER_FMNIST
-        changed = validate(compose_cfg(["experiment=paper_fmnist", "model.activation=tanh"]))
+        changed = validate(compose_cfg(["experiment=paper_fmnist", "trainer.batch_size=64",
+                                        "model.activation=tanh"]))
         assert config_hash(changed) not in PAPER_FMNIST.values()
         assert identity_fields(changed)["model.activation"] == "tanh"
     finally:
@@ -113,3 +127,16 @@ def test_changing_a_default_is_documented(doc, monkeypatch):
     from emergence_lab import strategies
     monkeypatch.setattr(strategies.BatchScoreConfig.__dataclass_fields__["samples"], "default", 512)
     assert config_hash(explicit_old) != before  # the same settings, another identity
+
+
+def test_the_calibrated_protocol_is_the_calibrations_own_cell():
+    """paper_fmnist on the calibrated protocol is the calibration's batch-32, unnormalized,
+    momentum-free cell: one identity, so a sweep that finished one has the other."""
+    assert validate(compose_cfg(["experiment=paper_fmnist"])).trainer.batch_size == 32
+    for level in ("0", "0.5"):
+        calibration = ["experiment=paper_calibration", "dataset=fashion_mnist",
+                       "trainer.batch_size=32", "dataset.normalize=False", "trainer.momentum=0",
+                       f"pruning.amount={level}", "trainer.seed=0"]
+        fmnist = ["experiment=paper_fmnist", f"pruning.amount={level}", "trainer.seed=0"]
+        assert config_hash(validate(compose_cfg(calibration))) == \
+            config_hash(validate(compose_cfg(fmnist)))

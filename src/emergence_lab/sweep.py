@@ -51,17 +51,19 @@ class NotAGrid(ValueError):
 
 def expand_sweep(args: list[str]) -> list[list[str]]:
     """The overrides of every job of the grid these arguments span, in the order of Hydra's
-    basic sweeper (the cartesian product, the first argument varying slowest)."""
-    axes = []
+    basic sweeper (the cartesian product, the first argument varying slowest). A key given twice
+    (an experiment's ``hydra.sweeper.params``, then the command line) is one axis at its first
+    place with its last value, as Hydra's sweeper has it: ``trainer.seed=0`` narrows the seeds."""
+    axes: dict[str, list[str]] = {}
     for o in OverridesParser.create().parse_overrides(args):
         key = o.get_key_element()
         if not o.is_sweep_override():
-            axes.append([f"{key}={o.get_value_element_as_str()}"])
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
         elif o.is_discrete_sweep():
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
         else:
             raise NotAGrid(f"{o.input_line} is a search space, not a list of values")
-    return [list(job) for job in itertools.product(*axes)]
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 def _is_grid(config: DictConfig) -> bool:
