@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from epoch_overhead import bare_epochs, new_model, project_epochs, setup  # noqa: E402
 
-from emergence_lab import tracking  # noqa: E402
-from emergence_lab.render import build_report  # noqa: E402
-from emergence_lab.synthetic import big_sweep  # noqa: E402
+from emergence_lab.report.render import build_report  # noqa: E402
+from emergence_lab.report.synthetic import big_sweep  # noqa: E402
+from emergence_lab.store import tracking  # noqa: E402
 
 
 def dataloader_epochs(c, device, epochs: int) -> list[float]:

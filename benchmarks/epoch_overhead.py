@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from emergence_lab import tracking
-from emergence_lab.config import register_configs, validate
 from emergence_lab.data import load_dataset
 from emergence_lab.models import build_model
-from emergence_lab.runner import EpochLogger, resolve_device
-from emergence_lab.train import fit
+from emergence_lab.run.config import register_configs, validate
+from emergence_lab.run.loop import fit
+from emergence_lab.run.pipeline import EpochLogger, resolve_device
+from emergence_lab.store import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 

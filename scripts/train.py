@@ -18,10 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from emergence_lab.config import register_configs
 from emergence_lab.measure import keys as mk
-from emergence_lab.runner import train
-from emergence_lab.sweep import job_overrides, job_parent_run_id
+from emergence_lab.run.config import register_configs
+from emergence_lab.run.pipeline import train
+from emergence_lab.run.sweep import job_overrides, job_parent_run_id
 
 register_configs()
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from emergence_lab import tracking
+from emergence_lab.store import tracking
 
 
 def sweep_urls(uri: str, address: str) -> list[str]:

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from emergence_lab import analyses, verdicts
+from emergence_lab.report import analyses, verdicts
 
 
 def hist_of(curves):

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from emergence_lab import tracking
+from emergence_lab.store import tracking
 from tests.conftest import ROOT, SHARED_MNIST, corrupt_mnist_copy
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from emergence_lab import verdicts
 from emergence_lab.measure import keys as mk
-from emergence_lab.report import common_target_epochs
+from emergence_lab.report import verdicts
+from emergence_lab.report.table import common_target_epochs
 
 EPOCHS, PE = 20, 2
 
@@ -135,7 +135,7 @@ def test_a_run_that_never_reaches_the_target_counts_past_its_horizon():
 
 def test_adding_a_claim_is_one_entry(monkeypatch):
     """A claim registered from outside (one CLAIMS.add) is tested, corrected and tabled."""
-    from emergence_lab import claims
+    from emergence_lab.report import claims
 
     monkeypatch.setattr(claims.CLAIMS, "_entries", dict(claims.CLAIMS._entries))
     claims.CLAIMS.add(claims.Claim(
@@ -157,7 +157,7 @@ def test_adding_a_claim_is_one_entry(monkeypatch):
 
 
 def test_the_papers_own_number_stands_beside_costs_accuracy():
-    from emergence_lab.render import paper_numbers
+    from emergence_lab.report.render import paper_numbers
 
     summary = pd.DataFrame([
         {"group": "g", "label": "control", "level": 0.0, "paper_final_acc": 0.863},

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from emergence_lab import procs, tracking
-from emergence_lab.render import build_report
+from emergence_lab import procs
+from emergence_lab.report.render import build_report
+from emergence_lab.store import tracking
 from tests.conftest import ROOT
 from tests.test_server import backend, server  # noqa: F401 - fixtures
 
@@ -41,7 +42,7 @@ def one_finished_run_per_cell(uri, out):
         assert [r.info.status for r in cell] == ["FINISHED"], [
             (r.info.run_name, r.info.run_id, r.info.start_time, r.data.tags.get("mlflow.parentRunId"),
              {k: v for k, v in r.data.params.items() if k.startswith("lease")}) for r in cell] + [
-            tracking.claims(uri, tracking.ensure_experiment(uri, "emergence"), "")]
+            tracking.entries(uri, tracking.ensure_experiment(uri, "emergence"), "")]
         for key in KEYS:
             steps = [m.step for m in client.get_metric_history(cell[0].info.run_id, key)]
             assert len(steps) == len(set(steps)) and max(steps) == 3, (key, steps)

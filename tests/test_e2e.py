@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab import tracking
+from emergence_lab.store import tracking
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

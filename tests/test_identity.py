@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from emergence_lab import models
-from emergence_lab.config import validate
-from emergence_lab.identity import config_hash, identity_fields, v1_fields
+from emergence_lab.run.config import validate
+from emergence_lab.run.identity import config_hash, identity_fields, v1_fields
 from tests.conftest import ROOT, compose_cfg
 
 # config_hash of each configuration under the first scheme, computed by the code of 5cfacb9
@@ -52,7 +52,7 @@ def test_stored_hashes_of_every_experiment_are_kept():
 
 
 def test_the_threshold_group_is_not_part_of_identity_unless_the_stopper_reads_it():
-    from emergence_lab.identity import legacy_hash
+    from emergence_lab.run.identity import legacy_hash
 
     base = validate(compose_cfg(["dataset=digits"]))
     for extra in (["threshold=dormant"], ["threshold=fraction", "threshold.theta=0.2"],
@@ -78,7 +78,7 @@ def test_adding_a_defaulted_field_keeps_the_paper_fmnist_hashes(monkeypatch):
         bases=(models.MLPConfig,))
     entry = models.MODELS["mlp"]
     monkeypatch.setitem(models.MODELS._entries, "mlp", dataclasses.replace(entry, settings=extended))
-    from emergence_lab.config import register_configs
+    from emergence_lab.run.config import register_configs
     register_configs()
     try:
         cfg = compose_cfg(["experiment=paper_fmnist", "trainer.batch_size=64"])
@@ -124,7 +124,7 @@ def test_changing_a_default_is_documented(doc, monkeypatch):
     explicit_old = validate(compose_cfg(["pruning=snip", "pruning.samples=256"]))
     before = config_hash(explicit_old)
     assert config_hash(base) == before
-    from emergence_lab import strategies
+    from emergence_lab.prune import strategies
     monkeypatch.setattr(strategies.BatchScoreConfig.__dataclass_fields__["samples"], "default", 512)
     assert config_hash(explicit_old) != before  # the same settings, another identity
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab import tracking
 from emergence_lab.measure import keys
+from emergence_lab.store import tracking
 from tests.test_e2e import run_cli
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,10 @@ the survivors where they belong."""
 import pytest
 import torch
 
-from emergence_lab import runner, tracking
-from emergence_lab.config import validate
-from emergence_lab.pruning import current_masks
+from emergence_lab.prune.core import current_masks
+from emergence_lab.run import pipeline as runner
+from emergence_lab.run.config import validate
+from emergence_lab.store import tracking
 from tests.conftest import compose_cfg
 
 SHORT = {  # each method's schedule squeezed into 3 epochs

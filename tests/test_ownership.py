@@ -1,4 +1,4 @@
-"""Claims and ownership against a real store: one winner per claim, live owners left alone, dead
+"""The ledger and ownership against a real store: one winner per entry, live owners left alone, dead
 ones taken over, and a process that lost its run never logs into it again."""
 
 import multiprocessing as mp
@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab import ownership, tracking
-from emergence_lab.config import validate
+from emergence_lab.run.config import validate
+from emergence_lab.store import cells as ownership
+from emergence_lab.store import tracking
 from tests.conftest import compose_cfg
 
 
 def _race(uri: str, exp_id: str, value: str, start: float, out) -> None:
     time.sleep(max(0.0, start - time.time()))
-    out.put((value, tracking.claim(uri, exp_id, "cell.abc.1", value)))
+    out.put((value, tracking.set_once(uri, exp_id, "cell.abc.1", value)))
 
 
-def test_one_claim_wins_among_processes_racing_on_a_fresh_store(store):
+def test_one_entry_wins_among_processes_racing_on_a_fresh_store(store):
     exp_id = tracking.ensure_experiment(store, "emergence")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -37,7 +38,7 @@ def test_one_claim_wins_among_processes_racing_on_a_fresh_store(store):
     held = {held for _, held in results}
     assert len(held) == 1, results  # every process agrees on one winner
     assert sum(mine == h for mine, h in results) == 1
-    assert tracking.claims(store, exp_id, "cell.abc.") == {"cell.abc.1": held.pop()}
+    assert tracking.entries(store, exp_id, "cell.abc.") == {"cell.abc.1": held.pop()}
 
 
 def dead_pid() -> int:
@@ -51,7 +52,7 @@ def config(tiny_overrides, *more):
 
 
 def owned_run(store, owner, age=0.0):
-    """A RUNNING run of cell 'h1' claimed by `owner`, whose lease and last heartbeat are
+    """A RUNNING run of cell 'h1' owned by `owner`, whose lease and last heartbeat are
     `age` seconds old."""
     exp_id = tracking.ensure_experiment(store, "emergence")
     client = tracking.get_client(store)
@@ -59,7 +60,7 @@ def owned_run(store, owner, age=0.0):
     then = time.time() - age
     client.log_param(run_id, f"{tracking.LEASE_PREFIX}1", f"{owner}@{then}")
     client.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{owner} {then}")
-    assert tracking.claim(store, exp_id, "cell.h1.1", run_id) == run_id
+    assert tracking.set_once(store, exp_id, "cell.h1.1", run_id) == run_id
     return run_id
 
 
@@ -134,7 +135,7 @@ def test_identical_sweeps_share_one_parent(store):
 def test_a_store_in_a_folder_this_user_cannot_write_is_named_at_once():
     folder = Path(tempfile.mkdtemp(prefix="emergence-lab-readonly-", dir="/tmp"))  # traversable
     folder.chmod(0o555)
-    code = ("import os, time\nfrom emergence_lab import tracking\n"
+    code = ("import os, time\nfrom emergence_lab.store import tracking\n"
             "os.setgid(65534); os.setuid(65534); t = time.time()\n"
             f"try: tracking.check_reachable('sqlite:///{folder}/mlflow.db')\n"
             "except ValueError as e: print(e, round(time.time() - t, 1))")
@@ -171,7 +172,7 @@ def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
     assert first.state == "new" and (second.state, second.run_id) == ("taken", first.run_id)
 
 
-def test_another_process_s_unclaimed_candidate_is_not_taken_over(tiny_overrides, store):
+def test_another_process_s_unentered_candidate_is_not_taken_over(tiny_overrides, store):
     c = config(tiny_overrides)
     exp_id = tracking.ensure_experiment(store, "emergence")
     other = f"{socket.gethostname()}:{os.getpid()}:other"  # made its run, not yet its lease

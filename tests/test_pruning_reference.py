@@ -9,9 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from emergence_lab.config import validate
 from emergence_lab.models import CNN, MLP
-from emergence_lab.pruning import (
+from emergence_lab.prune.core import (
     STRATEGIES,
     apply_pruning,
     check_ignore,
@@ -20,7 +19,8 @@ from emergence_lab.pruning import (
     prunable_modules,
     prunable_weights,
 )
-from emergence_lab.runner import build_network
+from emergence_lab.run.config import validate
+from emergence_lab.run.pipeline import build_network
 from tests.conftest import compose_cfg
 
 
@@ -195,8 +195,8 @@ def test_an_ignore_pattern_that_matches_nothing_names_the_prunable_parameters():
 
 
 def test_ignore_is_checked_before_any_run_and_keeps_the_default_identity():
-    from emergence_lab.identity import config_hash
-    from emergence_lab.runner import preflight
+    from emergence_lab.run.identity import config_hash
+    from emergence_lab.run.pipeline import preflight
 
     base = ["dataset=digits", "pruning=magnitude", "trainer.epochs=6"]
     with pytest.raises(ValueError, match="matches no prunable parameter"):

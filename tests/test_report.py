@@ -9,9 +9,10 @@ import time
 import pandas as pd
 import pytest
 
-from emergence_lab import report, tracking
-from emergence_lab.render import ReportError, build_report
-from emergence_lab.synthetic import big_sweep, branch, params, write_run
+from emergence_lab.report import table as report
+from emergence_lab.report.render import ReportError, build_report
+from emergence_lab.report.synthetic import big_sweep, branch, params, write_run
+from emergence_lab.store import tracking
 from tests.conftest import ROOT
 
 CONTROL = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1, 0.09, 0.08, 0.07, 0.06],
@@ -24,7 +25,7 @@ def test_per_run_values_by_hand(store):
     parent = tracking.start_sweep(store, "synthetic", "s", {})
     write_run(store, parent, "c", params(0.0, 0), CONTROL)
     write_run(store, parent, "p", params(0.5, 0), PRUNED)
-    from emergence_lab.render import load_runs
+    from emergence_lab.report.render import load_runs
     runs, hist = load_runs(store, tracking.sweep_children(store, parent))
     t = report.per_run_table(runs, hist).set_index("level")
     c, p = t.loc[0.0], t.loc[0.5]
@@ -70,7 +71,7 @@ def verdicts(store, parent, tmp_path):
 
 def verdict_rows(out):
     """The headline verdicts of a written report (across levels, or at the only level)."""
-    from emergence_lab.verdicts import headline
+    from emergence_lab.report.verdicts import headline
     return headline(pd.read_csv(out / "claims.csv"))
 
 
@@ -206,7 +207,7 @@ def test_strategies_are_labelled_from_their_settings():
     logged as strings (runs from before a field existed lack it: its default)."""
     import pandas as pd
 
-    from emergence_lab.report import strategy_name
+    from emergence_lab.report.table import strategy_name
 
     def run(**params):
         return pd.Series({f"pruning.{k}": str(v) for k, v in params.items()})

@@ -2,8 +2,9 @@
 
 import pytest
 
-from emergence_lab import runner, tracking
-from emergence_lab import train as train_mod
+from emergence_lab.run import loop as train_mod
+from emergence_lab.run import pipeline as runner
+from emergence_lab.store import tracking
 from tests.conftest import compose_cfg
 
 
@@ -23,7 +24,7 @@ def interrupt_at(monkeypatch, call: int):
 
 
 def only_runs(store):
-    """The experiment's training runs (not the cell-claims run)."""
+    """The experiment's training runs (not the ledger run)."""
     return tracking.experiment_runs(store, "emergence")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab import tracking
-from emergence_lab.render import build_report
+from emergence_lab.report.render import build_report
+from emergence_lab.store import tracking
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow

@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 
-from emergence_lab.checkpoint import Waiters, _machine_cpus, shared_prefix
+from emergence_lab.run.checkpoint import Waiters, _machine_cpus, shared_prefix
 from tests.conftest import ROOT
 
 WAITER = """
 import sys, torch
 torch.set_num_threads(1)
-from emergence_lab.checkpoint import shared_prefix
+from emergence_lab.run.checkpoint import shared_prefix
 payload, cached = shared_prefix(sys.argv[1], "k", lambda borrow: {"value": torch.zeros(2)})
 print("hit" if cached else "miss", payload["value"].tolist())
 """

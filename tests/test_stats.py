@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from emergence_lab import stats, verdicts
+from emergence_lab.report import stats, verdicts
 
 
 def test_paired_t_by_hand():

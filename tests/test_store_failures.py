@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from emergence_lab import runner, tracking
-from emergence_lab.render import build_report
-from emergence_lab.synthetic import branch, params, write_run
+from emergence_lab.report.render import build_report
+from emergence_lab.report.synthetic import branch, params, write_run
+from emergence_lab.run import pipeline as runner
+from emergence_lab.store import tracking
 from tests.conftest import ROOT, compose_cfg
 
 BRANCHES = ["pruning=magnitude", "pruning.epoch=1", "trainer.epochs=2"]

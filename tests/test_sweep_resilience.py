@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from emergence_lab import tracking
+from emergence_lab.store import tracking
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 import pytest
 
-from emergence_lab import tracking
+from emergence_lab.store import tracking
 
 
 def test_relative_sqlite_uri_is_resolved_and_its_folder_created(tmp_path, monkeypatch):

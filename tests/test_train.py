@@ -5,11 +5,12 @@ import re
 import pytest
 import torch
 
-from emergence_lab import runner, tracking
-from emergence_lab import train as train_mod
-from emergence_lab.checkpoint import load_checkpoint
 from emergence_lab.models import MLP
-from emergence_lab.pruning import sparsity
+from emergence_lab.prune.core import sparsity
+from emergence_lab.run import loop as train_mod
+from emergence_lab.run import pipeline as runner
+from emergence_lab.run.checkpoint import load_checkpoint
+from emergence_lab.store import tracking
 from tests.conftest import compose_cfg
 
 
@@ -215,8 +216,8 @@ def test_train_epoch_reports_the_mean_loss_and_accuracy_over_every_sample(batch_
 
 
 def test_a_validation_split_is_held_out_and_read_by_the_stoppers(tiny_overrides, store):
-    from emergence_lab.config import validate
     from emergence_lab.data import load_dataset
+    from emergence_lab.run.config import validate
 
     c = validate(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
     full = load_dataset(validate(compose_cfg(tiny_overrides)).dataset)

@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
-from emergence_lab import tracking
-from emergence_lab.render import build_report
-from emergence_lab.synthetic import branch, params, write_run
+from emergence_lab.report.render import build_report
+from emergence_lab.report.synthetic import branch, params, write_run
+from emergence_lab.store import tracking
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ stored at every epoch (measure.record), never by training again.
 
 A sweep that changes only the threshold group over finished cells lands here: each run gains
 the series of the new setting (`emergence/E/<rule>/<θ>/<counting>` and its relative E) at the
-steps of its epochs. Two processes adding the same series to the same run race for a claim in
+steps of its epochs. Two processes adding the same series to the same run race for an entry in the ledger of
 the store (one per run and key); the loser leaves it to the winner, so no epoch is logged
 twice.
 """
@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from emergence_lab import tracking
-from emergence_lab.identity import stable_hash
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.setting import Setting
+from emergence_lab.run.identity import stable_hash
+from emergence_lab.store import tracking
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def add_settings(uri: str, run: Any, settings: Iterable[Setting]) -> str:
         return "unmeasured"
     token = tracking.owner_token()
     exp_id = run.info.experiment_id
-    mine = [s for s in todo if tracking.claim(
+    mine = [s for s in todo if tracking.set_once(
         uri, exp_id, f"measure.{run_id}.{stable_hash(keys.setting_keys(s)[0])}", token) == token]
     if not mine:
         return "taken"

@@ -31,13 +31,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from emergence_lab import tracking
-from emergence_lab.config import Config, validate
 from emergence_lab.data import check_available
-from emergence_lab.identity import config_hash, stable_hash
 from emergence_lab.measure import keys as mk
 from emergence_lab.procs import forward_signal, stop_when_gone
-from emergence_lab.runner import preflight
+from emergence_lab.run.config import Config, validate
+from emergence_lab.run.identity import config_hash, stable_hash
+from emergence_lab.run.pipeline import preflight
+from emergence_lab.store import tracking
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"

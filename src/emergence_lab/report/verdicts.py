@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from emergence_lab import stats
-from emergence_lab.claims import (  # noqa: F401 - the claims' measures, re-exported
+from emergence_lab.measure import keys as mk
+from emergence_lab.report import stats
+from emergence_lab.report.claims import (  # noqa: F401 - the claims' measures, re-exported
     CLAIMS,
     E_CLAIMS,
     HOLM_FAMILY,
@@ -23,7 +24,6 @@ from emergence_lab.claims import (  # noqa: F401 - the claims' measures, re-expo
     plateau_effects,
     vs_control,
 )
-from emergence_lab.measure import keys as mk
 
 SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
                  mk.dormant_frac(0.025), mk.dormant_frac(0.1))

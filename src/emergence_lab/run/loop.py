@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emergence_lab.config import Config
 from emergence_lab.data import TensorData
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import sparsity_baselines
@@ -21,7 +20,8 @@ from emergence_lab.measure.graph import UNIT_LAYER_KINDS, cached_unit_graph
 from emergence_lab.measure.probe import Measurement, counts_metrics
 from emergence_lab.measure.probe import measure as measure_units
 from emergence_lab.measure.setting import Setting
-from emergence_lab.pruning import sparsity
+from emergence_lab.prune.core import sparsity
+from emergence_lab.run.config import Config
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,21 +14,11 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from emergence_lab.files import atomic_save
 from emergence_lab.procs import pid_alive
-from emergence_lab.pruning import freeze, prepare_for_state
+from emergence_lab.prune.core import freeze, prepare_for_state
 
 log = logging.getLogger(__name__)
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: readers (parallel jobs, a
-    resumed run) never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,

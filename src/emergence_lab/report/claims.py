@@ -16,7 +16,7 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.registry import Registry
-from emergence_lab.report import curve
+from emergence_lab.report.table import curve
 
 HOLM_FAMILY = ("every test of one group in one analysis setting: each claim at each pruning "
                "level and across levels")  # the one definition every table uses

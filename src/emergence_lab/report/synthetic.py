@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emergence_lab import tracking
 from emergence_lab.measure import keys as mk
+from emergence_lab.store import tracking
 
 Curves = dict[str, dict[int, float]]  # metric -> {step: value}
 

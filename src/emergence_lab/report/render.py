@@ -15,19 +15,20 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from emergence_lab import tidy, tracking, verdicts
-from emergence_lab.analyses import (
+from emergence_lab.measure import keys as mk
+from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
+from emergence_lab.measure.setting import Setting
+from emergence_lab.report import tidy, verdicts
+from emergence_lab.report.analyses import (
     calibration,
     stopping_by_run,
     stopping_comparison,
     stopping_summary,
     theta_table,
 )
-from emergence_lab.figures import group_figures, sensitivity_figure
-from emergence_lab.measure import keys as mk
-from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
-from emergence_lab.measure.setting import Setting
-from emergence_lab.report import completeness, dedupe, per_run_table, summary_table
+from emergence_lab.report.figures import group_figures, sensitivity_figure
+from emergence_lab.report.table import completeness, dedupe, per_run_table, summary_table
+from emergence_lab.store import tracking
 
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
                mk.RELATIVE, mk.E_AFTER, mk.RELATIVE_AFTER,

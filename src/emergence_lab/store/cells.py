@@ -1,8 +1,8 @@
 """Which process trains a cell, and from where: skip a finished cell, resume an abandoned one,
 leave one that another live process trains alone, and start a new run otherwise.
 
-A cell (one config_hash in one experiment) maps to its run through a claim in the store
-(`cell.<config_hash>.<attempt>`, see `tracking.claim`); a run is trained by the holder of its
+A cell (one config_hash in one experiment) maps to its run through an entry in the store's ledger
+(`cell.<config_hash>.<attempt>`, see `tracking.set_once`); a run is trained by the holder of its
 latest lease. Both are atomic against the store, so two sweeps on one store, on one machine or
 several, never train, resume or log into the same cell at once.
 """
@@ -17,15 +17,14 @@ from typing import Any
 
 import torch
 
-from emergence_lab import tracking
-from emergence_lab.config import Config
+from emergence_lab.store import tracking
 
 log = logging.getLogger(__name__)
 TAKEN_POLL_S = 2.0
 
 
 @dataclass
-class Claim:
+class Ownership:
     """What this process does with a cell: "skip" (a FINISHED run exists), "new" (it created
     `run_id` and holds it), "resume" (it took over the abandoned `run_id`) or "taken" (another
     live process trains `run_id`)."""
@@ -51,22 +50,23 @@ def _finished(uri: str, exp_id: str, identity: str, legacy: str | None = None) -
 
 
 def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
-    """(attempt, run) the cell's latest claim names; attempt 0 and the newest unfinished run for
-    a cell of a store from before claims (adopted when resumed)."""
-    n, run_id = tracking.latest_claim(uri, exp_id, f"cell.{identity}")
+    """(attempt, run) the cell's latest ledger entry names; attempt 0 and the newest unfinished run for
+    a cell of a store from before the ledger (adopted when resumed)."""
+    n, run_id = tracking.latest_entry(uri, exp_id, f"cell.{identity}")
     if run_id is not None:
         run = tracking.get_client(uri).get_run(run_id)
         return n, None if run.info.lifecycle_stage == "deleted" else run
-    # runs with an owner tag were made by claim-aware code: one not in the claims is another
-    # process's candidate that has not claimed the cell yet, not an abandoned run
+    # runs with an owner tag were made by ledger-aware code: one not in the ledger is another
+    # process's candidate that has not entered the cell yet, not an abandoned run
     legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
               if r.info.status in ("RUNNING", "KILLED") and tracking.OWNER_TAG not in r.data.tags]
     return 0, legacy[0] if legacy else None
 
 
-def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
-            parent_run_id: str | None, legacy: str | None = None) -> Claim:
-    """Decide, atomically against the store, what this process does with the cell. A cell that
+def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
+            parent_run_id: str | None, legacy: str | None = None) -> Ownership:
+    """Decide, atomically against the store, what this process does with the cell. `c` is the
+    run's config; its `tracking` settings and `force` are read. A cell that
     another live process trains is waited for (tracking.on_taken=wait: then skipped once it
     finishes, taken over if its owner dies) or left to it (skip).
 
@@ -80,7 +80,7 @@ def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
     while races < 50:  # each race is lost to a process that then holds the cell
         done = None if force else _finished(uri, exp_id, identity, legacy)
         if done is not None:
-            return Claim("skip", done.info.run_id, run=done)
+            return Ownership("skip", done.info.run_id, run=done)
         attempt, run = _current(uri, exp_id, identity)
         status = run.info.status if run is not None else None
         if status == "FINISHED" and not force:
@@ -91,7 +91,7 @@ def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
             if alive:
                 force = False  # a run started meanwhile is this rerun's result too
                 if t.on_taken == "skip":
-                    return Claim("taken", run.info.run_id, holder, run)
+                    return Ownership("taken", run.info.run_id, holder, run)
                 if not said:
                     log.warning("%s: run %s is being trained by %s; waiting for it "
                                 "(tracking.on_taken=skip leaves it)", name, run.info.run_id, holder)
@@ -101,14 +101,14 @@ def acquire(c: Config, identity: str, name: str, tags: dict[str, Any],
         races += 1
         if not force and status in ("RUNNING", "KILLED"):
             if tracking.take_lease(uri, run.info.run_id, owner):
-                return Claim("resume", run.info.run_id, owner, run)
+                return Ownership("resume", run.info.run_id, owner, run)
             continue
         run_id = tracking.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
-        if tracking.claim(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
-            return Claim("new", run_id, owner)
-        tracking.delete_run(uri, run_id)  # another process claimed the cell first
+        if tracking.set_once(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
+            return Ownership("new", run_id, owner)
+        tracking.delete_run(uri, run_id)  # another process entered the cell first
         force = False
-    raise RuntimeError(f"could not claim cell {identity} ({name}): the store keeps changing")
+    raise RuntimeError(f"could not own cell {identity} ({name}): the store keeps changing")
 
 
 def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:

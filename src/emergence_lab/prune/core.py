@@ -376,4 +376,4 @@ def sparsity(model: nn.Module) -> float:
     return pruned / total if total else 0.0
 
 
-from emergence_lab import strategies  # noqa: E402, F401 - registers the strategies
+from emergence_lab.prune import strategies  # noqa: E402, F401 - registers the strategies

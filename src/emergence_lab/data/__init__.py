@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from omegaconf import MISSING
 
-from emergence_lab.checkpoint import atomic_save
+from emergence_lab.files import atomic_save
 from emergence_lab.registry import Registry, check
 
 log = logging.getLogger(__name__)

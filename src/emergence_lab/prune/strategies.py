@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from emergence_lab.pruning import (
+from emergence_lab.prune.core import (
     PRUNABLE,
     STRATEGIES,
     UNITS,

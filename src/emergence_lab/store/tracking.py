@@ -1,12 +1,12 @@
 """Everything that talks to MLflow: the store, sweeps (parent runs), runs, metrics, artifacts,
-and the claims that keep two processes from training one cell.
+and the ledger that keeps two processes from training one cell.
 
 The only module that imports mlflow. Runs are driven through MlflowClient with explicit run
 ids (no fluent global state), so several runs can live in one process and in parallel jobs.
 
-Claims are atomic against the store itself (SQLite, PostgreSQL, an `mlflow server`), not a
+Ledger entries are atomic against the store itself (SQLite, PostgreSQL, an `mlflow server`), not a
 local file: MLflow refuses to change a logged param, so logging a param that another process
-logged first with another value fails, and whoever logged it first holds it. The claims of an
+logged first with another value fails, and whoever logged it first holds it. The ledger of an
 experiment are params of one run in the experiment `emergence-lab-claims`; that run is found
 through a deleted (hidden) experiment whose name is unique and whose tags are written with it
 in one step.
@@ -126,17 +126,17 @@ def start_sweep(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -
 def open_sweep(uri: str, experiment: str, name: str, sweep_hash: str,
                tags: Mapping[str, str]) -> str:
     """The parent run of the sweep with these cells: reopened if it exists, else created. Two
-    launchers of the same sweep get the same parent (claimed in the store). A FINISHED parent
+    launchers of the same sweep get the same parent (entered in the store's ledger). A FINISHED parent
     stays FINISHED: its cells are all finished, whatever a rerun does."""
     client = get_client(uri)
     exp_id = ensure_experiment(uri, experiment)
-    attempt, run_id = latest_claim(uri, exp_id, f"sweep.{sweep_hash}")
+    attempt, run_id = latest_entry(uri, exp_id, f"sweep.{sweep_hash}")
     if run_id is None or client.get_run(run_id).info.lifecycle_stage == "deleted":
         found = client.search_runs([exp_id], f"tags.kind = 'sweep' and tags.sweep_hash = '{sweep_hash}'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
         mine = found[0].info.run_id if found else start_sweep(
             uri, experiment, name, {**tags, "sweep_hash": sweep_hash})
-        run_id = claim(uri, exp_id, f"sweep.{sweep_hash}.{attempt + 1}", mine)
+        run_id = set_once(uri, exp_id, f"sweep.{sweep_hash}.{attempt + 1}", mine)
         if run_id != mine and not found:
             _retry(lambda: client.delete_run(mine))  # another launcher's parent won
     if client.get_run(run_id).info.status != "FINISHED":
@@ -191,14 +191,14 @@ def end_sweep(uri: str, run_id: str, status: str = "FINISHED") -> None:
         _retry(lambda: client.set_terminated(run_id, status))
 
 
-# ---- claims and ownership -------------------------------------------------------------------
+# ---- the ledger and ownership -------------------------------------------------------------------
 
-CLAIMS_EXPERIMENT = "emergence-lab-claims"  # one claims run per experiment, out of its way
-CLAIMS_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experiment id
+LEDGER_EXPERIMENT = "emergence-lab-claims"  # one ledger run per experiment (a stored name)
+LEDGER_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experiment id
 LEASE_PREFIX = "lease."  # lease.<n> = "<host>:<pid>:<nonce>@<unix time>": run owners, in order
 HEARTBEAT_TAG = "owner.heartbeat"  # "<owner> <unix time>", refreshed while the owner trains
 OWNER_TAG = "owner"
-_CLAIMS_RUNS: dict[tuple[str, str], str] = {}  # (store, experiment id) -> claims run id
+_LEDGER_RUNS: dict[tuple[str, str], str] = {}  # (store, experiment id) -> ledger run id
 
 
 class LeaseLost(RuntimeError):
@@ -210,20 +210,20 @@ def owner_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _claims_run(client: MlflowClient, exp_id: str) -> str:
-    """The run whose params hold the experiment's claims, created by the first caller (it never
+def _ledger_run(client: MlflowClient, exp_id: str) -> str:
+    """The run whose params hold the experiment's ledger, created by the first caller (it never
     changes: looked up once per store and experiment)."""
     key = (client.tracking_uri, exp_id)
-    if key not in _CLAIMS_RUNS:
-        _CLAIMS_RUNS[key] = _find_or_make_claims_run(client, exp_id)
-    return _CLAIMS_RUNS[key]
+    if key not in _LEDGER_RUNS:
+        _LEDGER_RUNS[key] = _find_or_make_ledger_run(client, exp_id)
+    return _LEDGER_RUNS[key]
 
 
-def _find_or_make_claims_run(client: MlflowClient, exp_id: str) -> str:
-    name = CLAIMS_ANCHOR.format(exp_id)
+def _find_or_make_ledger_run(client: MlflowClient, exp_id: str) -> str:
+    name = LEDGER_ANCHOR.format(exp_id)
     anchor = client.get_experiment_by_name(name)
     if anchor is None:
-        home = _experiment_id(client, CLAIMS_EXPERIMENT)
+        home = _experiment_id(client, LEDGER_EXPERIMENT)
         run = _retry(lambda: client.create_run(home, run_name=f"claims-of-experiment-{exp_id}", tags={
             "kind": "claims", "experiment_id": exp_id, "mlflow.note.content": "Which run "
             "trains each cell of experiment " f"{exp_id} (params cell.<config_hash>.<attempt>) "
@@ -231,21 +231,21 @@ def _find_or_make_claims_run(client: MlflowClient, exp_id: str) -> str:
         _retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
         try:  # the name is unique, and the tag is written with it: one winner
             anchor_id = _retry(lambda: client.create_experiment(
-                name, tags={"claims_run": run.info.run_id}))
+                name, tags={"ledger_run": run.info.run_id}))
             _retry(lambda: client.delete_experiment(anchor_id))  # hidden; name and tags stay
         except MlflowException:
             if client.get_experiment_by_name(name) is None:
                 raise
             _retry(lambda: client.delete_run(run.info.run_id))
         anchor = client.get_experiment_by_name(name)
-    return anchor.tags["claims_run"]
+    return anchor.tags["ledger_run"]
 
 
-def claim(uri: str, exp_id: str, key: str, value: str) -> str:
-    """Set `key` to `value` in the experiment's claims unless another value holds it; returns
+def set_once(uri: str, exp_id: str, key: str, value: str) -> str:
+    """Set `key` to `value` in the experiment's ledger unless another value holds it; returns
     the value that holds (atomic against the store)."""
     client = get_client(uri)
-    registry = _claims_run(client, exp_id)
+    registry = _ledger_run(client, exp_id)
     try:
         _retry(lambda: client.log_param(registry, key, value))
         return value
@@ -256,10 +256,10 @@ def claim(uri: str, exp_id: str, key: str, value: str) -> str:
         return held
 
 
-def claims(uri: str, exp_id: str, prefix: str) -> dict[str, str]:
-    """The experiment's claims whose key starts with `prefix`."""
+def entries(uri: str, exp_id: str, prefix: str) -> dict[str, str]:
+    """The experiment's ledger entries whose key starts with `prefix`."""
     client = get_client(uri)
-    params = client.get_run(_claims_run(client, exp_id)).data.params
+    params = client.get_run(_ledger_run(client, exp_id)).data.params
     return {k: v for k, v in params.items() if k.startswith(prefix)}
 
 
@@ -270,9 +270,9 @@ def _highest(params: Mapping[str, str], prefix: str) -> tuple[int, str | None]:
     return max(numbered) if numbered else (0, None)
 
 
-def latest_claim(uri: str, exp_id: str, key: str) -> tuple[int, str | None]:
-    """(attempt, value) of the highest `<key>.<attempt>` claim; (0, None) when there is none."""
-    return _highest(claims(uri, exp_id, f"{key}."), f"{key}.")
+def latest_entry(uri: str, exp_id: str, key: str) -> tuple[int, str | None]:
+    """(attempt, value) of the highest `<key>.<attempt>` entry; (0, None) when there is none."""
+    return _highest(entries(uri, exp_id, f"{key}."), f"{key}.")
 
 
 def lease_holder(run: Any) -> tuple[int, str | None, float]:
@@ -547,7 +547,7 @@ def create_owned_run(uri: str, experiment: str, name: str, tags: Mapping[str, An
 
 
 def delete_run(uri: str, run_id: str) -> None:
-    """Soft-delete a run (a claim's losing candidate): hidden from searches and the UI."""
+    """Soft-delete a run (a losing candidate for a cell): hidden from searches and the UI."""
     client = get_client(uri)
     _retry(lambda: client.delete_run(run_id))
 

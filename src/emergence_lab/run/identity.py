@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from emergence_lab.config import Config, ThresholdConfig, TrainerConfig
 from emergence_lab.models import INITS, MODELS
-from emergence_lab.pruning import RESETS, STRATEGIES, PruningConfig, describe
+from emergence_lab.prune.core import RESETS, STRATEGIES, PruningConfig, describe
+from emergence_lab.run.config import Config, ThresholdConfig, TrainerConfig
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
 NOT_RESULT = ("device", "num_threads", "checkpoints")  # how a run executes, not what it computes

@@ -1,4 +1,4 @@
-"""One run end to end: claim the cell, build the network, train it with pruning steps on the
+"""One run end to end: own the cell, build the network, train it with pruning steps on the
 configured schedule, measure emergence every epoch and log to MLflow.
 
 Runs that share their training before the first pruning step share it through
@@ -26,30 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
-from emergence_lab import ownership, procs, remeasure, tracking
-from emergence_lab.checkpoint import (
-    load_optimizer_state,
-    optimizer_state,
-    restore_state,
-    save_checkpoint,
-    shared_prefix,
-)
-from emergence_lab.config import Config, validate
+from emergence_lab import procs
 from emergence_lab.data import TensorData, load_dataset, shape_of
-from emergence_lab.identity import (
-    config_hash,
-    flatten,
-    git_commit,
-    legacy_hash,
-    prefix_key,
-    run_name,
-)
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.measure.formula import stop_epoch
 from emergence_lab.measure.graph import unit_graph
 from emergence_lab.models import INITS, build_model
-from emergence_lab.pruning import (
+from emergence_lab.prune.core import (
     RESETS,
     apply_masks,
     apply_pruning,
@@ -57,7 +41,26 @@ from emergence_lab.pruning import (
     current_masks,
     schedule,
 )
-from emergence_lab.train import Row, fit, measure
+from emergence_lab.run import remeasure
+from emergence_lab.run.checkpoint import (
+    load_optimizer_state,
+    optimizer_state,
+    restore_state,
+    save_checkpoint,
+    shared_prefix,
+)
+from emergence_lab.run.config import Config, validate
+from emergence_lab.run.identity import (
+    config_hash,
+    flatten,
+    git_commit,
+    legacy_hash,
+    prefix_key,
+    run_name,
+)
+from emergence_lab.run.loop import Row, fit, measure
+from emergence_lab.store import cells as ownership
+from emergence_lab.store import tracking
 
 log = logging.getLogger(__name__)
 

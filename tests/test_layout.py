@@ -1,0 +1,71 @@
+"""The layout is the architecture: imports between the stage packages go one way, no cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "emergence_lab"
+# what each package (or top-level module) may import from emergence_lab, besides itself
+ALLOWED = {
+    "registry": set(), "procs": set(), "files": set(),
+    "measure": {"registry"},
+    "models": {"measure", "registry"},
+    "data": {"registry", "files"},
+    "prune": {"measure", "models", "registry"},
+    "store": {"procs"},
+    "run": {"measure", "models", "data", "prune", "store", "registry", "procs", "files"},
+    "report": {"measure", "prune", "store", "registry"},
+}
+
+
+def _unit(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: Path) -> set[str]:
+    """The emergence_lab units a module imports, anywhere in it (function-local imports too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == "emergence_lab":
+                out |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names
+                    if a.name.startswith("emergence_lab.")}
+    return out
+
+
+MODULES = sorted(p for p in SRC.rglob("*.py") if p.name != "__init__.py" or p.parent != SRC)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_go_one_way(path):
+    unit = _unit(path)
+    assert unit in ALLOWED, f"{path.relative_to(SRC)}: a new top-level unit; add it to the layout"
+    bad = _imports(path) - ALLOWED[unit] - {unit}
+    assert not bad, f"{path.relative_to(SRC)} ({unit}/) imports {sorted(bad)}"
+
+
+def test_the_rule_has_no_cycle():
+    seen: dict[str, int] = {}
+
+    def visit(u: str, stack: tuple[str, ...]) -> None:
+        assert u not in stack, f"cycle {' -> '.join((*stack, u))}"
+        for v in ALLOWED[u]:
+            visit(v, (*stack, u))
+
+    for u in ALLOWED:
+        visit(u, ())
+    assert not seen
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("def f():\n    from emergence_lab.report import claims\n"
+                   "from emergence_lab import procs, files\n")
+    assert _imports(bad) == {"report", "procs", "files"}
