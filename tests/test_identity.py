@@ -21,8 +21,8 @@ PAPER_FMNIST = {k: v for k, v in V1_HASHES.items() if k.startswith("experiment=p
 
 # Experiments on the calibrated protocol (conf/trainer/paper.yaml, batch 32) since issue 21; their
 # stored cells are the batch-64 protocol they had, found with trainer.batch_size=64.
-CALIBRATED = ("paper_fmnist", "paper_fmnist_lr", "paper_fmnist_random", "paper_mnist",
-              "paper_transfer", "paper_cnn")
+CALIBRATED = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")
+              if "override /trainer: paper" in p.read_text()}
 
 
 def _composed(case: str) -> list[str]:

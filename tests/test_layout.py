@@ -52,8 +52,6 @@ def test_imports_go_one_way(path):
 
 
 def test_the_rule_has_no_cycle():
-    seen: dict[str, int] = {}
-
     def visit(u: str, stack: tuple[str, ...]) -> None:
         assert u not in stack, f"cycle {' -> '.join((*stack, u))}"
         for v in ALLOWED[u]:
@@ -61,7 +59,6 @@ def test_the_rule_has_no_cycle():
 
     for u in ALLOWED:
         visit(u, ())
-    assert not seen
 
 
 def test_the_checker_sees_a_violation(tmp_path):

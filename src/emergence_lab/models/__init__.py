@@ -1,6 +1,6 @@
 """The models: each a class, a settings dataclass and a registry line.
 
-Nothing here says which modules hold the units emergence counts: `unitgraph.py` reads them from
+Nothing here says which modules hold the units emergence counts: `measure/graph.py` reads them from
 the model's torch.fx trace (every activation call), so a model is any `nn.Module` whose forward
 does not branch on data. Built-in options: mlp (lenet_300_100 is its YAML), cnn, resnet (the
 CIFAR ResNet of He et al. 2016 as in open_lth), vgg (open_lth's CIFAR VGG), torchvision (any

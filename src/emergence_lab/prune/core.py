@@ -1,6 +1,6 @@
 """Pruning masks, schedules and resets: how a strategy's masks are applied to a network.
 
-A strategy (see `strategies.py`) gets the network, its settings, the current masks and, when it
+A strategy (see `prune/strategies.py`) gets the network, its settings, the current masks and, when it
 asks for one, a batch of training data with the loss; it returns the new masks. It never sees
 how masks are applied: here each mask is a buffer `<param>_mask` beside its parameter, the
 parameter is multiplied by it once, and a gradient hook multiplies the gradient by it, so pruned

@@ -1,7 +1,7 @@
 """The pruning strategies: one `STRATEGIES.add(...)` each, with a YAML in conf/pruning/.
 
-A strategy scores the network and returns masks (see `pruning.StrategyEntry`); the schedule,
-the resets and how masks are applied live in `pruning.py`. Scores are "higher keeps":
+A strategy scores the network and returns masks (see `prune.core.StrategyEntry`); the schedule,
+the resets and how masks are applied live in `prune/core.py`. Scores are "higher keeps":
 `keep_top` removes the lowest ones, over all layers (scope global) or per layer.
 
 - magnitude: |w| (Han et al. 2015; with reset=rewind, the lottery ticket of Frankle et al.)

@@ -1,6 +1,6 @@
 """The plain training loop: one epoch, evaluation, the per-epoch measurements, and `fit`,
 which trains epochs and hands each epoch's numbers to one callback. Everything around it (which
-process trains a cell, the shared prefix, pruning steps, logging) is in `runner.py`.
+process trains a cell, the shared prefix, pruning steps, logging) is in `run/pipeline.py`.
 """
 
 from __future__ import annotations

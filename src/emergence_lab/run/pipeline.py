@@ -3,7 +3,7 @@ configured schedule, measure emergence every epoch and log to MLflow.
 
 Runs that share their training before the first pruning step share it through
 `checkpoint.shared_prefix` (computed once, cached, its threads lent by waiting siblings); every
-branch still logs its whole curve from step 0. Which process trains a cell is `ownership.py`'s;
+branch still logs its whole curve from step 0. Which process trains a cell is `store/cells.py`'s;
 the loop itself is `train.py`'s.
 """
 
