@@ -33,7 +33,7 @@ from epoch_overhead import bare_epochs, new_model, project_epochs, setup  # noqa
 
 from emergence_lab.report.render import build_report  # noqa: E402
 from emergence_lab.report.synthetic import big_sweep  # noqa: E402
-from emergence_lab.store import tracking  # noqa: E402
+from emergence_lab.store import records  # noqa: E402
 
 
 def dataloader_epochs(c, device, epochs: int) -> list[float]:
@@ -121,9 +121,9 @@ def sweep_ratio(quick: bool) -> dict[str, float]:
 
 def branch_epoch_s(uri: str, experiment: str, after: int) -> float:
     """Median seconds per training epoch after the pruning epoch, over an experiment's runs."""
-    runs = [r.info.run_id for r in tracking.experiment_runs(uri, experiment)]
+    runs = [r.info.run_id for r in records.experiment_runs(uri, experiment)]
     return statistics.median(v for _, _, step, v in
-                             tracking.metric_histories(uri, runs, ["time/epoch_s"]) if step > after)
+                             records.metric_histories(uri, runs, ["time/epoch_s"]) if step > after)
 
 
 def report_seconds() -> dict[str, float]:

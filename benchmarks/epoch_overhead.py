@@ -28,7 +28,7 @@ from emergence_lab.models import build_model
 from emergence_lab.run.config import register_configs, validate
 from emergence_lab.run.loop import fit
 from emergence_lab.run.pipeline import EpochLogger, resolve_device
-from emergence_lab.store import tracking
+from emergence_lab.store import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def project_epochs(c, data, probe, device, epochs: int) -> tuple[list[float], li
     """The project's loop with its per-epoch callback (metrics, MLflow, checkpoints)."""
     model, opt = new_model(c, data.x_train.shape[1:], data.num_classes, device)
     times, emergence_s = [], []
-    with tracking.Run(c.tracking.uri, c.tracking.experiment, "bench", {}) as run, \
+    with records.Run(c.tracking.uri, c.tracking.experiment, "bench", {}) as run, \
             tempfile.TemporaryDirectory() as workdir:
         logger = EpochLogger(run, c, model, opt, Path(workdir))
         t_last = time.perf_counter()

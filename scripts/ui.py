@@ -21,21 +21,21 @@ import time
 import urllib.request
 from pathlib import Path
 
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, links, sweeps
 
 
 def sweep_urls(uri: str, address: str) -> list[str]:
     """Lines naming the latest sweep's pages, or saying there is none yet."""
-    if tracking.local_store_dir(uri) is not None and \
-            not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+    if connection.local_store_dir(uri) is not None and \
+            not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
         return [f"no store at {uri} yet: make sweep first"]
-    parent = tracking.latest_sweep(uri)
+    parent = sweeps.latest_sweep(uri)
     if parent is None:
         return [f"no sweep in {uri} yet: make sweep first"]
     exp, rid = parent.info.experiment_id, parent.info.run_id
     return [f"latest sweep: {parent.info.run_name}",
-            f"  its runs:   {tracking.sweep_page(address, exp, rid)}",
-            f"  its parent: {tracking.run_page(address, exp, rid)}"]
+            f"  its runs:   {links.sweep_page(address, exp, rid)}",
+            f"  its parent: {links.run_page(address, exp, rid)}"]
 
 
 def main() -> int:

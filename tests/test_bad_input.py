@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from emergence_lab.store import tracking
+from emergence_lab.store import records
 from tests.conftest import ROOT, SHARED_MNIST, corrupt_mnist_copy
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def workdir(tmp_path_factory):
     """A folder with a store that holds one run, and a corrupt copy of MNIST."""
     d = tmp_path_factory.mktemp("bad")
     uri = f"sqlite:///{d / 'x.db'}"
-    with tracking.Run(uri, "emergence", "existing", {}) as run:
+    with records.Run(uri, "emergence", "existing", {}) as run:
         run.log_metrics({"test/acc": 0.5}, step=0)
     (d / "adir").mkdir()
     if SHARED_MNIST.is_dir():

@@ -12,7 +12,7 @@ import pytest
 
 from emergence_lab import procs
 from emergence_lab.report.render import build_report
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, ledger, records
 from tests.conftest import ROOT
 from tests.test_server import backend, server  # noqa: F401 - fixtures
 
@@ -32,21 +32,21 @@ def launch(uri, cwd, *more):
 
 
 def one_finished_run_per_cell(uri, out):
-    runs = tracking.experiment_runs(uri, "emergence")
+    runs = records.experiment_runs(uri, "emergence")
     by_cell = {}
     for r in runs:
         by_cell.setdefault(r.data.tags["config_hash"], []).append(r)
     assert len(by_cell) == 2, [r.info.run_name for r in runs]
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     for cell in by_cell.values():
         assert [r.info.status for r in cell] == ["FINISHED"], [
             (r.info.run_name, r.info.run_id, r.info.start_time, r.data.tags.get("mlflow.parentRunId"),
              {k: v for k, v in r.data.params.items() if k.startswith("lease")}) for r in cell] + [
-            tracking.entries(uri, tracking.ensure_experiment(uri, "emergence"), "")]
+            ledger.entries(uri, connection.ensure_experiment(uri, "emergence"), "")]
         for key in KEYS:
             steps = [m.step for m in client.get_metric_history(cell[0].info.run_id, key)]
             assert len(steps) == len(set(steps)) and max(steps) == 3, (key, steps)
-    sweeps = [r for r in client.search_runs([tracking.ensure_experiment(uri, "emergence")])
+    sweeps = [r for r in client.search_runs([connection.ensure_experiment(uri, "emergence")])
               if r.data.tags.get("kind") == "sweep"]
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
     report = build_report(uri, sweep=sweeps[0].info.run_id, out=str(out), log_back=False)
@@ -81,8 +81,8 @@ def test_the_same_sweep_twice_on_a_postgresql_tracking_server(server, tmp_path):
         work.mkdir()
         run_twice(uri, work, delay)
         one_finished_run_per_cell(uri, work / "report")
-        client = tracking.get_client(uri)
-        for r in client.search_runs([tracking.ensure_experiment(uri, "emergence")]):
+        client = connection.get_client(uri)
+        for r in client.search_runs([connection.ensure_experiment(uri, "emergence")]):
             client.delete_run(r.info.run_id)  # the next round starts with no runs
 
 
@@ -136,7 +136,7 @@ def test_a_signal_to_the_launcher_alone_stops_its_workers_and_their_runs(tmp_pat
         assert gone(workers), "workers still running after their launcher stopped"
         deadline = time.time() + 60
         while time.time() < deadline:
-            runs = tracking.experiment_runs(uri, "emergence")
+            runs = records.experiment_runs(uri, "emergence")
             if runs and all(r.info.status == "KILLED" for r in runs):
                 break
             time.sleep(0.5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records, sweeps
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -25,12 +25,12 @@ def test_multirun_logs_one_parent_and_finished_children(tmp_path):
                     "model.hidden=[64,32]", "hydra.launcher.n_jobs=2"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     exp = client.get_experiment_by_name("emergence")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = tracking.sweep_children(uri, parents[0].info.run_id)
+    children = sweeps.sweep_children(uri, parents[0].info.run_id)
     assert sorted(c.info.run_name for c in children) == [
         "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]
     assert all(c.info.status == "FINISHED" for c in children)
@@ -40,7 +40,7 @@ def test_multirun_logs_one_parent_and_finished_children(tmp_path):
             "params/nonzero", "time/epoch_s"]
     for child in children:
         for key in keys:
-            steps = [s for s, _ in tracking.metric_history(uri, child.info.run_id, key)]
+            steps = [s for s, _ in records.metric_history(uri, child.info.run_id, key)]
             assert steps[-3:] == [1, 2, 3] and len(steps) == len(set(steps)), (key, steps)
         overrides = client.download_artifacts(child.info.run_id, "overrides.txt")
         assert "pruning.epoch=1" in Path(overrides).read_text()
@@ -60,7 +60,7 @@ def test_a_failing_job_is_failed_in_mlflow_and_the_sweep_exits_nonzero(tmp_path)
                     "model.hidden=[16,8]", "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
     assert proc.returncode != 0
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     runs = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
     by_status = sorted((r.data.tags.get("kind", "run"), r.info.status) for r in runs)
     assert by_status == [("run", "FAILED"), ("run", "FINISHED"), ("sweep", "FAILED")]
@@ -72,9 +72,9 @@ def test_single_run_has_no_parent(tmp_path):
     proc = run_cli(["dataset=digits", "trainer.epochs=1", "model.hidden=[16,8]",
                     "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = tracking.get_client(f"sqlite:///{tmp_path / 'x.db'}")
+    client = connection.get_client(f"sqlite:///{tmp_path / 'x.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
-    assert run.info.status == "FINISHED" and tracking.PARENT_TAG not in run.data.tags
+    assert run.info.status == "FINISHED" and sweeps.PARENT_TAG not in run.data.tags
 
 
 def test_an_optuna_search_runs_under_one_parent_and_reports_its_best(tmp_path):
@@ -87,11 +87,11 @@ def test_an_optuna_search_runs_under_one_parent_and_reports_its_best(tmp_path):
                     "tracking.uri=sqlite:///x.db", "tracking.progress=false"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     runs = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = tracking.sweep_children(uri, parents[0].info.run_id)
+    children = sweeps.sweep_children(uri, parents[0].info.run_id)
     alphas = sorted(float(c.data.params["init.alpha"]) for c in children)
     assert len(alphas) == 2 and len(set(alphas)) == 2 and all(1 <= a <= 2 for a in alphas)
     assert all(c.info.status == "FINISHED" for c in children)
@@ -111,14 +111,14 @@ def test_a_custom_residual_model_sweeps_with_structured_pruning_and_a_bad_one_fa
                    cwd=tmp_path, **path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    runs = tracking.get_client(uri).search_runs(
-        [tracking.get_client(uri).get_experiment_by_name("emergence").experiment_id])
+    runs = connection.get_client(uri).search_runs(
+        [connection.get_client(uri).get_experiment_by_name("emergence").experiment_id])
     children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
     assert sorted(r.info.run_name for r in children) == [
         "digits-ResidualMLP-structured0-seed0", "digits-ResidualMLP-structured0.5-seed0"]
     for r in children:
         assert r.info.status == "FINISHED"
-        steps = [s for s, _ in tracking.metric_history(uri, r.info.run_id, "emergence/E")]
+        steps = [s for s, _ in records.metric_history(uri, r.info.run_id, "emergence/E")]
         assert steps[-2:] == [1, 2]
     pruned = next(r for r in children if r.info.run_name.endswith("0.5-seed0"))
     assert pruned.data.metrics["params/nonzero"] < min(

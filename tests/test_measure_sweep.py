@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emergence_lab.measure import keys
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records
 from tests.test_e2e import run_cli
 
 pytestmark = pytest.mark.slow
@@ -21,14 +21,14 @@ BASE = ["-m", "dataset=digits", "pruning=magnitude", "pruning.amount=0,0.5", "pr
 
 
 def _runs(uri: str) -> dict[str, object]:
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     exp = client.get_experiment_by_name("emergence")
     return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])
             if r.data.tags.get("kind") != "sweep"}
 
 
 def _history(uri: str, run, key: str) -> list[tuple[int, float]]:
-    return sorted(tracking.metric_history(uri, run.info.run_id, key))
+    return sorted(records.metric_history(uri, run.info.run_id, key))
 
 
 def test_a_threshold_sweep_over_trained_cells_trains_nothing(tmp_path):
@@ -80,7 +80,7 @@ def test_a_run_without_stored_measurements_is_named_in_one_line(tmp_path):
     assert run_cli(args, cwd=tmp_path).returncode == 0
     (run,) = _runs(uri).values()
     # a run logged before measurements were stored: its measurements folder is not there
-    folder = Path(tracking.get_client(uri).download_artifacts(run.info.run_id, "measurements",
+    folder = Path(connection.get_client(uri).download_artifacts(run.info.run_id, "measurements",
                                                                str(tmp_path / "dl")))
     stored = next(p for p in (tmp_path / "artifacts").rglob("measurements") if p.is_dir())
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in stored.iterdir())

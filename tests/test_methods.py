@@ -7,7 +7,7 @@ import torch
 from emergence_lab.prune.core import current_masks
 from emergence_lab.run import pipeline as runner
 from emergence_lab.run.config import validate
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records
 from tests.conftest import compose_cfg
 
 SHORT = {  # each method's schedule squeezed into 3 epochs
@@ -25,7 +25,7 @@ def test_every_method_runs_to_its_sparsity_and_logs_every_epoch(tiny_overrides, 
         out = runner.train(compose_cfg(tiny_overrides + [f"pruning={method}",
                                                          "pruning.amount=0.6", *extra]))
         assert out["pruning/sparsity"] == pytest.approx(0.6, abs=0.01), method
-    client = tracking.get_client(store)
+    client = connection.get_client(store)
     runs = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * len(SHORT)
     names = {r.info.run_name for r in runs}
@@ -33,7 +33,7 @@ def test_every_method_runs_to_its_sparsity_and_logs_every_epoch(tiny_overrides, 
         "snip0.6", "magnitude0.6x2-cubic", "magnitude0.6x2-rewind0", "magnitude0.6x2-reinit",
         "ticket_shuffle0.6x2-rewind1")} <= names
     for r in runs:
-        steps = [s for s, _ in tracking.metric_history(store, r.info.run_id, "emergence/E")]
+        steps = [s for s, _ in records.metric_history(store, r.info.run_id, "emergence/E")]
         assert steps == [0, 1, 2, 3], r.info.run_name
 
 

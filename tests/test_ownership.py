@@ -14,17 +14,17 @@ import pytest
 
 from emergence_lab.run.config import validate
 from emergence_lab.store import cells as ownership
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, ledger, records, sweeps
 from tests.conftest import compose_cfg
 
 
 def _race(uri: str, exp_id: str, value: str, start: float, out) -> None:
     time.sleep(max(0.0, start - time.time()))
-    out.put((value, tracking.set_once(uri, exp_id, "cell.abc.1", value)))
+    out.put((value, ledger.set_once(uri, exp_id, "cell.abc.1", value)))
 
 
 def test_one_entry_wins_among_processes_racing_on_a_fresh_store(store):
-    exp_id = tracking.ensure_experiment(store, "emergence")
+    exp_id = connection.ensure_experiment(store, "emergence")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start = time.time() + 3  # all four past their imports, then at once
@@ -38,7 +38,7 @@ def test_one_entry_wins_among_processes_racing_on_a_fresh_store(store):
     held = {held for _, held in results}
     assert len(held) == 1, results  # every process agrees on one winner
     assert sum(mine == h for mine, h in results) == 1
-    assert tracking.entries(store, exp_id, "cell.abc.") == {"cell.abc.1": held.pop()}
+    assert ledger.entries(store, exp_id, "cell.abc.") == {"cell.abc.1": held.pop()}
 
 
 def dead_pid() -> int:
@@ -54,13 +54,13 @@ def config(tiny_overrides, *more):
 def owned_run(store, owner, age=0.0):
     """A RUNNING run of cell 'h1' owned by `owner`, whose lease and last heartbeat are
     `age` seconds old."""
-    exp_id = tracking.ensure_experiment(store, "emergence")
-    client = tracking.get_client(store)
+    exp_id = connection.ensure_experiment(store, "emergence")
+    client = connection.get_client(store)
     run_id = client.create_run(exp_id, tags={"config_hash": "h1"}).info.run_id
     then = time.time() - age
-    client.log_param(run_id, f"{tracking.LEASE_PREFIX}1", f"{owner}@{then}")
-    client.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{owner} {then}")
-    assert tracking.set_once(store, exp_id, "cell.h1.1", run_id) == run_id
+    client.log_param(run_id, f"{ledger.LEASE_PREFIX}1", f"{owner}@{then}")
+    client.set_tag(run_id, ledger.HEARTBEAT_TAG, f"{owner} {then}")
+    assert ledger.set_once(store, exp_id, "cell.h1.1", run_id) == run_id
     return run_id
 
 
@@ -70,7 +70,7 @@ def test_a_live_owner_keeps_its_cell(tiny_overrides, store):
     got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("taken", run_id)
     assert got.owner == f"{socket.gethostname()}:{os.getpid()}:x"
-    assert len(tracking.experiment_runs(store, "emergence")) == 1  # nothing new was created
+    assert len(records.experiment_runs(store, "emergence")) == 1  # nothing new was created
 
 
 def test_a_dead_owner_on_this_host_is_taken_over_at_once(tiny_overrides, store):
@@ -78,7 +78,7 @@ def test_a_dead_owner_on_this_host_is_taken_over_at_once(tiny_overrides, store):
     run_id = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")  # as after kill -9
     got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("resume", run_id)
-    gen, holder, _ = tracking.lease_holder(tracking.get_client(store).get_run(run_id))
+    gen, holder, _ = ledger.lease_holder(connection.get_client(store).get_run(run_id))
     assert (gen, holder) == (2, got.owner)
 
 
@@ -87,7 +87,7 @@ def test_an_owner_on_another_host_is_dead_only_once_its_heartbeat_is_stale(tiny_
                "tracking.heartbeat_s=10")
     fresh = owned_run(store, "elsewhere:1:x", age=5)
     assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
-    tracking.get_client(store).set_tag(fresh, tracking.HEARTBEAT_TAG, f"elsewhere:1:x {time.time()}")
+    connection.get_client(store).set_tag(fresh, ledger.HEARTBEAT_TAG, f"elsewhere:1:x {time.time()}")
     assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
 
 
@@ -99,45 +99,45 @@ def test_a_silent_owner_on_another_host_is_taken_over(tiny_overrides, store):
 
 
 def test_a_run_taken_over_is_never_logged_into_again(store):
-    with pytest.raises(tracking.LeaseLost, match="was taken over by thief"):
-        with tracking.Run(store, "emergence", "r", {"config_hash": "h"}) as run:
+    with pytest.raises(ledger.LeaseLost, match="was taken over by thief"):
+        with records.Run(store, "emergence", "r", {"config_hash": "h"}) as run:
             run.log_metrics({"train/loss": 1.0}, step=1)
-            assert tracking.take_lease(store, run.run_id, "thief")
+            assert ledger.take_lease(store, run.run_id, "thief")
             run.check_owner()  # what the per-epoch callback does before it logs
             run.log_metrics({"train/loss": 2.0}, step=2)
-    client = tracking.get_client(store)
+    client = connection.get_client(store)
     assert [m.step for m in client.get_metric_history(run.run_id, "train/loss")] == [1]
     got = client.get_run(run.run_id)
     assert got.info.status == "RUNNING" and "error" not in got.data.tags  # the thief's now
 
 
 def test_a_finished_parent_is_never_failed_or_killed(store):
-    parent = tracking.start_sweep(store, "emergence", "s", {})
-    tracking.end_sweep(store, parent, "FINISHED")
+    parent = sweeps.start_sweep(store, "emergence", "s", {})
+    sweeps.end_sweep(store, parent, "FINISHED")
     for status in ("FAILED", "KILLED"):
-        tracking.end_sweep(store, parent, status)
-    assert tracking.get_client(store).get_run(parent).info.status == "FINISHED"
-    other = tracking.start_sweep(store, "emergence", "t", {})
-    tracking.end_sweep(store, other, "KILLED")  # an interrupted launcher of the same sweep
-    tracking.end_sweep(store, other, "FINISHED")  # ... and the one that finished its cells
-    assert tracking.get_client(store).get_run(other).info.status == "FINISHED"
+        sweeps.end_sweep(store, parent, status)
+    assert connection.get_client(store).get_run(parent).info.status == "FINISHED"
+    other = sweeps.start_sweep(store, "emergence", "t", {})
+    sweeps.end_sweep(store, other, "KILLED")  # an interrupted launcher of the same sweep
+    sweeps.end_sweep(store, other, "FINISHED")  # ... and the one that finished its cells
+    assert connection.get_client(store).get_run(other).info.status == "FINISHED"
 
 
 def test_identical_sweeps_share_one_parent(store):
-    ids = {tracking.open_sweep(store, "emergence", f"s{i}", "samehash", {}) for i in range(3)}
+    ids = {sweeps.open_sweep(store, "emergence", f"s{i}", "samehash", {}) for i in range(3)}
     assert len(ids) == 1
-    sweeps = [r for r in tracking.get_client(store).search_runs(
-        [tracking.ensure_experiment(store, "emergence")]) if r.data.tags.get("kind") == "sweep"]
-    assert len(sweeps) == 1
+    parents = [r for r in connection.get_client(store).search_runs(
+        [connection.ensure_experiment(store, "emergence")]) if r.data.tags.get("kind") == "sweep"]
+    assert len(parents) == 1
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_a_store_in_a_folder_this_user_cannot_write_is_named_at_once():
     folder = Path(tempfile.mkdtemp(prefix="emergence-lab-readonly-", dir="/tmp"))  # traversable
     folder.chmod(0o555)
-    code = ("import os, time\nfrom emergence_lab.store import tracking\n"
+    code = ("import os, time\nfrom emergence_lab.store import connection\n"
             "os.setgid(65534); os.setuid(65534); t = time.time()\n"
-            f"try: tracking.check_reachable('sqlite:///{folder}/mlflow.db')\n"
+            f"try: connection.check_reachable('sqlite:///{folder}/mlflow.db')\n"
             "except ValueError as e: print(e, round(time.time() - t, 1))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     message, _, seconds = out.stdout.strip().rpartition(" ")
@@ -150,7 +150,7 @@ def test_a_cell_that_finishes_while_it_is_looked_at_is_skipped_not_rerun(tiny_ov
                                                                         monkeypatch):
     c = config(tiny_overrides)
     run_id = owned_run(store, f"{socket.gethostname()}:{os.getpid()}:x")
-    tracking.get_client(store).set_terminated(run_id, "FINISHED")
+    connection.get_client(store).set_terminated(run_id, "FINISHED")
     real, calls = ownership._finished, []
 
     def finished_after_the_first_look(*args):
@@ -160,13 +160,13 @@ def test_a_cell_that_finishes_while_it_is_looked_at_is_skipped_not_rerun(tiny_ov
     monkeypatch.setattr(ownership, "_finished", finished_after_the_first_look)
     got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert (got.state, got.run_id) == ("skip", run_id)
-    assert len(tracking.experiment_runs(store, "emergence")) == 1
+    assert len(records.experiment_runs(store, "emergence")) == 1
 
 
 def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
     c = config(tiny_overrides, "force=true", "tracking.on_taken=skip")
     old = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")
-    tracking.get_client(store).set_terminated(old, "FINISHED")
+    connection.get_client(store).set_terminated(old, "FINISHED")
     first = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     second = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert first.state == "new" and (second.state, second.run_id) == ("taken", first.run_id)
@@ -174,10 +174,10 @@ def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
 
 def test_another_process_s_unentered_candidate_is_not_taken_over(tiny_overrides, store):
     c = config(tiny_overrides)
-    exp_id = tracking.ensure_experiment(store, "emergence")
+    exp_id = connection.ensure_experiment(store, "emergence")
     other = f"{socket.gethostname()}:{os.getpid()}:other"  # made its run, not yet its lease
-    candidate = tracking.get_client(store).create_run(
-        exp_id, tags={"config_hash": "h1", tracking.OWNER_TAG: other}).info.run_id
+    candidate = connection.get_client(store).create_run(
+        exp_id, tags={"config_hash": "h1", ledger.OWNER_TAG: other}).info.run_id
     got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
     assert got.state == "new" and got.run_id != candidate
-    assert tracking.lease_holder(tracking.get_client(store).get_run(candidate))[1] is None
+    assert ledger.lease_holder(connection.get_client(store).get_run(candidate))[1] is None

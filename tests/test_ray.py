@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab.store import tracking
+from emergence_lab.store import sweeps
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -48,8 +48,8 @@ def test_a_sweep_on_a_local_ray_cluster(ray_cluster, ray_env, tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=900, env=ray_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    parent = tracking.latest_sweep(uri)
-    children = tracking.sweep_children(uri, parent.info.run_id)
+    parent = sweeps.latest_sweep(uri)
+    children = sweeps.sweep_children(uri, parent.info.run_id)
     assert parent.info.status == "FINISHED"
     assert sorted(c.info.run_name for c in children) == [
         "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]

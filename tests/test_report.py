@@ -12,7 +12,7 @@ import pytest
 from emergence_lab.report import table as report
 from emergence_lab.report.render import ReportError, build_report
 from emergence_lab.report.synthetic import big_sweep, branch, params, write_run
-from emergence_lab.store import tracking
+from emergence_lab.store import artifacts, connection, sweeps
 from tests.conftest import ROOT
 
 CONTROL = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1, 0.09, 0.08, 0.07, 0.06],
@@ -22,11 +22,11 @@ PRUNED = branch([0.1, 0.5, 0.6, 0.75, 0.76], [100, 90, 80, 40, 30], [0.1, 0.09, 
 
 
 def test_per_run_values_by_hand(store):
-    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    parent = sweeps.start_sweep(store, "synthetic", "s", {})
     write_run(store, parent, "c", params(0.0, 0), CONTROL)
     write_run(store, parent, "p", params(0.5, 0), PRUNED)
     from emergence_lab.report.render import load_runs
-    runs, hist = load_runs(store, tracking.sweep_children(store, parent))
+    runs, hist = load_runs(store, sweeps.sweep_children(store, parent))
     t = report.per_run_table(runs, hist).set_index("level")
     c, p = t.loc[0.0], t.loc[0.5]
     # control: final 0.8; 99 % of it is 0.792, first reached at epoch 4 -> 2 epochs after pruning
@@ -55,7 +55,7 @@ def test_mean_and_t_interval_by_hand():
 
 
 def sweep_with(store, control, pruned_by_seed, levels=(0.5,), seeds=(0, 1, 2)):
-    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    parent = sweeps.start_sweep(store, "synthetic", "s", {})
     for seed in seeds:
         write_run(store, parent, f"c{seed}", params(0.0, seed), control(seed))
         for level in levels:
@@ -122,10 +122,10 @@ def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):
 
 
 def test_partial_sweep_lists_missing_and_failed_and_incomplete(store, tmp_path):
-    parent = tracking.start_sweep(store, "synthetic", "partial", {})
+    parent = sweeps.start_sweep(store, "synthetic", "partial", {})
     jobs = [{"overrides": [f"pruning.amount={a}"], "config_hash": h}
             for a, h in (("0", "c"), ("0.5", "p"), ("0.7", "q"))]
-    tracking.log_json(store, parent, jobs, "sweep_jobs.json")
+    artifacts.log_json(store, parent, jobs, "sweep_jobs.json")
     write_run(store, parent, "c", {**params(0.0, 0), "dataset.name": "mnist"}, CONTROL,
               overrides="pruning.amount=0")
     write_run(store, parent, "p", params(0.5, 0), PRUNED, status="FAILED",
@@ -153,10 +153,10 @@ def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.level) == [0.0, 0.3, 0.7] and list(summary.n) == [2, 2, 2]
     assert summary.paper_final_acc.isna().all()  # pruned after 2 epochs: not the paper's protocol
-    client = tracking.get_client(store)
+    client = connection.get_client(store)
     exp = client.get_experiment_by_name("synthetic")
     (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
-    assert len(tracking.load_json(store, rep.info.run_id, "source_runs.json")) == 6
+    assert len(artifacts.load_json(store, rep.info.run_id, "source_runs.json")) == 6
     names = {a.path for a in client.list_artifacts(rep.info.run_id, "report")}
     assert {"report/report.md", "report/report.html", "report/summary.csv"} <= names
 
@@ -174,7 +174,7 @@ def test_no_store_is_a_clear_error_and_creates_nothing(tmp_path):
 
 
 def test_no_runs_is_a_clear_error(store, tmp_path):
-    tracking.ensure_experiment(store, "empty")
+    connection.ensure_experiment(store, "empty")
     with pytest.raises(ReportError, match="no sweep"):
         build_report(store, out=str(tmp_path / "r"))
     proc = run_report(["--tracking-uri", store, "--experiment", "empty"], tmp_path)

@@ -4,7 +4,7 @@ import pytest
 
 from emergence_lab.run import loop as train_mod
 from emergence_lab.run import pipeline as runner
-from emergence_lab.store import tracking
+from emergence_lab.store import records
 from tests.conftest import compose_cfg
 
 
@@ -25,7 +25,7 @@ def interrupt_at(monkeypatch, call: int):
 
 def only_runs(store):
     """The experiment's training runs (not the ledger run)."""
-    return tracking.experiment_runs(store, "emergence")
+    return records.experiment_runs(store, "emergence")
 
 
 @pytest.mark.parametrize("pruning", [["pruning=none"],
@@ -44,7 +44,7 @@ def test_an_interrupted_run_resumes_in_place_and_ends_as_if_never_stopped(
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     assert run.data.tags["resumed"] == "1"
     for key in ("train/loss", "test/acc", "emergence/E", "time/epoch_s"):
-        steps = [s for s, _ in tracking.metric_history(store, run.info.run_id, key)]
+        steps = [s for s, _ in records.metric_history(store, run.info.run_id, key)]
         assert sorted(steps) == sorted(set(steps)) and steps[-1] == 5, (key, steps)
     elsewhere = [f"tracking.uri=sqlite:///{tmp_path / 'other.db'}"]
     through = runner.train(compose_cfg(overrides + elsewhere))
@@ -79,5 +79,5 @@ def test_a_run_interrupted_before_pruning_resumes_from_its_prefix_checkpoint(
     assert len(calls) == 2  # epochs 3 and 4 only
     (run,) = only_runs(store)
     assert run.info.status == "FINISHED" and out["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
-    steps = [s for s, _ in tracking.metric_history(store, run.info.run_id, "train/loss")]
+    steps = [s for s, _ in records.metric_history(store, run.info.run_id, "train/loss")]
     assert steps == [1, 2, 3, 4]

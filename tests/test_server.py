@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emergence_lab.report.render import build_report
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, sweeps
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -69,11 +69,11 @@ def test_sweep_against_a_tracking_server(server, tmp_path):
          "model.hidden=[32,16]", f"tracking.uri={uri}"],
         cwd=work, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    parent = tracking.latest_sweep(uri)
-    children = tracking.sweep_children(uri, parent.info.run_id)
+    parent = sweeps.latest_sweep(uri)
+    children = sweeps.sweep_children(uri, parent.info.run_id)
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     ck = {a.path for a in client.list_artifacts(children[0].info.run_id, "checkpoints")}
     assert ck == {"checkpoints/last.pt", "checkpoints/best.pt"}
     assert any((srv_dir / "srv-artifacts").rglob("last.pt"))  # stored by the server

@@ -10,20 +10,20 @@ import pytest
 from emergence_lab.report.render import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
 from emergence_lab.run import pipeline as runner
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records, sweeps
 from tests.conftest import ROOT, compose_cfg
 
 BRANCHES = ["pruning=magnitude", "pruning.epoch=1", "trainer.epochs=2"]
 
 
 def test_runs_of_one_cell_are_one_measurement_in_both_report_modes(tiny_overrides, store, tmp_path):
-    parent = tracking.start_sweep(store, "emergence", "s", {})
+    parent = sweeps.start_sweep(store, "emergence", "s", {})
     ids = {}
     for force in ("false", "true"):  # a sweep, then the same with force=true
         for amount in ("0", "0.5"):
             runner.train(compose_cfg(tiny_overrides + BRANCHES + [
                 f"pruning.amount={amount}", f"force={force}"]), parent_run_id=parent)
-    for r in tracking.experiment_runs(store, "emergence"):
+    for r in records.experiment_runs(store, "emergence"):
         ids.setdefault(r.data.tags["config_hash"], []).append(r.info.run_id)  # oldest first
     assert sorted(len(v) for v in ids.values()) == [2, 2]
     for mode in ({"sweep": parent}, {"experiment": "emergence"}):
@@ -47,15 +47,15 @@ def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, st
     assert out["test/acc"] > 0
     assert f"prefix cache {cache} does not load" in caplog.text
     assert list((tmp_path / "cache").glob(f"{cache.name}.corrupt-*"))
-    runs = {r.info.run_name: r for r in tracking.experiment_runs(store, "emergence")}
+    runs = {r.info.run_name: r for r in records.experiment_runs(store, "emergence")}
     pruned = runs["digits-mlp-magnitude0.5-bs32-seed0"]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["prefix_cache"] == "miss"
 
 
 def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, store, tmp_path):
     runner.train(compose_cfg(tiny_overrides))
-    (run,) = tracking.experiment_runs(store, "emergence")
-    client = tracking.get_client(store)
+    (run,) = records.experiment_runs(store, "emergence")
+    client = connection.get_client(store)
     client.set_terminated(run.info.run_id, "KILLED")  # as if interrupted
     tampered = tmp_path / "last.pt"
     tampered.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'echo pwned'\ntR." * 2)
@@ -68,11 +68,11 @@ def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, 
 
 
 def test_a_step_logged_twice_by_an_old_store_counts_once(store, tmp_path):
-    parent = tracking.start_sweep(store, "synthetic", "s", {})
+    parent = sweeps.start_sweep(store, "synthetic", "s", {})
     curves = branch([0.1, 0.5, 0.6], [100, 90, 80], [0.1, 0.09, 0.08], pe=1)
     write_run(store, parent, "c", params(0.0, 0, pe=1), curves)
     rid = write_run(store, parent, "p", params(0.5, 0, pe=1), curves)
-    tracking.get_client(store).log_metric(rid, "test/acc", 0.7, step=2)  # a second value at step 2
+    connection.get_client(store).log_metric(rid, "test/acc", 0.7, step=2)  # a second value at step 2
     out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
     assert (out / "report.md").is_file()
 
@@ -87,7 +87,7 @@ def report_main():
 
 def test_a_report_asked_for_bad_things_says_so_in_one_line_and_writes_nothing(
         store, tmp_path, monkeypatch, capsys):
-    parent = tracking.start_sweep(store, "synthetic", "all-failed", {})
+    parent = sweeps.start_sweep(store, "synthetic", "all-failed", {})
     curves = branch([0.1, 0.5], [100, 90], [0.1, 0.09], pe=1)
     child = write_run(store, parent, "c", params(0.0, 0, pe=1), curves, status="FAILED")
     (tmp_path / "afile").write_text("")
@@ -109,6 +109,6 @@ def test_a_report_asked_for_bad_things_says_so_in_one_line_and_writes_nothing(
         assert code == 2, (case, err[-2000:])
         assert len(lines) == 1 and message in lines[0], (case, err[-2000:])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no reports/ folder
-    reports = [r for r in tracking.get_client(store).search_runs(
-        [tracking.ensure_experiment(store, "synthetic")]) if r.data.tags.get("kind") == "report"]
+    reports = [r for r in connection.get_client(store).search_runs(
+        [connection.ensure_experiment(store, "synthetic")]) if r.data.tags.get("kind") == "report"]
     assert reports == []

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records, sweeps
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_a_sweep_interrupted_twice_finishes_each_cell_once(tmp_path):
     interrupt_when(start(SWEEP, tmp_path), uri, epoch=4)
     last = start(SWEEP, tmp_path)
     assert last.wait(timeout=600) == 0, last.stderr.read()[-3000:]
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     exp = client.get_experiment_by_name("emergence")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
@@ -80,10 +80,10 @@ def test_four_parallel_jobs_share_one_sqlite_store(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    parent = tracking.latest_sweep(uri)
-    children = tracking.sweep_children(uri, parent.info.run_id)
+    parent = sweeps.latest_sweep(uri)
+    children = sweeps.sweep_children(uri, parent.info.run_id)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     for c in children:
         for key in ("train/loss", "test/acc", "emergence/E", "emergence/E_theta/0.1"):
-            steps = sorted(s for s, _ in tracking.metric_history(uri, c.info.run_id, key))
+            steps = sorted(s for s, _ in records.metric_history(uri, c.info.run_id, key))
             assert steps[-3:] == [1, 2, 3] and len(steps) == len(set(steps)), (key, steps)

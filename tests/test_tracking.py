@@ -1,51 +1,51 @@
 import pytest
 
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, ledger, records, sweeps
 
 
 def test_relative_sqlite_uri_is_resolved_and_its_folder_created(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = tracking.resolve_uri("sqlite:///sub/dir/mlflow.db")
+    uri = connection.resolve_uri("sqlite:///sub/dir/mlflow.db")
     assert uri == f"sqlite:///{tmp_path}/sub/dir/mlflow.db"
     assert (tmp_path / "sub" / "dir").is_dir()
-    assert tracking.local_store_dir("http://127.0.0.1:5000") is None
-    assert tracking.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert connection.local_store_dir("http://127.0.0.1:5000") is None
+    assert connection.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 @pytest.mark.parametrize("exc, status", [(RuntimeError("boom"), "FAILED"),
                                          (KeyboardInterrupt(), "KILLED")])
 def test_run_status_on_exception(store, exc, status):
     with pytest.raises(type(exc)):
-        with tracking.Run(store, "exp", "r", {"k": "v"}) as run:
+        with records.Run(store, "exp", "r", {"k": "v"}) as run:
             run.log_metrics({"a/b": 1.0}, step=0)
             raise exc
-    got = tracking.get_client(store).get_run(run.run_id)
+    got = connection.get_client(store).get_run(run.run_id)
     assert got.info.status == status
     assert got.data.tags["error"].startswith(type(exc).__name__)
     assert got.data.metrics == {"a/b": 1.0}
 
 
 def test_sweep_parent_and_children(store):
-    parent = tracking.start_sweep(store, "exp", "sweep-1", {"sweep_dir": "/x"})
+    parent = sweeps.start_sweep(store, "exp", "sweep-1", {"sweep_dir": "/x"})
     for name in ("a", "b"):
-        with tracking.Run(store, "exp", name, {}, parent_run_id=parent) as run:
+        with records.Run(store, "exp", name, {}, parent_run_id=parent) as run:
             run.log_params({f"p{i}": i for i in range(250)})  # more than one batch
-    tracking.end_sweep(store, parent)
-    children = tracking.sweep_children(store, parent)
+    sweeps.end_sweep(store, parent)
+    children = sweeps.sweep_children(store, parent)
     assert [c.info.run_name for c in children] == ["a", "b"]
-    params = [k for k in children[0].data.params if not k.startswith(tracking.LEASE_PREFIX)]
+    params = [k for k in children[0].data.params if not k.startswith(ledger.LEASE_PREFIX)]
     assert len(params) == 250
-    latest = tracking.latest_sweep(store)
+    latest = sweeps.latest_sweep(store)
     assert latest.info.run_id == parent and latest.info.status == "FINISHED"
-    artifact_uri = tracking.get_client(store).get_experiment_by_name("exp").artifact_location
+    artifact_uri = connection.get_client(store).get_experiment_by_name("exp").artifact_location
     assert artifact_uri.endswith("mlruns/artifacts/exp")
 
 
 def test_a_reopened_sweep_is_the_latest(store):
     """make sweep run again (every cell skipped) then make report: the report is of that sweep,
     not of a sweep started in between."""
-    first = tracking.open_sweep(store, "exp", "first", "hash-1", {})
-    second = tracking.open_sweep(store, "other", "second", "hash-2", {})
-    assert tracking.latest_sweep(store).info.run_id == second
-    assert tracking.open_sweep(store, "exp", "first", "hash-1", {}) == first  # reopened
-    assert tracking.latest_sweep(store).info.run_id == first
+    first = sweeps.open_sweep(store, "exp", "first", "hash-1", {})
+    second = sweeps.open_sweep(store, "other", "second", "hash-2", {})
+    assert sweeps.latest_sweep(store).info.run_id == second
+    assert sweeps.open_sweep(store, "exp", "first", "hash-1", {}) == first  # reopened
+    assert sweeps.latest_sweep(store).info.run_id == first

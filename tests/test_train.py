@@ -10,7 +10,7 @@ from emergence_lab.prune.core import sparsity
 from emergence_lab.run import loop as train_mod
 from emergence_lab.run import pipeline as runner
 from emergence_lab.run.checkpoint import load_checkpoint
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records
 from tests.conftest import compose_cfg
 
 
@@ -29,7 +29,7 @@ def count_epochs(monkeypatch):
 
 
 def runs_by_name(uri):
-    client = tracking.get_client(uri)
+    client = connection.get_client(uri)
     exp = client.get_experiment_by_name("emergence")
     return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
 
@@ -45,10 +45,10 @@ def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
     runs = runs_by_name(store)
     a, b = runs["digits-mlp-magnitude0-bs32-seed0"], runs["digits-mlp-magnitude0.5-bs32-seed0"]
     assert (a.data.tags["prefix_cache"], b.data.tags["prefix_cache"]) == ("miss", "hit")
-    threads = {r: tracking.metric_history(store, r.info.run_id, "time/threads") for r in (a, b)}
+    threads = {r: records.metric_history(store, r.info.run_id, "time/threads") for r in (a, b)}
     assert [s for s, _ in threads[a][:2]] == [1, 2] and all(t >= 1 for _, t in threads[a])
     assert threads[b][:2] == threads[a][:2]  # the shared epochs' threads, replayed from the cache
-    hist = {r: tracking.metric_history(store, r.info.run_id, "emergence/E") for r in (a, b)}
+    hist = {r: records.metric_history(store, r.info.run_id, "emergence/E") for r in (a, b)}
     assert [s for s, _ in hist[b]] == [0, 1, 2, 3]  # the whole curve from step 0
     assert hist[a][:3] == hist[b][:3]  # identical up to the prune epoch
     assert first["test/acc"] != second["test/acc"] or first["emergence/E"] != second["emergence/E"]
@@ -69,7 +69,7 @@ def test_checkpoints_are_artifacts_with_masks(tiny_overrides, store):
     runner.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
                                                   "pruning.amount=0.7"]))
     run = next(iter(runs_by_name(store).values()))
-    client = tracking.get_client(store)
+    client = connection.get_client(store)
     names = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert names == {"checkpoints/last.pt", "checkpoints/best.pt"}
     local = client.download_artifacts(run.info.run_id, "checkpoints/last.pt")
@@ -89,9 +89,9 @@ def test_every_metric_once_per_epoch(tiny_overrides, store):
                  "emergence/active_frac/blocks.0.1", "emergence/active_frac/blocks.1.1",
                  "pruning/sparsity", "params/nonzero"]
     for key in per_epoch:
-        assert [s for s, _ in tracking.metric_history(store, run.info.run_id, key)] == [1, 2, 3]
+        assert [s for s, _ in records.metric_history(store, run.info.run_id, key)] == [1, 2, 3]
     for key in with_init:
-        assert [s for s, _ in tracking.metric_history(store, run.info.run_id, key)] == [0, 1, 2, 3]
+        assert [s for s, _ in records.metric_history(store, run.info.run_id, key)] == [0, 1, 2, 3]
     assert run.data.params["pruning.amount"] == "0.5"
     assert run.data.tags["config_hash"] and run.data.tags["data_digest"]
 
@@ -111,7 +111,7 @@ def test_device_auto_and_explicit():
 
 
 def metric_steps(store, run, key):
-    return [s for s, _ in tracking.metric_history(store, run.info.run_id, key)]
+    return [s for s, _ in records.metric_history(store, run.info.run_id, key)]
 
 
 def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
@@ -120,7 +120,7 @@ def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
         "pruning.interval=1", "trainer.epochs=3"]))
     run = next(iter(runs_by_name(store).values()))
     assert run.info.run_name == "digits-mlp-magnitude0.75x2-bs32-seed0"
-    after = tracking.metric_history(store, run.info.run_id, "pruning/sparsity_after")
+    after = records.metric_history(store, run.info.run_id, "pruning/sparsity_after")
     assert [s for s, _ in after] == [1, 2]
     assert after[0][1] == pytest.approx(0.5, abs=2e-3) and after[1][1] == pytest.approx(0.75, abs=2e-3)
     assert out["pruning/sparsity"] == pytest.approx(0.75, abs=2e-3)
@@ -131,7 +131,7 @@ def test_structured_pruning_shrinks_the_counted_layers(tiny_overrides, store):
         "pruning=structured", "pruning.amount=0.5", "pruning.epoch=1", "threshold.theta=0"]))
     # theta 0: every surviving unit with a positive mean is active; removed units are not counted
     run = next(iter(runs_by_name(store).values()))
-    nonzero = dict(tracking.metric_history(store, run.info.run_id, "params/nonzero"))
+    nonzero = dict(records.metric_history(store, run.info.run_id, "params/nonzero"))
     # 64 inputs, hidden [32, 16]: half the units of each hidden layer go with what reads them
     assert nonzero[0] == 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert nonzero[3] == 64 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
@@ -162,7 +162,7 @@ def test_lr_after_prune_takes_over_at_the_pruning_step(tiny_overrides, store):
         "trainer.lr_after_prune=0.0123"]))
     run = next(iter(runs_by_name(store).values()))
     assert "-magnitude0.5-lr0.0123-" in run.info.run_name
-    local = tracking.get_client(store).download_artifacts(run.info.run_id, "checkpoints/last.pt")
+    local = connection.get_client(store).download_artifacts(run.info.run_id, "checkpoints/last.pt")
     payload = torch.load(local, weights_only=True)
     assert {g["lr"] for g in payload["optimizer"]["state_dict"]["param_groups"]} == {0.0123}
 

@@ -14,7 +14,7 @@ import pytest
 
 from emergence_lab.report.render import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
-from emergence_lab.store import tracking
+from emergence_lab.store import sweeps
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def render(browser: str, url: str) -> str:
 
 def test_the_url_make_ui_prints_shows_the_sweep(store, tmp_path):
     browser = chromium()
-    parent = tracking.start_sweep(store, "paper_fmnist", "paper_fmnist-ui-test", {})
+    parent = sweeps.start_sweep(store, "paper_fmnist", "paper_fmnist-ui-test", {})
     names = []
     for seed in (0, 1, 2):
         for level, e_end in ((0.0, 60), (0.5, 30)):

@@ -28,7 +28,7 @@ from emergence_lab.report.analyses import (
 )
 from emergence_lab.report.figures import group_figures, sensitivity_figure
 from emergence_lab.report.table import completeness, dedupe, per_run_table, summary_table
-from emergence_lab.store import tracking
+from emergence_lab.store import artifacts, connection, ledger, links, records, sweeps
 
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
                mk.RELATIVE, mk.E_AFTER, mk.RELATIVE_AFTER,
@@ -73,10 +73,10 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "start_time": r.info.start_time, "experiment_id": r.info.experiment_id,
              **{t: r.data.tags.get(t, "") for t in tags},
-             **{k: v for k, v in r.data.params.items() if not k.startswith(tracking.LEASE_PREFIX)}}
+             **{k: v for k, v in r.data.params.items() if not k.startswith(ledger.LEASE_PREFIX)}}
             for r in runs]
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(GRID_PREFIXES)})
-    hist = tracking.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
+    hist = records.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     hist = pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
     # a step logged twice (by a store written before runs had owners) counts once: the last
     return pd.DataFrame(rows), hist.drop_duplicates(["run_id", "key", "step"], keep="last")
@@ -385,7 +385,7 @@ def run_links(per_run: pd.DataFrame, ui: str | None) -> pd.DataFrame:
     cols = ["name", "pruned", "seed", "final acc %", "E end", "run page"]
     rows = [{"name": r["name"], "pruned": r.label, "seed": r.seed,
              "final acc %": f"{100 * r.final_acc:.1f}", "E end": f"{r.E_final:.4g}",
-             "run page": tracking.run_page(ui, r.experiment_id, r.run_id) if ui else r.run_id}
+             "run page": links.run_page(ui, r.experiment_id, r.run_id) if ui else r.run_id}
             for _, r in per_run.iterrows()]
     return pd.DataFrame(rows, columns=cols)
 
@@ -544,12 +544,12 @@ def write(rep: Report, out: Path) -> None:
 
 def _sweep_parent(uri: str, run_id: str):
     """The parent run of a sweep by id; a ReportError for an unknown id or another kind of run."""
-    run = tracking.find_run(uri, run_id)
+    run = records.find_run(uri, run_id)
     if run is None:
         raise ReportError(f"--sweep {run_id}: no such run in {uri}; make ui lists the sweeps "
                           f"(runs tagged kind=sweep), or omit --sweep for the latest")
     if run.data.tags.get("kind") != "sweep":
-        parent = run.data.tags.get(tracking.PARENT_TAG)
+        parent = run.data.tags.get(sweeps.PARENT_TAG)
         hint = f"it is a run of sweep {parent}: use --sweep {parent}" if parent else \
             "use a sweep's parent run id, or --experiment NAME"
         raise ReportError(f"--sweep {run_id} is not a sweep ({hint})")
@@ -573,21 +573,21 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
                  stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None,
                  setting: Setting | None = None) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
-    store = tracking.local_store_dir(uri)
-    if store is not None and not Path(tracking.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+    store = connection.local_store_dir(uri)
+    if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
         raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
                           "or pass --tracking-uri")
     if experiment:
-        runs, expected, name, exp_id = tracking.experiment_runs(uri, experiment), None, experiment, None
+        runs, expected, name, exp_id = records.experiment_runs(uri, experiment), None, experiment, None
     else:
-        parent = _sweep_parent(uri, sweep) if sweep else tracking.latest_sweep(uri)
+        parent = _sweep_parent(uri, sweep) if sweep else sweeps.latest_sweep(uri)
         if parent is None:
             raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
-        expected = tracking.load_json(uri, parent.info.run_id, "sweep_jobs.json")
+        expected = artifacts.load_json(uri, parent.info.run_id, "sweep_jobs.json")
         if not all(isinstance(j, dict) for j in expected or []):
             expected = None  # a sweep recorded before cells had hashes: no missing-cell check
         hashes = [j["config_hash"] for j in expected or []]
-        runs = tracking.sweep_runs(uri, parent.info.run_id, hashes)
+        runs = sweeps.sweep_runs(uri, parent.info.run_id, hashes)
         name, exp_id = parent.info.run_name, parent.info.experiment_id
     parent_id = None if experiment else parent.info.run_id
     if not runs:
@@ -595,16 +595,16 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     out_dir = Path(out) if out else Path("reports") / slug(name)
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
-    address = tracking.ui_address(uri, ui)
+    address = links.ui_address(uri, ui)
     rep = build(name, runs_df, hist, expected, stop_rule, address, setting)
     write(rep, out_dir)
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id
-        report_id = tracking.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
+        report_id = artifacts.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
                                         out_dir, {"report_of": name})
         if parent_id:  # the sweep's page says what it found and where the report is
-            link = tracking.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
-            tracking.set_note(uri, parent_id, parent_note(rep, link))
+            link = links.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
+            records.set_note(uri, parent_id, parent_note(rep, link))
     return out_dir
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emergence_lab.measure import keys as mk
-from emergence_lab.store import tracking
+from emergence_lab.store import records, sweeps
 
 Curves = dict[str, dict[int, float]]  # metric -> {step: value}
 
@@ -40,7 +40,7 @@ def write_run(uri: str, parent: str | None, name: str, run_params: Mapping[str, 
               curves: Curves, status: str = "FINISHED", overrides: str = "",
               experiment: str = "synthetic") -> str:
     """A run with these params and curves (config_hash = its name); FAILED ones say "boom"."""
-    run = tracking.Run(uri, experiment, name, {"overrides": overrides, "config_hash": name},
+    run = records.Run(uri, experiment, name, {"overrides": overrides, "config_hash": name},
                        parent_run_id=parent)
     run.log_params(run_params)
     for s in sorted({s for c in curves.values() for s in c}):
@@ -53,7 +53,7 @@ def write_run(uri: str, parent: str | None, name: str, run_params: Mapping[str, 
 def big_sweep(uri: str, levels: Sequence[float] = (0.0, 0.3, 0.5, 0.7), seeds: int = 25,
               epochs: int = 20, pe: int = 5) -> str:
     """A sweep of len(levels) x seeds runs of `epochs` epochs; returns the parent run id."""
-    parent = tracking.start_sweep(uri, "synthetic", "big", {})
+    parent = sweeps.start_sweep(uri, "synthetic", "big", {})
     acc = [0.1 + 0.8 * i / epochs for i in range(epochs + 1)]
     for level in levels:
         for seed in range(seeds):

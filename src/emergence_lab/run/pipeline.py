@@ -60,7 +60,7 @@ from emergence_lab.run.identity import (
 )
 from emergence_lab.run.loop import Row, fit, measure
 from emergence_lab.store import cells as ownership
-from emergence_lab.store import tracking
+from emergence_lab.store import connection, records
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class EpochLogger:
     """The per-epoch callback: log metrics, advance the progress bar, write checkpoints and,
     when armed, stop once emergence has stayed at or below trainer.stop_epsilon."""
 
-    def __init__(self, run: tracking.Run, c: Config, model: nn.Module,
+    def __init__(self, run: records.Run, c: Config, model: nn.Module,
                  opt: torch.optim.Optimizer, workdir: Path):
         self.run, self.c, self.model, self.opt, self.workdir = run, c, model, opt, workdir
         self.bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch",
@@ -254,7 +254,7 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
 
 
 def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device,
-                 run: tracking.Run, logger: EpochLogger) -> int:
+                 run: records.Run, logger: EpochLogger) -> int:
     """Epoch 0, or the shared prefix (cached) up to the first pruning step; returns its epoch."""
     c = s.c
     upto = events[0][0] if events else 0
@@ -262,7 +262,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
         logger(0, measure(s.model, s.data, s.probe, c), checkpoint="none")
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
-    cache_dir = c.tracking.cache_dir or tracking.default_cache_dir(c.tracking.uri)
+    cache_dir = c.tracking.cache_dir or connection.default_cache_dir(c.tracking.uri)
     # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
     payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger),
                                     lend=not c.trainer.num_threads)
@@ -312,7 +312,7 @@ def _reset(s: Setup, logger: EpochLogger) -> None:
         load_optimizer_state(s.model, s.opt, state["optimizer"])
 
 
-def _train_branch(s: Setup, device: torch.device, run: tracking.Run, logger: EpochLogger,
+def _train_branch(s: Setup, device: torch.device, run: records.Run, logger: EpochLogger,
                   resume: dict[str, Any] | None) -> None:
     """From epoch 0 (or a resumed checkpoint), prune-and-train segments to the last epoch."""
     c, p = s.c, s.c.pruning
@@ -413,7 +413,7 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
         log.warning("%s: skipped, run %s is being trained by %s", name, got.run_id, got.owner)
         return {}
     resumed = got.state == "resume"
-    with tempfile.TemporaryDirectory() as workdir, tracking.Run(
+    with tempfile.TemporaryDirectory() as workdir, records.Run(
             c.tracking.uri, c.tracking.experiment, name, tags, parent_run_id, run_id=got.run_id,
             owner=got.owner, resumed=resumed, heartbeat_s=c.tracking.heartbeat_s) as run:
         checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \

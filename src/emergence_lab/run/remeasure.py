@@ -19,7 +19,7 @@ from typing import Any
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.setting import Setting
 from emergence_lab.run.identity import stable_hash
-from emergence_lab.store import tracking
+from emergence_lab.store import artifacts, ledger, records
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def stored_measurements(uri: str, run_id: str) -> list[tuple[str, int, str]]:
     """(phase, epoch, file name) of a run's stored measurements, in epoch order."""
     out = []
-    for name in tracking.artifact_names(uri, run_id, record.FOLDER):
+    for name in artifacts.artifact_names(uri, run_id, record.FOLDER):
         parsed = record.parse_name(name)
         if parsed is not None:
             out.append((*parsed, name))
@@ -64,13 +64,13 @@ def add_settings(uri: str, run: Any, settings: Iterable[Setting]) -> str:
     files = stored_measurements(uri, run_id)
     if not files:
         return "unmeasured"
-    token = tracking.owner_token()
+    token = ledger.owner_token()
     exp_id = run.info.experiment_id
-    mine = [s for s in todo if tracking.set_once(
+    mine = [s for s in todo if ledger.set_once(
         uri, exp_id, f"measure.{run_id}.{stable_hash(keys.setting_keys(s)[0])}", token) == token]
     if not mine:
         return "taken"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = tracking.download_folder(uri, run_id, record.FOLDER, tmp)
-        tracking.log_series(uri, run_id, series(folder, files, mine))
+        folder = artifacts.download_folder(uri, run_id, record.FOLDER, tmp)
+        records.log_series(uri, run_id, series(folder, files, mine))
     return "added"

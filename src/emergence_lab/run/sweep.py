@@ -37,7 +37,7 @@ from emergence_lab.procs import forward_signal, stop_when_gone
 from emergence_lab.run.config import Config, validate
 from emergence_lab.run.identity import config_hash, stable_hash
 from emergence_lab.run.pipeline import preflight
-from emergence_lab.store import tracking
+from emergence_lab.store import artifacts, connection, ledger, sweeps
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run.json"
@@ -178,7 +178,7 @@ class SweepCallback(Callback):
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher)
-        tracking.check_reachable(first.uri)
+        connection.check_reachable(first.uri)
         self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
                      for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
         # every cell finished (one store query): nothing will run, so nothing to preflight
@@ -199,11 +199,11 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.uri = first.uri
         self.stale_after_s = first.stale_after_s
-        self.run_id = tracking.open_sweep(
+        self.run_id = sweeps.open_sweep(
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
             {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
-        tracking.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
+        artifacts.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
             "run_id": self.run_id, "uri": first.uri, "launcher_pid": os.getpid(),
@@ -213,7 +213,7 @@ class SweepCallback(Callback):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if done is not None:  # nothing to train or measure: no job is launched
-            tracking.end_sweep(first.uri, self.run_id, "FINISHED")
+            sweeps.end_sweep(first.uri, self.run_id, "FINISHED")
             self.run_id = None
             print(f"{done} of {done} cells already finished (force=true reruns them): the report "
                   f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
@@ -227,7 +227,7 @@ class SweepCallback(Callback):
         if any(j.force for j in jobs):
             return None
         first = jobs[0].tracking
-        finished = tracking.finished_cells(first.uri, first.experiment)
+        finished = sweeps.finished_cells(first.uri, first.experiment)
         hashes = {j["config_hash"] for j in self.jobs}
         for job in jobs:
             run = finished.get(config_hash(job))
@@ -242,26 +242,26 @@ class SweepCallback(Callback):
         # `kill` or a scheduler signals the launcher alone: the workers training this sweep's
         # runs get the signal too, and the launcher waits (a while) for them to mark the runs
         # KILLED before its pool is torn down
-        owners = tracking.running_owners(self.uri, self.run_id)
-        pids = [pid for o in owners.values() if (pid := tracking.local_pid(o)) is not None]
+        owners = ledger.running_owners(self.uri, self.run_id)
+        pids = [pid for o in owners.values() if (pid := ledger.local_pid(o)) is not None]
         sent = forward_signal(signum, pids)
         log.warning("%s: stopping the sweep (forwarded to workers %s)",
                     signal.Signals(signum).name, sent)
         deadline = time.monotonic() + SIGNAL_GRACE_S
         while sent and time.monotonic() < deadline and set(owners) & set(
-                tracking.running_owners(self.uri, self.run_id)):
+                ledger.running_owners(self.uri, self.run_id)):
             time.sleep(0.3)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _end_if_open(self) -> None:
         if not self.run_id:
             return
-        tracking.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
+        sweeps.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.run_id:
             return
-        runs = tracking.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
+        runs = sweeps.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
         if not self.grid:  # a search: every job that made a run is one of its cells
             self.jobs = [{"overrides": [r.data.tags.get("overrides", "")],
                           "config_hash": r.data.tags.get("config_hash")} for r in runs]
@@ -269,9 +269,9 @@ class SweepCallback(Callback):
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
         latest = {r.data.tags.get("config_hash"): r for r in runs}  # sweep_runs: oldest first
         elsewhere = {h: owner for h, r in latest.items() if h not in cells
-                     for alive, owner in [tracking.owner_alive(r, self.stale_after_s)] if alive}
+                     for alive, owner in [ledger.owner_alive(r, self.stale_after_s)] if alive}
         if not missing:
-            tracking.end_sweep(self.uri, self.run_id, "FINISHED")
+            sweeps.end_sweep(self.uri, self.run_id, "FINISHED")
             return
         if len(elsewhere) == len(missing):  # all in the hands of other live processes
             log.warning("%d cells are being trained by other processes and were left to them:"
@@ -279,7 +279,7 @@ class SweepCallback(Callback):
                             f"  {latest[h].info.run_name} (run {latest[h].info.run_id}): {o}"
                             for h, o in elsewhere.items()))
             return  # the parent stays RUNNING until a sweep finishes them
-        tracking.end_sweep(self.uri, self.run_id, "FAILED")
+        sweeps.end_sweep(self.uri, self.run_id, "FAILED")
         lines = []
         for j in missing:
             r = latest.get(j["config_hash"])

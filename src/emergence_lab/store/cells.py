@@ -2,7 +2,7 @@
 leave one that another live process trains alone, and start a new run otherwise.
 
 A cell (one config_hash in one experiment) maps to its run through an entry in the store's ledger
-(`cell.<config_hash>.<attempt>`, see `tracking.set_once`); a run is trained by the holder of its
+(`cell.<config_hash>.<attempt>`, see `ledger.set_once`); a run is trained by the holder of its
 latest lease. Both are atomic against the store, so two sweeps on one store, on one machine or
 several, never train, resume or log into the same cell at once.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from emergence_lab.store import tracking
+from emergence_lab.store import artifacts, connection, ledger, records
 
 log = logging.getLogger(__name__)
 TAKEN_POLL_S = 2.0
@@ -39,11 +39,11 @@ def _finished(uri: str, exp_id: str, identity: str, legacy: str | None = None) -
     """The cell's FINISHED run; one stored under the cell's legacy hash (identity.legacy_hash)
     is re-tagged with the current one (the old one kept as config_hash_legacy) and taken."""
     for h in (identity, legacy) if legacy else (identity,):
-        run = next((r for r in tracking.find_runs(uri, exp_id, h)
+        run = next((r for r in records.find_runs(uri, exp_id, h)
                     if r.info.status == "FINISHED"), None)
         if run is not None:
             if h != identity:
-                tracking.set_run_tags(uri, run.info.run_id,
+                records.set_run_tags(uri, run.info.run_id,
                                       {"config_hash": identity, "config_hash_legacy": h})
             return run
     return None
@@ -52,14 +52,14 @@ def _finished(uri: str, exp_id: str, identity: str, legacy: str | None = None) -
 def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
     """(attempt, run) the cell's latest ledger entry names; attempt 0 and the newest unfinished run for
     a cell of a store from before the ledger (adopted when resumed)."""
-    n, run_id = tracking.latest_entry(uri, exp_id, f"cell.{identity}")
+    n, run_id = ledger.latest_entry(uri, exp_id, f"cell.{identity}")
     if run_id is not None:
-        run = tracking.get_client(uri).get_run(run_id)
+        run = connection.get_client(uri).get_run(run_id)
         return n, None if run.info.lifecycle_stage == "deleted" else run
     # runs with an owner tag were made by ledger-aware code: one not in the ledger is another
     # process's candidate that has not entered the cell yet, not an abandoned run
-    legacy = [r for r in tracking.find_runs(uri, exp_id, identity)
-              if r.info.status in ("RUNNING", "KILLED") and tracking.OWNER_TAG not in r.data.tags]
+    legacy = [r for r in records.find_runs(uri, exp_id, identity)
+              if r.info.status in ("RUNNING", "KILLED") and ledger.OWNER_TAG not in r.data.tags]
     return 0, legacy[0] if legacy else None
 
 
@@ -74,8 +74,8 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
     this one decided (two identical forced sweeps rerun each cell once, not twice).
     """
     uri, t = c.tracking.uri, c.tracking
-    exp_id = tracking.ensure_experiment(uri, t.experiment)
-    owner = tracking.owner_token()
+    exp_id = connection.ensure_experiment(uri, t.experiment)
+    owner = ledger.owner_token()
     force, said, races = c.force, False, 0
     while races < 50:  # each race is lost to a process that then holds the cell
         done = None if force else _finished(uri, exp_id, identity, legacy)
@@ -87,7 +87,7 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
             races += 1
             continue  # it finished between the two reads: skip it on the next pass
         if status == "RUNNING":
-            alive, holder = tracking.owner_alive(run, t.stale_after_s)
+            alive, holder = ledger.owner_alive(run, t.stale_after_s)
             if alive:
                 force = False  # a run started meanwhile is this rerun's result too
                 if t.on_taken == "skip":
@@ -100,13 +100,13 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
                 continue
         races += 1
         if not force and status in ("RUNNING", "KILLED"):
-            if tracking.take_lease(uri, run.info.run_id, owner):
+            if ledger.take_lease(uri, run.info.run_id, owner):
                 return Ownership("resume", run.info.run_id, owner, run)
             continue
-        run_id = tracking.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
-        if tracking.set_once(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
+        run_id = records.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
+        if ledger.set_once(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
             return Ownership("new", run_id, owner)
-        tracking.delete_run(uri, run_id)  # another process entered the cell first
+        records.delete_run(uri, run_id)  # another process entered the cell first
         force = False
     raise RuntimeError(f"could not own cell {identity} ({name}): the store keeps changing")
 
@@ -114,7 +114,7 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
 def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | None:
     """The run's last checkpoint, None when it has none; a file that torch refuses to load
     with weights_only=True (tampered, or not a checkpoint) raises ValueError naming it."""
-    path = tracking.download_artifact(uri, run_id, "checkpoints/last.pt", workdir)
+    path = artifacts.download_artifact(uri, run_id, "checkpoints/last.pt", workdir)
     if path is None:
         return None
     try:

@@ -1,0 +1,137 @@
+"""The connection to an MLflow store: URIs (relative SQLite paths made absolute), the client (an
+embedded store's schema created once under a file lock), retries while SQLite is locked,
+experiments, and the checks that a store can be reached and written.
+
+Runs are driven through MlflowClient with explicit run ids (no fluent global state), so several
+runs can live in one process and in parallel jobs. The store modules are the only ones that import
+mlflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+# Artifact downloads here are small JSON files: no progress bar in the report's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+T = TypeVar("T")
+
+
+def resolve_uri(uri: str) -> str:
+    """The tracking URI with a relative SQLite path made absolute (and its folder created)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if uri.startswith("sqlite:////"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def local_store_dir(uri: str) -> Path | None:
+    """The folder of an embedded SQLite store, None for a server or another database."""
+    uri = resolve_uri(uri)
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Call fn, retrying with jittered backoff while SQLite reports a lock (through MLflow, or
+    as sqlalchemy's OperationalError while a store object checks its schema)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(min(0.1 * 2**i, 5.0) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@functools.cache
+def _schema_ready(uri: str) -> None:
+    """Create an embedded store's schema under a file lock: two processes opening a fresh
+    store at once would otherwise both run MLflow's migrations, and one fails."""
+    from filelock import FileLock
+
+    store = local_store_dir(uri)
+    with FileLock(str(store / ".schema.lock")):
+        # another process writing (a sweep beside this one) can hold the lock for a moment
+        retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
+
+
+def get_client(uri: str) -> MlflowClient:
+    """A client for the store at `uri`; creates an embedded SQLite store's schema if needed."""
+    uri = resolve_uri(uri)
+    if local_store_dir(uri) is not None:
+        _schema_ready(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name`, created (with its artifact root next to a local store)."""
+    client = get_client(uri)
+    store = local_store_dir(uri)
+    return experiment_id(client, name, (store / "artifacts" / name).as_uri() if store else None)
+
+
+def experiment_id(client: MlflowClient, name: str, location: str | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        # The kind tag opens the experiment in the UI's model-training view, not the GenAI one.
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException:  # created meanwhile by a parallel job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def _check_writable_store(uri: str) -> None:
+    """Raise ValueError naming the path when an embedded store cannot be written (SQLite would
+    otherwise retry for minutes and then fail without naming it)."""
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is None:
+        return
+    path = path.resolve()
+    hint = "; set tracking.uri=sqlite:///WRITABLE/PATH/mlflow.db"
+    if path.is_dir():
+        raise ValueError(f"tracking.uri={uri}: {path} is a directory, not an SQLite file{hint}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+        if path.exists():
+            open(path, "r+b").close()
+    except OSError as exc:
+        raise ValueError(f"tracking.uri={uri}: the store {path} cannot be written "
+                         f"({exc.strerror or exc}){hint}") from None
+
+
+def check_reachable(uri: str) -> None:
+    """Raise ValueError naming the URI when a tracking server does not answer, or the path when
+    an embedded store cannot be written."""
+    if not uri.startswith(("http://", "https://")):
+        _check_writable_store(uri)
+        return
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+    except OSError as exc:
+        raise ValueError(f"tracking.uri={uri} cannot be reached ({exc}); start the server "
+                         "(make server) or use the embedded store sqlite:///mlruns/mlflow.db") from None
+
+
+def default_cache_dir(uri: str) -> Path:
+    """Where siblings share pre-prune states: next to a local store, else ./mlruns/cache."""
+    store = local_store_dir(uri)
+    return (store if store else Path("mlruns").resolve()) / "cache"

@@ -1,0 +1,31 @@
+"""Links into the MLflow UI: its address for a store, and the pages of a run and of a sweep."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from urllib.parse import quote
+
+T = TypeVar("T")
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves an embedded store
+
+
+def ui_address(uri: str, ui: str | None = None) -> str:
+    """The MLflow UI's address for a store: `ui` when given, the server itself for an http(s)
+    tracking URI, else where `make ui` serves."""
+    if ui:
+        return ui.rstrip("/")
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def run_page(ui: str, experiment_id: str, run_id: str, path: str = "") -> str:
+    """A run's page in the MLflow UI (path: e.g. artifactPath/report/report.html)."""
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" + (f"/{path}" if path else "")
+
+
+def sweep_page(ui: str, experiment_id: str, parent_run_id: str) -> str:
+    """The runs table of an experiment filtered to one sweep's runs (its parent's children)."""
+    query = quote(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    # isPreview: the UI applies a filter from the URL only with it (as its own links do)
+    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}&isPreview=true"
