@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -5,7 +7,8 @@ from torch import nn
 from emergence_lab import measure_emergence
 from emergence_lab.measure.graph import unit_graph
 from emergence_lab.measure.probe import collect
-from emergence_lab.models import MLP, build_model
+from emergence_lab.models import build_model
+from emergence_lab.models.mlp import MLP
 
 
 def toy_mlp() -> MLP:
@@ -84,7 +87,7 @@ def test_build_model_unknown_name():
 
 
 def test_cnn_counts_filters_and_hidden_units():
-    from emergence_lab.models import CNN
+    from emergence_lab.models.cnn import CNN
 
     model = CNN(in_shape=(1, 8, 8), num_classes=10, channels=[4, 6], hidden=[5])
     x = torch.rand(7, 1, 8, 8)
@@ -123,7 +126,8 @@ def test_emergence_init_scales_weights_around_the_middle_layer():
     standard = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])  # 4 weight layers
     torch.manual_seed(0)
     scaled = MLP(in_shape=(6,), num_classes=2, hidden=[5, 4, 3])
-    from emergence_lab.models import EmergenceInitConfig, InitConfig
+    from emergence_lab.models import InitConfig
+    from emergence_lab.models.inits import EmergenceInitConfig
 
     INITS["emergence"].apply(scaled, EmergenceInitConfig(alpha=1.5))
     layers = lambda m: [b[0] for b in m.blocks] + [m.head]  # noqa: E731
@@ -157,7 +161,7 @@ def test_the_literatures_models_build_train_and_trace(settings, shape, layers):
 
 
 def test_torchvision_models_are_adapted_to_the_data_set_and_bad_names_fail():
-    from emergence_lab.models import TorchvisionConfig
+    from emergence_lab.models.torchvision_arch import TorchvisionConfig
 
     model = build_model(TorchvisionConfig(arch="resnet18"), (1, 28, 28), 7)
     assert model.conv1.in_channels == 1 and model.fc.out_features == 7
@@ -166,7 +170,7 @@ def test_torchvision_models_are_adapted_to_the_data_set_and_bad_names_fail():
 
 
 def test_a_custom_model_is_built_with_instantiate():
-    from emergence_lab.models import CustomModelConfig
+    from emergence_lab.models.custom import CustomModelConfig
 
     model = build_model(CustomModelConfig(_target_="tests.fixtures.custom_net.ResidualMLP",
                                           kwargs={"width": 5, "blocks": 3}), (1, 4, 4), 3)
@@ -175,3 +179,24 @@ def test_a_custom_model_is_built_with_instantiate():
     assert list(m.layers) == ["relu", "relu:2", "relu:3", "relu:4"]  # four torch.relu calls
     with pytest.raises(ValueError, match="model=custom needs model._target_"):
         CustomModelConfig()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_activation_is_a_yaml_setting_and_its_units_are_counted(model):
+    from emergence_lab.models import ACTIVATIONS
+    from emergence_lab.run.config import validate
+    from emergence_lab.run.identity import identity_fields
+    from tests.conftest import compose_cfg
+
+    cfg = validate(compose_cfg(["dataset=digits", f"model={model}", "model.activation=tanh"]))
+    net = build_model(cfg.model, (1, 8, 8), 10)
+    tanh = [n for n, m in net.named_modules() if isinstance(m, nn.Tanh)]
+    assert tanh and not any(isinstance(m, nn.ReLU) for m in net.modules())
+    x = torch.randn(16, 1, 8, 8)
+    layers = unit_graph(net, x[:1], ["hidden"]).layers
+    assert sorted(layers) == sorted(tanh)  # every tanh output is a layer of counted units
+    assert identity_fields(cfg)["model.activation"] == "tanh"  # a different run
+    default = validate(compose_cfg(["dataset=digits", f"model={model}"]))
+    assert "model.activation" not in identity_fields(default)  # relu: stored runs unchanged
+    with pytest.raises(ValueError, match=re.escape(f"model.activation must be one of {sorted(ACTIVATIONS)}")):
+        validate(compose_cfg(["dataset=digits", f"model={model}", "model.activation=swish"]))

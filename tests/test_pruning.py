@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from emergence_lab.models import MLP
+from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.core import STRATEGIES, PruningConfig, apply_pruning, sparsity, surviving_parameters
 from emergence_lab.run.checkpoint import load_checkpoint, save_checkpoint
 
@@ -297,7 +297,7 @@ def chain_structured(model, rate):
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_structured_on_a_chain_removes_what_the_chain_code_removed(arch):
-    from emergence_lab.models import CNN
+    from emergence_lab.models.cnn import CNN
     from emergence_lab.prune.core import current_masks
 
     torch.manual_seed(1)
@@ -317,7 +317,7 @@ def test_structured_on_a_chain_removes_what_the_chain_code_removed(arch):
 
 def test_structured_on_a_resnet_removes_coupled_channels_together():
     from emergence_lab.measure.graph import unit_graph
-    from emergence_lab.models import ResNet
+    from emergence_lab.models.resnet import ResNet
 
     torch.manual_seed(0)
     m = ResNet((3, 8, 8), 4, depth=8, width=4)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from emergence_lab.models import CNN, MLP
+from emergence_lab.models.cnn import CNN
+from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.core import (
     STRATEGIES,
     apply_pruning,

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from emergence_lab.models import MLP
+from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.core import sparsity
 from emergence_lab.run import loop as train_mod
 from emergence_lab.run import pipeline as runner

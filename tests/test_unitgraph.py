@@ -11,7 +11,9 @@ from emergence_lab import measure_emergence
 from emergence_lab.measure.counting import routes
 from emergence_lab.measure.formula import emergence
 from emergence_lab.measure.graph import UnreadableGraph, unit_graph
-from emergence_lab.models import CNN, MLP, ResNet
+from emergence_lab.models.cnn import CNN
+from emergence_lab.models.mlp import MLP
+from emergence_lab.models.resnet import ResNet
 
 
 class Skip(nn.Module):

@@ -7,8 +7,16 @@ from the entries, so adding an option is one entry (one Python file) and one YAM
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
+import pkgutil
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from typing import Any, Generic, Protocol, TypeVar
+
+PLUGINS_ENV = "EMERGENCE_LAB_PLUGINS"  # comma-separated modules that register options
+PLUGINS_GROUP = "emergence_lab.plugins"  # the entry-point group of installed plugin packages
 
 
 class Named(Protocol):
@@ -57,6 +65,35 @@ class Registry(Generic[E]):
     def names(self) -> list[str]:
         """The registered names, in registration order."""
         return list(self._entries)
+
+
+def import_submodules(package: str) -> None:
+    """Import every module and subpackage of `package` (its options register themselves), so
+    that adding an option is adding a file."""
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def load_plugins() -> tuple[str, ...]:
+    """Import the plugin modules (options registered from outside the package): those named in
+    $EMERGENCE_LAB_PLUGINS (comma-separated) and the `emergence_lab.plugins` entry points of
+    installed packages. Their YAMLs join Hydra's search path (`hydra.searchpath`). Called before
+    a config is composed or validated and before a report; returns the modules imported."""
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    names += [ep.value for ep in entry_points(group=PLUGINS_GROUP)]
+    return _import_all(tuple(names))
+
+
+@functools.cache
+def _import_all(names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"{PLUGINS_ENV}: plugin module {name!r} cannot be imported "
+                             f"({exc}); put its folder on PYTHONPATH or install it") from None
+    return names
 
 
 def check(ok: bool, message: str) -> None:
