@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from emergence_lab import data
+from emergence_lab.data import idx
 from emergence_lab.run.config import validate
 from tests.conftest import SHARED_MNIST, compose_cfg, corrupt_mnist_copy
 
@@ -45,7 +46,7 @@ def test_mnist_from_a_local_source_is_gunzipped_and_verified(tmp_path):
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert d.num_classes == 10 and d.y_train.dtype == torch.long
     raw = tmp_path / "data" / "MNIST" / "raw"
-    assert data.md5sum(raw / "t10k-labels-idx1-ubyte") == "27ae3e4e09519cfbb04c329615203637"
+    assert idx.md5sum(raw / "t10k-labels-idx1-ubyte") == "27ae3e4e09519cfbb04c329615203637"
     # second load: found in the data dir, sources no longer needed
     again = data.load_dataset(mnist_cfg(tmp_path, []))
     assert torch.equal(again.y_test, d.y_test)
