@@ -23,7 +23,8 @@ from epoch_overhead import new_model, setup
 
 from emergence_lab.measure import Setting, measure, record
 from emergence_lab.measure.graph import UNIT_LAYER_KINDS, cached_unit_graph
-from emergence_lab.prune.core import PruningConfig, apply_pruning
+from emergence_lab.prune.base import PruningConfig
+from emergence_lab.prune.masks import apply_pruning
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -115,8 +115,8 @@ def test_changing_a_default_is_documented(doc, monkeypatch):
     explicit_old = validate(compose_cfg(["pruning=snip", "pruning.samples=256"]))
     before = config_hash(explicit_old)
     assert config_hash(base) == before
-    from emergence_lab.prune import strategies
-    monkeypatch.setattr(strategies.BatchScoreConfig.__dataclass_fields__["samples"], "default", 512)
+    from emergence_lab.prune.strategies import snip
+    monkeypatch.setattr(snip.BatchScoreConfig.__dataclass_fields__["samples"], "default", 512)
     assert config_hash(explicit_old) != before  # the same settings, another identity
 
 

@@ -19,7 +19,7 @@ from emergence_lab.measure.probe import needs_recalibration
 from emergence_lab.measure.rules import RULES
 from emergence_lab.models.mlp import MLP
 from emergence_lab.models.resnet import ResNet
-from emergence_lab.prune.core import apply_masks
+from emergence_lab.prune.masks import apply_masks
 
 THETAS = {"mean": [0.0, 0.05, 0.2], "fraction": [0.0, 0.1, 0.3], "dormant": [0.0, 0.5, 1.0]}
 

@@ -4,7 +4,7 @@ the survivors where they belong."""
 import pytest
 import torch
 
-from emergence_lab.prune.core import current_masks
+from emergence_lab.prune.masks import current_masks
 from emergence_lab.run import pipeline as runner
 from emergence_lab.run.config import validate
 from emergence_lab.store import connection, records

@@ -103,7 +103,7 @@ def test_cnn_counts_filters_and_hidden_units():
 def test_layer_order_is_the_forward_order_not_the_registration_order():
     from torch import nn
 
-    from emergence_lab.prune.core import prunable_modules
+    from emergence_lab.prune.base import prunable_modules
 
     class Backwards(nn.Module):  # registers the head first, calls it last
         def __init__(self):

@@ -3,7 +3,9 @@ import torch
 from torch import nn
 
 from emergence_lab.models.mlp import MLP
-from emergence_lab.prune.core import STRATEGIES, PruningConfig, apply_pruning, sparsity, surviving_parameters
+from emergence_lab.prune.base import STRATEGIES, PruningConfig
+from emergence_lab.measure.probe import surviving_parameters
+from emergence_lab.prune.masks import apply_pruning, sparsity
 from emergence_lab.run.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -146,7 +148,7 @@ def test_structured_removes_the_weakest_units_and_what_reads_them(tmp_path):
 
 
 def test_iterative_schedule_reaches_the_amount():
-    from emergence_lab.prune.core import schedule
+    from emergence_lab.prune.schedules import schedule
 
     steps = schedule(PruningConfig("magnitude", 0.7, epoch=5, steps=3, interval=2))
     assert [e for e, _ in steps] == [5, 7, 9]
@@ -197,7 +199,7 @@ def _top_kept(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
 
 
 def test_snip_keeps_the_largest_gradient_times_weight_on_its_batch():
-    from emergence_lab.prune.core import training_batch
+    from emergence_lab.prune.masks import training_batch
 
     m = _two_layer()
     x, y = _batch()
@@ -210,7 +212,7 @@ def test_snip_keeps_the_largest_gradient_times_weight_on_its_batch():
 
 
 def test_grasp_keeps_the_weights_with_the_largest_w_times_hessian_gradient():
-    from emergence_lab.prune.core import training_batch
+    from emergence_lab.prune.masks import training_batch
 
     m = _two_layer()
     x, y = _batch()
@@ -243,7 +245,7 @@ def test_synflow_scores_the_path_sums_of_absolute_weights():
 
 
 def test_cubic_schedule_follows_zhu_and_gupta():
-    from emergence_lab.prune.core import schedule
+    from emergence_lab.prune.schedules import schedule
 
     events = schedule(PruningConfig("magnitude", 0.8, epoch=2, schedule="cubic", steps=4, interval=2))
     assert [e for e, _ in events] == [2, 4, 6, 8]
@@ -276,7 +278,8 @@ def test_a_strategy_never_revives_a_pruned_weight():
 
 def chain_structured(model, rate):
     """The chain-only structured pruning this project had before Torch-Pruning (reference)."""
-    from emergence_lab.prune.core import current_masks, prunable_modules, prunable_weights
+    from emergence_lab.prune.base import prunable_modules, prunable_weights
+    from emergence_lab.prune.masks import current_masks
 
     out = current_masks(model)
     keys, mods = list(prunable_weights(model)), prunable_modules(model)
@@ -298,7 +301,7 @@ def chain_structured(model, rate):
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_structured_on_a_chain_removes_what_the_chain_code_removed(arch):
     from emergence_lab.models.cnn import CNN
-    from emergence_lab.prune.core import current_masks
+    from emergence_lab.prune.masks import current_masks
 
     torch.manual_seed(1)
     m = (MLP(in_shape=(1, 6, 6), num_classes=3, hidden=[12, 7]) if arch == "mlp"

@@ -11,15 +11,8 @@ from torch.nn.utils import prune as torch_prune
 
 from emergence_lab.models.cnn import CNN
 from emergence_lab.models.mlp import MLP
-from emergence_lab.prune.core import (
-    STRATEGIES,
-    apply_pruning,
-    check_ignore,
-    current_masks,
-    keep_top,
-    prunable_modules,
-    prunable_weights,
-)
+from emergence_lab.prune.base import STRATEGIES, check_ignore, prunable_modules, prunable_weights
+from emergence_lab.prune.masks import apply_pruning, current_masks, keep_top
 from emergence_lab.run.config import validate
 from emergence_lab.run.pipeline import build_network
 from tests.conftest import compose_cfg

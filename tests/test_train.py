@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emergence_lab.models.mlp import MLP
-from emergence_lab.prune.core import sparsity
+from emergence_lab.prune.masks import sparsity
 from emergence_lab.run import loop as train_mod
 from emergence_lab.run import pipeline as runner
 from emergence_lab.run.checkpoint import load_checkpoint

@@ -180,7 +180,7 @@ def test_data_dependent_control_flow_is_an_error_not_a_count():
 
 
 def test_structurally_removed_units_are_not_counted():
-    from emergence_lab.prune.core import apply_masks
+    from emergence_lab.prune.masks import apply_masks
 
     model = MLP((1, 2, 2), 2, [4, 3])
     w = torch.ones(4, 4)

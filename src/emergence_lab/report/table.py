@@ -17,7 +17,7 @@ import yaml
 from scipy import stats
 
 from emergence_lab.measure import keys as mk
-from emergence_lab.prune.core import STRATEGIES, describe
+from emergence_lab.prune.base import STRATEGIES, describe
 
 # Config fields that never define a group: the comparison axis (every pruning setting but the
 # epoch of the first step: the strategies of a group share their control), replicates, how a

@@ -16,7 +16,7 @@ from torch import nn
 
 from emergence_lab.files import atomic_save
 from emergence_lab.procs import pid_alive
-from emergence_lab.prune.core import freeze, prepare_for_state
+from emergence_lab.prune.masks import freeze, prepare_for_state
 
 log = logging.getLogger(__name__)
 

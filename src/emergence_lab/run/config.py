@@ -22,7 +22,7 @@ from emergence_lab.data import DATASETS, DatasetConfig
 from emergence_lab.measure.setting import Setting
 from emergence_lab.measure.stats import FRACTIONS
 from emergence_lab.models import INITS, MODELS, InitConfig
-from emergence_lab.prune.core import STRATEGIES, PruningConfig
+from emergence_lab.prune.base import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from emergence_lab.models import INITS, MODELS
-from emergence_lab.prune.core import RESETS, STRATEGIES, PruningConfig, describe
+from emergence_lab.prune.base import RESETS, STRATEGIES, PruningConfig, describe
 from emergence_lab.run.config import Config, ThresholdConfig, TrainerConfig
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is

@@ -20,7 +20,7 @@ from emergence_lab.measure.graph import UNIT_LAYER_KINDS, cached_unit_graph
 from emergence_lab.measure.probe import Measurement, counts_metrics
 from emergence_lab.measure.probe import measure as measure_units
 from emergence_lab.measure.setting import Setting
-from emergence_lab.prune.core import sparsity
+from emergence_lab.prune.masks import sparsity
 from emergence_lab.run.config import Config
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)

@@ -33,14 +33,9 @@ from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.measure.formula import stop_epoch
 from emergence_lab.measure.graph import unit_graph
 from emergence_lab.models import INITS, build_model
-from emergence_lab.prune.core import (
-    RESETS,
-    apply_masks,
-    apply_pruning,
-    check_ignore,
-    current_masks,
-    schedule,
-)
+from emergence_lab.prune.base import RESETS, check_ignore
+from emergence_lab.prune.masks import apply_masks, apply_pruning, current_masks
+from emergence_lab.prune.schedules import schedule
 from emergence_lab.run import remeasure
 from emergence_lab.run.checkpoint import (
     load_optimizer_state,
