@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from epoch_overhead import bare_epochs, new_model, project_epochs, setup  # noqa: E402
 
-from emergence_lab.report.render import build_report  # noqa: E402
+from emergence_lab.report.build import build_report  # noqa: E402
 from emergence_lab.report.synthetic import big_sweep  # noqa: E402
 from emergence_lab.store import records  # noqa: E402
 

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report.render import ReportError, build_report, build_report_from_table
+from emergence_lab.report.assemble import ReportError
+from emergence_lab.report.build import build_report, build_report_from_table
 
 
 def parse_setting(text: str) -> Setting:

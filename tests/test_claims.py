@@ -157,7 +157,7 @@ def test_adding_a_claim_is_one_entry(monkeypatch):
 
 
 def test_the_papers_own_number_stands_beside_costs_accuracy():
-    from emergence_lab.report.render import paper_numbers
+    from emergence_lab.report.views import paper_numbers
 
     summary = pd.DataFrame([
         {"group": "g", "label": "control", "level": 0.0, "paper_final_acc": 0.863},

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from emergence_lab import procs
-from emergence_lab.report.render import build_report
+from emergence_lab.report.build import build_report
 from emergence_lab.store import connection, ledger, records
 from tests.conftest import ROOT
 from tests.test_server import backend, server  # noqa: F401 - fixtures

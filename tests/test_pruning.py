@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from emergence_lab.measure.probe import surviving_parameters
 from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.base import STRATEGIES, PruningConfig
-from emergence_lab.measure.probe import surviving_parameters
 from emergence_lab.prune.masks import apply_pruning, sparsity
 from emergence_lab.run.checkpoint import load_checkpoint, save_checkpoint
 

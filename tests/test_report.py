@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from emergence_lab.report import table as report
-from emergence_lab.report.render import ReportError, build_report
+from emergence_lab.report.assemble import ReportError
+from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import big_sweep, branch, params, write_run
 from emergence_lab.store import artifacts, connection, sweeps
 from tests.conftest import ROOT
@@ -25,7 +26,7 @@ def test_per_run_values_by_hand(store):
     parent = sweeps.start_sweep(store, "synthetic", "s", {})
     write_run(store, parent, "c", params(0.0, 0), CONTROL)
     write_run(store, parent, "p", params(0.5, 0), PRUNED)
-    from emergence_lab.report.render import load_runs
+    from emergence_lab.report.assemble import load_runs
     runs, hist = load_runs(store, sweeps.sweep_children(store, parent))
     t = report.per_run_table(runs, hist).set_index("level")
     c, p = t.loc[0.0], t.loc[0.5]

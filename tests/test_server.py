@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab.report.render import build_report
+from emergence_lab.report.build import build_report
 from emergence_lab.store import connection, sweeps
 from tests.conftest import ROOT, free_port
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from emergence_lab.report.render import build_report
+from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
 from emergence_lab.run import pipeline as runner
 from emergence_lab.store import connection, records, sweeps

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from emergence_lab.report import tidy
-from emergence_lab.report.render import ReportError, build_report, build_report_from_table
+from emergence_lab.report.assemble import ReportError
+from emergence_lab.report.build import build_report, build_report_from_table
 from tests.conftest import ROOT
 from tests.test_report import CONTROL, PRUNED, jitter, sweep_with
 

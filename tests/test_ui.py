@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from emergence_lab.report.render import build_report
+from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
 from emergence_lab.store import sweeps
 from tests.conftest import ROOT, free_port

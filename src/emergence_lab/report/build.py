@@ -1,0 +1,103 @@
+"""Build a report: pull runs from MLflow (the latest sweep, a named one, an experiment) or read a
+tidy table, assemble it, write its files and log it back to the store as a report run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from emergence_lab.measure.setting import Setting
+from emergence_lab.report import tidy
+from emergence_lab.report.assemble import ReportError, build, load_runs
+from emergence_lab.report.page import write
+from emergence_lab.report.sections import parent_note, slug
+from emergence_lab.store import artifacts, connection, links, records, sweeps
+
+
+def _sweep_parent(uri: str, run_id: str):
+    """The parent run of a sweep by id; a ReportError for an unknown id or another kind of run."""
+    run = records.find_run(uri, run_id)
+    if run is None:
+        raise ReportError(f"--sweep {run_id}: no such run in {uri}; make ui lists the sweeps "
+                          f"(runs tagged kind=sweep), or omit --sweep for the latest")
+    if run.data.tags.get("kind") != "sweep":
+        parent = run.data.tags.get(sweeps.PARENT_TAG)
+        hint = f"it is a run of sweep {parent}: use --sweep {parent}" if parent else \
+            "use a sweep's parent run id, or --experiment NAME"
+        raise ReportError(f"--sweep {run_id} is not a sweep ({hint})")
+    return run
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail before anything is written when the report's folder cannot be."""
+    existing = next(p for p in [folder.resolve(), *folder.resolve().parents] if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()  # leaves nothing behind
+    except OSError as exc:
+        raise ReportError(f"{what} {folder} cannot be written ({exc.strerror or exc}); "
+                          f"pass --out WRITABLE_FOLDER") from None
+
+
+def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
+                 out: str | None = None, log_back: bool = True,
+                 stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None,
+                 setting: Setting | None = None) -> Path:
+    """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
+    store = connection.local_store_dir(uri)
+    if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+        raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
+                          "or pass --tracking-uri")
+    if experiment:
+        runs, expected, name, exp_id = records.experiment_runs(uri, experiment), None, experiment, None
+    else:
+        parent = _sweep_parent(uri, sweep) if sweep else sweeps.latest_sweep(uri)
+        if parent is None:
+            raise ReportError(f"no sweep in {uri}: run one first (make sweep)")
+        expected = artifacts.load_json(uri, parent.info.run_id, "sweep_jobs.json")
+        if not all(isinstance(j, dict) for j in expected or []):
+            expected = None  # a sweep recorded before cells had hashes: no missing-cell check
+        hashes = [j["config_hash"] for j in expected or []]
+        runs = sweeps.sweep_runs(uri, parent.info.run_id, hashes)
+        name, exp_id = parent.info.run_name, parent.info.experiment_id
+    parent_id = None if experiment else parent.info.run_id
+    if not runs:
+        raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
+    out_dir = Path(out) if out else Path("reports") / slug(name)
+    _check_writable(out_dir, "--out" if out else "the report folder")
+    runs_df, hist = load_runs(uri, runs)
+    address = links.ui_address(uri, ui)
+    rep = build(name, runs_df, hist, expected, stop_rule, address, setting)
+    write(rep, out_dir)
+    if log_back:
+        exp_id = exp_id or runs[0].info.experiment_id
+        report_id = artifacts.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
+                                        out_dir, {"report_of": name})
+        if parent_id:  # the sweep's page says what it found and where the report is
+            link = links.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
+            records.set_note(uri, parent_id, parent_note(rep, link))
+    return out_dir
+
+
+def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[float, int] = (
+        0.0, 3), setting: Setting | None = None) -> Path:
+    """The whole report from a tidy table (tidy.py), with no MLflow store: reports/<file stem>/
+    unless `out`."""
+    file = Path(path)
+    try:
+        table = pd.read_csv(file)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"--from-table {path}: cannot be read as CSV ({exc})") from None
+    try:
+        runs, hist, unpaired = tidy.from_table(table, f"--from-table {path}")
+    except tidy.TableError as exc:
+        raise ReportError(str(exc)) from None
+    out_dir = Path(out) if out else Path("reports") / slug(file.stem)
+    _check_writable(out_dir, "--out" if out else "the report folder")
+    rep = build(file.stem, runs, hist, None, stop_rule, None, setting, labelled=True,
+                unpaired=unpaired)
+    write(rep, out_dir)
+    return out_dir
