@@ -80,7 +80,7 @@ def test_range_and_cross_field_errors_name_field_value_and_range(overrides, mess
 
 def test_too_few_counted_layers_fail_the_preflight():
     """The layer count comes from the built network, checked before any run exists."""
-    from emergence_lab.run.pipeline import preflight
+    from emergence_lab.run.preflight import preflight
 
     with pytest.raises(ValueError, match=r"emergence needs at least 2 counted layers: "
                                          r"threshold.layers=\['hidden'\] counts 1"):

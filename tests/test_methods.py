@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emergence_lab.prune.masks import current_masks
-from emergence_lab.run import pipeline as runner
+from emergence_lab.run import pipeline, preflight, stages
 from emergence_lab.run.config import validate
 from emergence_lab.store import connection, records
 from tests.conftest import compose_cfg
@@ -22,7 +22,7 @@ SHORT = {  # each method's schedule squeezed into 3 epochs
 
 def test_every_method_runs_to_its_sparsity_and_logs_every_epoch(tiny_overrides, store):
     for method, extra in SHORT.items():
-        out = runner.train(compose_cfg(tiny_overrides + [f"pruning={method}",
+        out = pipeline.train(compose_cfg(tiny_overrides + [f"pruning={method}",
                                                          "pruning.amount=0.6", *extra]))
         assert out["pruning/sparsity"] == pytest.approx(0.6, abs=0.01), method
     client = connection.get_client(store)
@@ -41,7 +41,7 @@ def test_every_method_runs_to_its_sparsity_and_logs_every_epoch(tiny_overrides, 
 def after_first_reset(monkeypatch):
     """The network's weights and masks right after the first pruning step's reset."""
     seen = []
-    real = runner._reset
+    real = stages._reset
 
     def spy(s, logger):
         real(s, logger)
@@ -49,13 +49,13 @@ def after_first_reset(monkeypatch):
             seen.append(({k: v.clone() for k, v in s.model.state_dict().items()},
                          current_masks(s.model)))
 
-    monkeypatch.setattr(runner, "_reset", spy)
+    monkeypatch.setattr(stages, "_reset", spy)
     return seen
 
 
 def _initial(overrides, seed_offset=0):
     c = validate(compose_cfg(overrides))
-    net = runner.build_network(c, (1, 8, 8), 10, seed=c.trainer.seed + seed_offset)
+    net = preflight.build_network(c, (1, 8, 8), 10, seed=c.trainer.seed + seed_offset)
     return net.state_dict()
 
 
@@ -63,7 +63,7 @@ def _initial(overrides, seed_offset=0):
 def test_survivors_restart_from_the_rewind_state_or_a_fresh_init(
         tiny_overrides, method, offset, after_first_reset):
     overrides = tiny_overrides + [f"pruning={method}", "pruning.amount=0.5", *SHORT[method]]
-    runner.train(compose_cfg(overrides))
+    pipeline.train(compose_cfg(overrides))
     state, masks = after_first_reset[0]
     start = _initial(overrides, offset)  # rewind_epoch 0: the run's own initial weights
     for key, mask in masks.items():

@@ -51,6 +51,13 @@ def config(tiny_overrides, *more):
     return validate(compose_cfg(tiny_overrides + list(more)))
 
 
+def cell_of(c, tags):
+    """The store's part of a run plan for cell h1 of config c."""
+    return ownership.Cell(c.tracking.uri, c.tracking.experiment, "h1", "cell", tags,
+                          force=c.force, on_taken=c.tracking.on_taken,
+                          stale_after_s=c.tracking.stale_after_s)
+
+
 def owned_run(store, owner, age=0.0):
     """A RUNNING run of cell 'h1' owned by `owner`, whose lease and last heartbeat are
     `age` seconds old."""
@@ -67,7 +74,7 @@ def owned_run(store, owner, age=0.0):
 def test_a_live_owner_keeps_its_cell(tiny_overrides, store):
     c = config(tiny_overrides, "tracking.on_taken=skip")
     run_id = owned_run(store, f"{socket.gethostname()}:{os.getpid()}:x")
-    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert (got.state, got.run_id) == ("taken", run_id)
     assert got.owner == f"{socket.gethostname()}:{os.getpid()}:x"
     assert len(records.experiment_runs(store, "emergence")) == 1  # nothing new was created
@@ -76,7 +83,7 @@ def test_a_live_owner_keeps_its_cell(tiny_overrides, store):
 def test_a_dead_owner_on_this_host_is_taken_over_at_once(tiny_overrides, store):
     c = config(tiny_overrides)
     run_id = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")  # as after kill -9
-    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert (got.state, got.run_id) == ("resume", run_id)
     gen, holder, _ = ledger.lease_holder(connection.get_client(store).get_run(run_id))
     assert (gen, holder) == (2, got.owner)
@@ -86,15 +93,15 @@ def test_an_owner_on_another_host_is_dead_only_once_its_heartbeat_is_stale(tiny_
     c = config(tiny_overrides, "tracking.on_taken=skip", "tracking.stale_after_s=60",
                "tracking.heartbeat_s=10")
     fresh = owned_run(store, "elsewhere:1:x", age=5)
-    assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
+    assert ownership.acquire(cell_of(c, {})).state == "taken"
     connection.get_client(store).set_tag(fresh, ledger.HEARTBEAT_TAG, f"elsewhere:1:x {time.time()}")
-    assert ownership.acquire(c, "h1", "cell", {}, None).state == "taken"
+    assert ownership.acquire(cell_of(c, {})).state == "taken"
 
 
 def test_a_silent_owner_on_another_host_is_taken_over(tiny_overrides, store):
     c = config(tiny_overrides, "tracking.stale_after_s=60", "tracking.heartbeat_s=10")
     stale = owned_run(store, "elsewhere:1:x", age=120)
-    got = ownership.acquire(c, "h1", "cell", {}, None)
+    got = ownership.acquire(cell_of(c, {}))
     assert (got.state, got.run_id) == ("resume", stale)
 
 
@@ -158,7 +165,7 @@ def test_a_cell_that_finishes_while_it_is_looked_at_is_skipped_not_rerun(tiny_ov
         return None if len(calls) == 1 else real(*args)  # it finished just after this read
 
     monkeypatch.setattr(ownership, "_finished", finished_after_the_first_look)
-    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert (got.state, got.run_id) == ("skip", run_id)
     assert len(records.experiment_runs(store, "emergence")) == 1
 
@@ -167,8 +174,8 @@ def test_two_forced_reruns_of_one_cell_make_one_new_run(tiny_overrides, store):
     c = config(tiny_overrides, "force=true", "tracking.on_taken=skip")
     old = owned_run(store, f"{socket.gethostname()}:{dead_pid()}:x")
     connection.get_client(store).set_terminated(old, "FINISHED")
-    first = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
-    second = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    first = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
+    second = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert first.state == "new" and (second.state, second.run_id) == ("taken", first.run_id)
 
 
@@ -178,6 +185,6 @@ def test_another_process_s_unentered_candidate_is_not_taken_over(tiny_overrides,
     other = f"{socket.gethostname()}:{os.getpid()}:other"  # made its run, not yet its lease
     candidate = connection.get_client(store).create_run(
         exp_id, tags={"config_hash": "h1", ledger.OWNER_TAG: other}).info.run_id
-    got = ownership.acquire(c, "h1", "cell", {"config_hash": "h1"}, None)
+    got = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert got.state == "new" and got.run_id != candidate
     assert ledger.lease_holder(connection.get_client(store).get_run(candidate))[1] is None

@@ -9,7 +9,7 @@ import pytest
 
 from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
-from emergence_lab.run import pipeline as runner
+from emergence_lab.run import pipeline
 from emergence_lab.store import connection, records, sweeps
 from tests.conftest import ROOT, compose_cfg
 
@@ -21,7 +21,7 @@ def test_runs_of_one_cell_are_one_measurement_in_both_report_modes(tiny_override
     ids = {}
     for force in ("false", "true"):  # a sweep, then the same with force=true
         for amount in ("0", "0.5"):
-            runner.train(compose_cfg(tiny_overrides + BRANCHES + [
+            pipeline.train(compose_cfg(tiny_overrides + BRANCHES + [
                 f"pruning.amount={amount}", f"force={force}"]), parent_run_id=parent)
     for r in records.experiment_runs(store, "emergence"):
         ids.setdefault(r.data.tags["config_hash"], []).append(r.info.run_id)  # oldest first
@@ -39,11 +39,11 @@ def test_runs_of_one_cell_are_one_measurement_in_both_report_modes(tiny_override
 
 def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, store, tmp_path,
                                                               caplog):
-    runner.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0"]))
+    pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0"]))
     (cache,) = (tmp_path / "cache").glob("*.pt")
     cache.write_bytes(cache.read_bytes()[:100])  # truncated, as by a full disk
     with caplog.at_level(logging.WARNING):
-        out = runner.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
+        out = pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
     assert out["test/acc"] > 0
     assert f"prefix cache {cache} does not load" in caplog.text
     assert list((tmp_path / "cache").glob(f"{cache.name}.corrupt-*"))
@@ -53,7 +53,7 @@ def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, st
 
 
 def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, store, tmp_path):
-    runner.train(compose_cfg(tiny_overrides))
+    pipeline.train(compose_cfg(tiny_overrides))
     (run,) = records.experiment_runs(store, "emergence")
     client = connection.get_client(store)
     client.set_terminated(run.info.run_id, "KILLED")  # as if interrupted
@@ -62,7 +62,7 @@ def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, 
     client.log_artifact(run.info.run_id, str(tampered), "checkpoints")
     with pytest.raises(ValueError, match=f"checkpoints/last.pt of run {run.info.run_id} is "
                                          r"refused by torch.load\(weights_only=True\)"):
-        runner.train(compose_cfg(tiny_overrides))
+        pipeline.train(compose_cfg(tiny_overrides))
     got = client.get_run(run.info.run_id)
     assert got.info.status == "FAILED" and "is refused" in got.data.tags["error"]
 

@@ -8,7 +8,7 @@ import torch
 from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.masks import sparsity
 from emergence_lab.run import loop as train_mod
-from emergence_lab.run import pipeline as runner
+from emergence_lab.run import pipeline, plan
 from emergence_lab.run.checkpoint import load_checkpoint
 from emergence_lab.store import connection, records
 from tests.conftest import compose_cfg
@@ -36,9 +36,9 @@ def runs_by_name(uri):
 
 def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
     prune = ["pruning=magnitude", "pruning.epoch=2"]
-    first = runner.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0"]))
+    first = pipeline.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0"]))
     assert len(count_epochs) == 3  # trained epochs 1, 2 (prefix) and 3
-    second = runner.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0.5"]))
+    second = pipeline.train(compose_cfg(tiny_overrides + prune + ["pruning.amount=0.5"]))
     assert len(count_epochs) == 4  # only epoch 3: the prefix came from the cache
     assert second["pruning/sparsity"] == pytest.approx(0.5, abs=1e-3)
 
@@ -56,17 +56,17 @@ def test_sibling_reuses_the_shared_prefix(tiny_overrides, store, count_epochs):
 
 def test_a_run_from_the_cache_continues_exactly_like_one_trained_through(tiny_overrides, tmp_path):
     prune = ["pruning=magnitude", "pruning.epoch=2", "pruning.amount=0.3"]
-    through = runner.train(compose_cfg(tiny_overrides + prune))
+    through = pipeline.train(compose_cfg(tiny_overrides + prune))
     again = prune + ["force=true"]  # not skipped although the cell has FINISHED
-    cached = runner.train(compose_cfg(tiny_overrides + again))  # same key: loads the state
+    cached = pipeline.train(compose_cfg(tiny_overrides + again))  # same key: loads the state
     other_cache = [f"tracking.cache_dir={tmp_path / 'elsewhere'}"]
-    fresh = runner.train(compose_cfg(tiny_overrides + again + other_cache))
+    fresh = pipeline.train(compose_cfg(tiny_overrides + again + other_cache))
     for key in ("test/acc", "test/loss", "train/loss", "emergence/E"):
         assert through[key] == cached[key] == fresh[key], key
 
 
 def test_checkpoints_are_artifacts_with_masks(tiny_overrides, store):
-    runner.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
+    pipeline.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
                                                   "pruning.amount=0.7"]))
     run = next(iter(runs_by_name(store).values()))
     client = connection.get_client(store)
@@ -81,7 +81,7 @@ def test_checkpoints_are_artifacts_with_masks(tiny_overrides, store):
 
 
 def test_every_metric_once_per_epoch(tiny_overrides, store):
-    runner.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
+    pipeline.train(compose_cfg(tiny_overrides + ["pruning=magnitude", "pruning.epoch=1",
                                                   "pruning.amount=0.5"]))
     run = next(iter(runs_by_name(store).values()))
     per_epoch = ["train/loss", "train/acc", "time/epoch_s"]
@@ -98,16 +98,16 @@ def test_every_metric_once_per_epoch(tiny_overrides, store):
 
 def test_a_diverging_run_is_marked_failed_with_its_reason(tiny_overrides, store):
     with pytest.raises(FloatingPointError, match="diverged"):
-        runner.train(compose_cfg(tiny_overrides + ["trainer.lr=1e30"]))
+        pipeline.train(compose_cfg(tiny_overrides + ["trainer.lr=1e30"]))
     run = next(iter(runs_by_name(store).values()))
     assert run.info.status == "FAILED"
     assert re.search(r"FloatingPointError: train/loss is (nan|inf)", run.data.tags["error"])
 
 
 def test_device_auto_and_explicit():
-    assert runner.resolve_device("cpu") == torch.device("cpu")
+    assert plan.resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert runner.resolve_device("auto").type == expected
+    assert plan.resolve_device("auto").type == expected
 
 
 def metric_steps(store, run, key):
@@ -115,7 +115,7 @@ def metric_steps(store, run, key):
 
 
 def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + [
+    out = pipeline.train(compose_cfg(tiny_overrides + [
         "pruning=iterative", "pruning.amount=0.75", "pruning.epoch=1", "pruning.steps=2",
         "pruning.interval=1", "trainer.epochs=3"]))
     run = next(iter(runs_by_name(store).values()))
@@ -127,7 +127,7 @@ def test_iterative_pruning_prunes_on_schedule(tiny_overrides, store):
 
 
 def test_structured_pruning_shrinks_the_counted_layers(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + [
+    out = pipeline.train(compose_cfg(tiny_overrides + [
         "pruning=structured", "pruning.amount=0.5", "pruning.epoch=1", "threshold.theta=0"]))
     # theta 0: every surviving unit with a positive mean is active; removed units are not counted
     run = next(iter(runs_by_name(store).values()))
@@ -139,14 +139,14 @@ def test_structured_pruning_shrinks_the_counted_layers(tiny_overrides, store):
 
 
 def test_theta_grid_is_logged_from_the_same_activations(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + ["threshold.grid=[0,0.05,0.5]"]))
+    out = pipeline.train(compose_cfg(tiny_overrides + ["threshold.grid=[0,0.05,0.5]"]))
     assert out["emergence/E_theta/0.05"] == out["emergence/E"]  # the run's own theta
     assert {"emergence/E_theta/0", "emergence/E_theta/0.5",
             "emergence/relative_theta/0.5"} <= set(out)
 
 
 def test_both_activity_modes_and_the_sparsity_baselines_are_logged(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + ["threshold=fraction",
+    out = pipeline.train(compose_cfg(tiny_overrides + ["threshold=fraction",
                                                         "threshold.grid=[0.05]"]))
     # the run's own setting under its keys, the paper's as emergence/E, the grid beside them
     assert out["emergence/E_theta_fraction/0.05"] == out["emergence/E/fraction/0.05/units"]
@@ -157,7 +157,7 @@ def test_both_activity_modes_and_the_sparsity_baselines_are_logged(tiny_override
 
 
 def test_lr_after_prune_takes_over_at_the_pruning_step(tiny_overrides, store):
-    runner.train(compose_cfg(tiny_overrides + [
+    pipeline.train(compose_cfg(tiny_overrides + [
         "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5",
         "trainer.lr_after_prune=0.0123"]))
     run = next(iter(runs_by_name(store).values()))
@@ -168,7 +168,7 @@ def test_lr_after_prune_takes_over_at_the_pruning_step(tiny_overrides, store):
 
 
 def test_emergence_stopper_stops_and_says_when(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + [
+    out = pipeline.train(compose_cfg(tiny_overrides + [
         "trainer.epochs=6", "trainer.stop_epsilon=1e12", "trainer.stop_patience=2"]))
     run = next(iter(runs_by_name(store).values()))
     assert run.data.tags["stopped_early_at"] == "2"
@@ -179,8 +179,8 @@ def test_emergence_stopper_stops_and_says_when(tiny_overrides, store):
 def test_pretraining_is_shared_by_its_branches(tiny_overrides, store, count_epochs):
     pre = ["pretrain=mnist", "dataset@pretrain.dataset=digits", "pretrain.epochs=2",
            "pruning=magnitude", "pruning.epoch=0", "trainer.epochs=2"]
-    runner.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0"]))
-    runner.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0.5"]))
+    pipeline.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0"]))
+    pipeline.train(compose_cfg(tiny_overrides + pre + ["pruning.amount=0.5"]))
     assert len(count_epochs) == 2 + 2 + 2  # pretraining once, then 2 epochs per branch
     runs = runs_by_name(store)
     assert set(runs) == {"digits2to-digits-mlp-magnitude0-bs32-seed0",
@@ -192,7 +192,7 @@ def test_pretraining_is_shared_by_its_branches(tiny_overrides, store, count_epoc
 
 
 def test_cnn_trains_with_emergence_init(tiny_overrides, store):
-    out = runner.train(compose_cfg(tiny_overrides + [
+    out = pipeline.train(compose_cfg(tiny_overrides + [
         "model=cnn", "model.channels=[4,8]", "model.hidden=[16]", "init=emergence",
         "init.alpha=1.2", "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5"]))
     run = next(iter(runs_by_name(store).values()))
@@ -227,5 +227,5 @@ def test_a_validation_split_is_held_out_and_read_by_the_stoppers(tiny_overrides,
     assert split.digest != full.digest and torch.equal(split.x_test, full.x_test)
     again = load_dataset(c.dataset)  # seeded: the same share every time
     assert torch.equal(again.x_val, split.x_val)
-    out = runner.train(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
+    out = pipeline.train(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
     assert 0 <= out["val/acc"] <= 1 and "val/loss" in out

@@ -36,7 +36,7 @@ from emergence_lab.measure import keys as mk
 from emergence_lab.procs import forward_signal, stop_when_gone
 from emergence_lab.run.config import Config, validate
 from emergence_lab.run.identity import config_hash, stable_hash
-from emergence_lab.run.pipeline import preflight
+from emergence_lab.run.preflight import preflight
 from emergence_lab.store import artifacts, connection, ledger, sweeps
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,24 @@ log = logging.getLogger(__name__)
 TAKEN_POLL_S = 2.0
 
 
+@dataclass(frozen=True)
+class Cell:
+    """What the store needs to know of a run to decide who trains it (the run plan's part for
+    this stage): where, which cell (its identity, and the hash a store from before v2 gave it),
+    the run's name and tags, its sweep, and the tracking settings that decide."""
+
+    uri: str
+    experiment: str
+    identity: str
+    name: str
+    tags: dict[str, Any]
+    parent_run_id: str | None = None
+    legacy: str | None = None
+    force: bool = False
+    on_taken: str = "wait"
+    stale_after_s: float = 300.0
+
+
 @dataclass
 class Ownership:
     """What this process does with a cell: "skip" (a FINISHED run exists), "new" (it created
@@ -63,20 +81,18 @@ def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
     return 0, legacy[0] if legacy else None
 
 
-def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
-            parent_run_id: str | None, legacy: str | None = None) -> Ownership:
-    """Decide, atomically against the store, what this process does with the cell. `c` is the
-    run's config; its `tracking` settings and `force` are read. A cell that
+def acquire(cell: Cell) -> Ownership:
+    """Decide, atomically against the store, what this process does with the cell. A cell that
     another live process trains is waited for (tracking.on_taken=wait: then skipped once it
     finishes, taken over if its owner dies) or left to it (skip).
 
     force=true makes a new run unless another process already started one for the cell while
     this one decided (two identical forced sweeps rerun each cell once, not twice).
     """
-    uri, t = c.tracking.uri, c.tracking
-    exp_id = connection.ensure_experiment(uri, t.experiment)
+    uri, identity, name, legacy = cell.uri, cell.identity, cell.name, cell.legacy
+    exp_id = connection.ensure_experiment(uri, cell.experiment)
     owner = ledger.owner_token()
-    force, said, races = c.force, False, 0
+    force, said, races = cell.force, False, 0
     while races < 50:  # each race is lost to a process that then holds the cell
         done = None if force else _finished(uri, exp_id, identity, legacy)
         if done is not None:
@@ -87,10 +103,10 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
             races += 1
             continue  # it finished between the two reads: skip it on the next pass
         if status == "RUNNING":
-            alive, holder = ledger.owner_alive(run, t.stale_after_s)
+            alive, holder = ledger.owner_alive(run, cell.stale_after_s)
             if alive:
                 force = False  # a run started meanwhile is this rerun's result too
-                if t.on_taken == "skip":
+                if cell.on_taken == "skip":
                     return Ownership("taken", run.info.run_id, holder, run)
                 if not said:
                     log.warning("%s: run %s is being trained by %s; waiting for it "
@@ -103,7 +119,8 @@ def acquire(c: Any, identity: str, name: str, tags: dict[str, Any],
             if ledger.take_lease(uri, run.info.run_id, owner):
                 return Ownership("resume", run.info.run_id, owner, run)
             continue
-        run_id = records.create_owned_run(uri, t.experiment, name, tags, parent_run_id, owner)
+        run_id = records.create_owned_run(uri, cell.experiment, name, cell.tags,
+                                          cell.parent_run_id, owner)
         if ledger.set_once(uri, exp_id, f"cell.{identity}.{attempt + 1}", run_id) == run_id:
             return Ownership("new", run_id, owner)
         records.delete_run(uri, run_id)  # another process entered the cell first
