@@ -66,3 +66,55 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad.write_text("def f():\n    from emergence_lab.report import claims\n"
                    "from emergence_lab import procs, files\n")
     assert _imports(bad) == {"report", "procs", "files"}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["emergence_lab", *path.relative_to(SRC).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path: Path, known: set[str]) -> set[str]:
+    """The emergence_lab modules a module imports when it is imported (module level)."""
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emergence_lab"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & known
+            out |= subs or {node.module}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("emergence_lab.")}
+    return out & known
+
+
+def test_no_module_import_cycle():
+    """Between modules, not only packages: a package's __init__ importing its own options
+    (import_submodules) is the one edge allowed back."""
+    paths = {_module_name(p): p for p in SRC.rglob("*.py")}
+    known = set(paths)
+    graph = {m: {d for d in _top_level_imports(p, known) if not m.startswith(d + ".")}
+             for m, p in paths.items()}
+    done: set[str] = set()
+
+    def visit(m: str, stack: tuple[str, ...]) -> None:
+        assert m not in stack, f"import cycle {' -> '.join((*stack, m))}"
+        if m in done:
+            return
+        for d in graph[m]:
+            visit(d, (*stack, m))
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m, ())
+
+
+def test_no_module_over_300_lines_no_function_over_60():
+    long_modules, long_functions = [], []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > 300:
+            long_modules.append(f"{path.relative_to(SRC)} ({text.count(chr(10))})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long_functions.append(f"{path.relative_to(SRC)}:{node.name} ({n})")
+    assert not long_modules and not long_functions, (long_modules, long_functions)

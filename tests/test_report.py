@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from emergence_lab.report import table as report
+from emergence_lab.report import groups, table
 from emergence_lab.report.assemble import ReportError
 from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import big_sweep, branch, params, write_run
@@ -28,7 +28,7 @@ def test_per_run_values_by_hand(store):
     write_run(store, parent, "p", params(0.5, 0), PRUNED)
     from emergence_lab.report.assemble import load_runs
     runs, hist = load_runs(store, sweeps.sweep_children(store, parent))
-    t = report.per_run_table(runs, hist).set_index("level")
+    t = table.per_run_table(runs, hist).set_index("level")
     c, p = t.loc[0.0], t.loc[0.5]
     # control: final 0.8; 99 % of it is 0.792, first reached at epoch 4 -> 2 epochs after pruning
     assert (c.final_acc, c.epochs_to_99pct_final) == (0.8, 2.0)
@@ -48,11 +48,11 @@ def test_per_run_values_by_hand(store):
 
 
 def test_mean_and_t_interval_by_hand():
-    mean, half, n = report.mean_ci([1.0, 2.0, 3.0])
+    mean, half, n = table.mean_ci([1.0, 2.0, 3.0])
     # t(0.975, df=2) = 4.3027 (tables); sem = 1 / sqrt(3)
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 / math.sqrt(3), abs=1e-4)
-    assert report.mean_ci([5.0])[:2] == (5.0, pytest.approx(math.nan, nan_ok=True))
-    assert report.mean_ci([])[2] == 0
+    assert table.mean_ci([5.0])[:2] == (5.0, pytest.approx(math.nan, nan_ok=True))
+    assert table.mean_ci([])[2] == 0
 
 
 def sweep_with(store, control, pruned_by_seed, levels=(0.5,), seeds=(0, 1, 2)):
@@ -118,7 +118,7 @@ def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):
     parent = sweep_with(store, lambda s: CONTROL, lambda s: PRUNED, seeds=(0,))
     claims, out = verdicts(store, parent, tmp_path)
     assert claims["lowers_E"] == "not enough data"
-    md = (out / "report.md").read_text()
+    md = (out / "table.md").read_text()
     assert "| 50%" in md and "80" in md  # the table still renders
 
 
@@ -132,7 +132,7 @@ def test_partial_sweep_lists_missing_and_failed_and_incomplete(store, tmp_path):
     write_run(store, parent, "p", params(0.5, 0), PRUNED, status="FAILED",
               overrides="pruning.amount=0.5")
     out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
-    md = (out / "report.md").read_text()
+    md = (out / "table.md").read_text()
     assert "- pruning.amount=0.5" in md and "- pruning.amount=0.7" in md  # missing cells
     assert "p (FAILED): RuntimeError: boom" in md
     assert "| 0%" in md  # what exists still renders
@@ -147,7 +147,7 @@ def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
     assert {p.name.split("__")[1] for p in pngs} == {
         "emergence_and_acc_change.png", "relative_emergence.png", "emergence.png", "accuracy.png",
         "relE_vs_convergence.png", "E_vs_accuracy.png"}
-    page = (out / "report.html").read_text()
+    page = (out / "table.html").read_text()
     images = page.split('<img src="data:image/png;base64,')[1:]
     assert len(images) == len(pngs)
     assert all(base64.b64decode(i.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
@@ -159,11 +159,11 @@ def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
     (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
     assert len(artifacts.load_json(store, rep.info.run_id, "source_runs.json")) == 6
     names = {a.path for a in client.list_artifacts(rep.info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/summary.csv"} <= names
+    assert {"report/table.md", "report/table.html", "report/summary.csv"} <= names
 
 
 def run_report(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "table.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -196,11 +196,11 @@ def test_the_papers_numbers_only_beside_its_protocol():
     run = pd.Series({"model.name": "mlp", "dataset.name": "mnist", "strategy": "magnitude",
                      "prune_epoch": 5, "trainer.lr": "0.005", "pretrain.epochs": "0",
                      "init.name": "standard"})
-    assert report.paper_protocol(run)
+    assert groups.paper_protocol(run)
     for change in ({"prune_epoch": 2}, {"strategy": "random"}, {"pretrain.epochs": "20"},
                    {"init.name": "emergence"}, {"trainer.lr": "0.01"}, {"model.name": "cnn"},
                    {"dataset.name": "digits"}, {"lr_after": 0.01}):
-        assert not report.paper_protocol(pd.Series({**run.to_dict(), **change})), change
+        assert not groups.paper_protocol(pd.Series({**run.to_dict(), **change})), change
 
 
 def test_strategies_are_labelled_from_their_settings():
@@ -208,7 +208,7 @@ def test_strategies_are_labelled_from_their_settings():
     logged as strings (runs from before a field existed lack it: its default)."""
     import pandas as pd
 
-    from emergence_lab.report.table import strategy_name
+    from emergence_lab.report.groups import strategy_name
 
     def run(**params):
         return pd.Series({f"pruning.{k}": str(v) for k, v in params.items()})

@@ -11,7 +11,8 @@ import pandas as pd
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.formula import stop_epoch
 from emergence_lab.measure.keys import THETA_KEYS
-from emergence_lab.report.table import PAPER, curve, mean_ci
+from emergence_lab.report.groups import PAPER
+from emergence_lab.report.table import curve, mean_ci
 
 THETA_PREFIX = THETA_KEYS["mean"]  # final E by θ, in the paper's mode
 

@@ -19,7 +19,8 @@ from emergence_lab.report.analyses import (
     theta_table,
 )
 from emergence_lab.report.figures import group_figures, sensitivity_figure
-from emergence_lab.report.table import completeness, dedupe, per_run_table, summary_table
+from emergence_lab.report.groups import completeness, dedupe
+from emergence_lab.report.table import per_run_table, summary_table
 from emergence_lab.store import ledger, records
 
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,

@@ -15,7 +15,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from emergence_lab.measure import keys as mk
-from emergence_lab.report.table import PAPER, mean_ci  # noqa: E402
+from emergence_lab.report.groups import PAPER
+from emergence_lab.report.table import mean_ci  # noqa: E402
 
 LEVEL = "pruned"
 

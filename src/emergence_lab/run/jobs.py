@@ -1,0 +1,170 @@
+"""A sweep's jobs: the cells its command line leaves (a grid expanded as Hydra's basic sweeper
+expands it), composed and validated before any run exists; the launcher checks; and, inside a
+job, its parent run and its overrides."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from emergence_lab.procs import stop_when_gone
+from emergence_lab.run.config import Config, validate
+
+log = logging.getLogger(__name__)
+
+
+PARENT_FILE = "mlflow_parent_run.json"
+
+
+JOBS_FILE = "sweep_jobs.json"  # on the parent run: every job's overrides, to list missing cells
+
+
+class NotAGrid(ValueError):
+    """Sweep arguments that are not a grid of discrete values (e.g. Optuna's interval())."""
+
+
+def expand_sweep(args: list[str]) -> list[list[str]]:
+    """The overrides of every job of the grid these arguments span, in the order of Hydra's
+    basic sweeper (the cartesian product, the first argument varying slowest). A key given twice
+    (an experiment's ``hydra.sweeper.params``, then the command line) is one axis at its first
+    place with its last value, as Hydra's sweeper has it: ``trainer.seed=0`` narrows the seeds."""
+    axes: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(args):
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise NotAGrid(f"{o.input_line} is a search space, not a list of values")
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def _is_grid(config: DictConfig) -> bool:
+    """Whether the sweeper runs every job of its arguments' grid (Hydra's basic sweeper); other
+    sweepers (Optuna, Nevergrad, Ax) choose their jobs from the arguments as they go."""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+
+
+def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """(overrides, composed config) of every job of a grid sweep; for a search, the one job of
+    its fixed overrides (with each choice's first value), checked before any job runs."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    args = params + list(config.hydra.overrides.task)
+    if _is_grid(config):
+        jobs = expand_sweep(args)
+    else:
+        parsed = OverridesParser.create().parse_overrides(args)
+        jobs = [[f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+                 if o.is_discrete_sweep() else o.input_line for o in parsed
+                 if not o.is_sweep_override() or o.is_discrete_sweep()]]
+    loader = GlobalHydra.instance().config_loader()
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    out = []
+    for job in jobs:
+        structure, values = _split(job)
+        if structure not in composed:  # Hydra composes each distinct choice of options once
+            base = loader.load_sweep_config(config, list(structure))
+            with read_write(base), open_dict(base):
+                del base["hydra"]  # as Hydra does before it calls the task function
+            composed[structure] = base
+        job_cfg = _with_values(composed[structure], values)
+        if job_cfg is None:  # a value Hydra must judge (a new key, a bad type): compose it
+            job_cfg = loader.load_sweep_config(config, job)
+            with read_write(job_cfg), open_dict(job_cfg):
+                del job_cfg["hydra"]
+        out.append((job, job_cfg))
+    return out
+
+
+def _split(job: list[str]) -> tuple[tuple[str, ...], list[tuple[str, Any]]]:
+    """A job's overrides as (what changes the composition: option choices, additions,
+    deletions, hydra.*; key=value assignments to config fields with their parsed values)."""
+    structure, values = [], []
+    for o in OverridesParser.create().parse_overrides(job):
+        key = o.key_or_group
+        plain = not (o.is_add() or o.is_delete() or o.is_force_add() or o.package)
+        if plain and "." in key and not key.startswith("hydra.") and not o.is_sweep_override():
+            values.append((key, o.value()))
+        else:
+            structure.append(o.input_line)
+    return tuple(structure), values
+
+
+def _with_values(base: DictConfig, values: list[tuple[str, Any]]) -> DictConfig | None:
+    """A copy of a composed config with the assignments made (what Hydra's composition would
+    give: command-line values apply last), or None where one needs Hydra's own judgement."""
+    cfg = base.copy()
+    try:
+        for key, value in values:
+            if OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT) is _ABSENT:
+                return None
+            OmegaConf.update(cfg, key, value, merge=False)
+    except Exception:  # a type the schema refuses: Hydra's message, from a full composition
+        return None
+    return cfg
+
+
+_ABSENT = object()
+
+
+def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
+    """Every job's checked config; the first bad one raises, naming the job's overrides."""
+    checked = []
+    for overrides, job_cfg in jobs:
+        try:
+            checked.append(validate(job_cfg))
+        except ValueError as exc:
+            raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
+    return checked
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """Launcher settings that would fail only once jobs start."""
+    n_jobs = launcher.get("n_jobs", 1)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1):
+        raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: the number of parallel jobs must be "
+                         f"a positive integer (or -1: one per CPU), e.g. hydra.launcher.n_jobs=2")
+
+
+def jobs_run_here(launcher: DictConfig) -> bool:
+    """Whether the launcher runs jobs on this machine (so its devices are theirs): not SLURM,
+    not a Ray cluster joined by address."""
+    target = str(launcher.get("_target_", ""))
+    address = OmegaConf.select(launcher, "ray.init.address", default=None)
+    return "submitit" not in target and not ("ray" in target.lower() and address)
+
+
+def job_parent_run_id() -> str | None:
+    """Inside a Hydra multirun job: the sweep's parent run id; None for a single run. A job in
+    a worker process of this machine also starts watching its launcher, and stops (its run
+    KILLED) when the launcher dies."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(str(hc.sweep.dir)).resolve() / PARENT_FILE
+    if not path.is_file():
+        return None
+    parent = json.loads(path.read_text())
+    if parent.get("launcher_host") == socket.gethostname() and parent.get("launcher_pid"):
+        stop_when_gone(int(parent["launcher_pid"]))
+    return parent["run_id"]
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of the current Hydra job."""
+    if not HydraConfig.initialized():
+        return []
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task))
