@@ -10,7 +10,8 @@ from torch import nn
 from emergence_lab import measure_emergence
 from emergence_lab.measure.counting import routes
 from emergence_lab.measure.formula import emergence
-from emergence_lab.measure.graph import UnreadableGraph, unit_graph
+from emergence_lab.measure.graph import unit_graph
+from emergence_lab.measure.ops import UnreadableGraph
 from emergence_lab.models.cnn import CNN
 from emergence_lab.models.mlp import MLP
 from emergence_lab.models.resnet import ResNet

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emergence_lab.measure.graph import Op
+from emergence_lab.measure.ops import Op
 from emergence_lab.registry import Registry
 
 Connections = Mapping[int, torch.Tensor]  # dense op index -> (out, in per group) bool

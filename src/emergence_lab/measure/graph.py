@@ -32,78 +32,16 @@ error that names the operation and the module, never a silent count.
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from emergence_lab.measure.ops import Node, Op, Reader, UnreadableGraph, fail, read_node
+
 UNIT_LAYER_KINDS = ("input", "hidden", "output")
-
-ACTIVATION_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Tanh, nn.Sigmoid,
-    nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
-)
-ACTIVATION_FUNCTIONS = {
-    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu,
-    F.rrelu, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
-    F.hardtanh, F.hardtanh_, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.softplus,
-    F.softsign, F.logsigmoid, F.tanhshrink,
-}
-ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
-DENSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CHANNEL_MODULES = (
-    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-    nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.dropout._DropoutNd, nn.Identity, nn.modules.padding._ConstantPadNd,
-    nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd, nn.Upsample,
-)
-CHANNEL_FUNCTIONS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.dropout, F.dropout1d, F.dropout2d,
-    F.dropout3d, F.alpha_dropout, F.pad, F.interpolate, F.batch_norm, F.layer_norm, F.group_norm,
-    F.instance_norm, torch.clone,
-}
-CHANNEL_METHODS = {"contiguous", "clone", "float", "double", "half", "to", "type_as", "detach"}
-# Ops judged by shapes: (N, C, ...) -> (N, C) is channel-wise (a mean over positions),
-# (N, C, ...) -> (N, C * positions) a flatten, the same shape channel-wise.
-RESHAPE_FUNCTIONS = {torch.flatten, torch.mean, torch.amax, torch.squeeze, torch.reshape}
-RESHAPE_METHODS = {"flatten", "view", "reshape", "mean", "amax", "squeeze", "view_as",
-                   "reshape_as"}
-SUM_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub,
-                 operator.mul, operator.imul, torch.mul, operator.truediv, torch.div}
-SUM_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-CAT_FUNCTIONS = {torch.cat, torch.concat}
-
-
-class UnreadableGraph(ValueError):
-    """The model's graph has an operation emergence cannot route through."""
-
-
-@dataclass(frozen=True)
-class Op:
-    """One tensor of the traced graph, as the routes see it.
-
-    kind: input (the network input), unit (a counted unit layer's output), pass (an activation
-    not counted: channel c to channel c), dense (Linear/Conv: all to all within `groups`),
-    channel (channel c to channel c), sum (the routes of every input), cat (inputs' channels
-    at their offsets), output (the logits)."""
-
-    name: str
-    kind: str
-    inputs: tuple[int, ...]
-    channels: int
-    module: str = ""  # dense and channel modules: the path whose parameters' masks say what lives
-    groups: int = 1
-
 
 @dataclass
 class UnitGraph:
@@ -189,26 +127,6 @@ def _bias_alive(m: nn.Module, channels: int) -> torch.Tensor:
     return torch.ones(channels, dtype=torch.bool) if mask is None else (mask != 0).cpu()
 
 
-def _module_path(node: fx.Node) -> str:
-    """The path of the innermost module whose forward made this node ("" for the model's)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return next(reversed(stack.values()))[0] if stack else ""
-
-
-def _where(node: fx.Node) -> str:
-    path = _module_path(node)
-    return f"in module '{path}'" if path else "in the model's forward"
-
-
-def _what(node: fx.Node) -> str:
-    target = node.target
-    if node.op == "call_function":
-        return f"{getattr(target, '__module__', '') or ''}.{getattr(target, '__name__', target)}"
-    if node.op == "call_method":
-        return f"Tensor.{target}"
-    return str(target)
-
-
 def symbolic(model: nn.Module) -> fx.GraphModule:
     """`torch.fx.symbolic_trace`, failing with the model's name and what fx could not follow."""
     try:
@@ -240,129 +158,46 @@ def trace(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, dict
 def unit_graph(model: nn.Module, example: torch.Tensor,
                kinds: Sequence[str] = ("hidden",)) -> UnitGraph:
     """Read the unit graph of `model` from a torch.fx trace; `example` is one input batch
-    (its shapes size the channels). kinds: the counted unit layers (input, hidden, output)."""
+    (its shapes size the channels). kinds: the counted unit layers (input, hidden, output).
+    Each traced op is read by its entry of `ops.OP_ROUTES`."""
     unknown = sorted(set(kinds) - set(UNIT_LAYER_KINDS))
     if unknown:
         raise ValueError(f"unknown unit layers {unknown}; valid: {list(UNIT_LAYER_KINDS)}")
     traced, shapes = trace(model, example)
     modules = dict(model.named_modules())
-    ops: list[Op] = []
-    index: dict[str, int] = {}
-    layers: dict[str, int] = {}
-    calls: dict[str, int] = {}
-    flattened: set[int] = set()  # ops whose features are positions grouped by channel
-
-    def add(node: fx.Node, kind: str, inputs: Sequence[int], channels: int, **kw) -> int:
-        ops.append(Op(node.name, kind, tuple(inputs), channels, **kw))
-        index[node.name] = len(ops) - 1
-        return len(ops) - 1
-
-    def tensor_inputs(node: fx.Node) -> list[int]:
-        return [index[a.name] for a in node.all_input_nodes if a.name in index]
-
-    def fail(node: fx.Node, why: str) -> UnreadableGraph:
-        return UnreadableGraph(f"emergence cannot route through {_what(node)} (node "
-                               f"'{node.name}', {_where(node)}): {why}")
-
+    r = Reader(tuple(kinds), shapes)
     placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnreadableGraph(f"{type(model).__name__}.forward takes {len(placeholders)} inputs; "
                               f"emergence reads networks with one input tensor")
     for node in traced.graph.nodes:
         if node.op == "output":
-            out = node.args[0]
-            if not isinstance(out, fx.Node) or out.name not in index:
-                raise fail(node, "the forward must return one tensor of logits")
-            if "output" in kinds:
-                i = index[out.name]
-                op = ops[i]
-                add(node, "unit", [i], op.channels)
-                layers["output"] = len(ops) - 1
+            _read_output(r, node)
             break
         shape = shapes.get(node.name)
         if shape is None:  # sizes, attributes: not routes
             continue
         channels = shape[1] if len(shape) > 1 else 1
-        ins = tensor_inputs(node)
-        target = node.target
-        if node.op == "placeholder":
-            i = add(node, "input", [], channels)
-            if "input" in kinds:
-                layers["input"] = i
+        if node.op in ("placeholder", "get_attr"):  # the input; a constant: no routes from it
+            i = r.add(node, "input", [], channels)
+            if node.op == "placeholder" and "input" in kinds:
+                r.layers["input"] = i
             continue
-        if node.op == "get_attr":
-            add(node, "input", [], channels)  # a constant tensor: no routes from it
-            continue
-        module = modules.get(target) if node.op == "call_module" else None
+        module = modules.get(node.target) if node.op == "call_module" else None
+        ins = r.tensor_inputs(node)
         if module is not None and len(ins) != 1:
             raise fail(node, f"a module called with {len(ins)} tensor inputs")
-        if (isinstance(module, ACTIVATION_MODULES) or (node.op == "call_function" and target in
-                ACTIVATION_FUNCTIONS) or (node.op == "call_method" and target in ACTIVATION_METHODS)):
-            if ins[0] in flattened:
-                raise fail(node, "an activation on flattened conv features")
-            base = target if node.op == "call_module" else _site(node)
-            calls[base] = calls.get(base, 0) + 1
-            name = base if calls[base] == 1 else f"{base}:{calls[base]}"
-            counted = "hidden" in kinds
-            i = add(node, "unit" if counted else "pass", ins[:1], channels)
-            if counted:
-                layers[name] = i
-        elif isinstance(module, DENSE_MODULES):
-            if len(shape) > 2 and isinstance(module, nn.Linear):
-                raise fail(node, f"a Linear applied to a {len(shape)}-d tensor (its features "
-                                 f"are not dimension 1)")
-            add(node, "dense", ins, channels, module=target, groups=getattr(module, "groups", 1))
-        elif isinstance(module, CHANNEL_MODULES) or (
-                node.op == "call_function" and target in CHANNEL_FUNCTIONS) or (
-                node.op == "call_method" and target in CHANNEL_METHODS):
-            if shapes.get(node.all_input_nodes[0].name, (None, None))[:2] != shape[:2]:
-                raise fail(node, "a channel-wise operation that changes the batch or channels")
-            i = add(node, "channel", ins[:1], channels,
-                     module=target if module is not None else "")
-            if ins[0] in flattened:
-                flattened.add(i)
-        elif (isinstance(module, nn.Flatten) or (node.op == "call_function" and target in
-              RESHAPE_FUNCTIONS) or (node.op == "call_method" and target in RESHAPE_METHODS)):
-            src = node.all_input_nodes[0]
-            before = shapes[src.name]
-            j = index[src.name]
-            if len(shape) == 2 and len(before) > 2 and shape[:2] == before[:2]:
-                add(node, "channel", [j], channels)  # a mean over positions, a squeeze
-            elif before == shape:
-                i = add(node, "channel", [j], channels)
-                if j in flattened:
-                    flattened.add(i)
-            elif (len(shape) == 2 and len(before) > 2 and shape[0] == before[0]
-                    and shape[1] == math.prod(before[1:])):
-                if ops[j].kind == "input" and "input" in kinds:
-                    # The network reads its input as features (an MLP): every feature is a unit.
-                    layers["input"] = add(node, "input", [], shape[1])
-                else:
-                    flattened.add(add(node, "channel", [j], before[1]))  # grouped by channel
-            else:
-                raise fail(node, f"a reshape from {before} to {shape} (only flattening the "
-                                 f"positions of each channel, or a mean over them)")
-        elif (node.op == "call_function" and target in SUM_FUNCTIONS) or (
-                node.op == "call_method" and target in SUM_METHODS):
-            ins = [index[a.name] for a in node.args if isinstance(a, fx.Node) and a.name in index]
-            if len(ins) == 1:
-                add(node, "channel", ins, channels)  # scaling or shifting by a constant
-            else:
-                for j in ins:
-                    if ops[j].channels not in (channels, 1):
-                        raise fail(node, f"inputs of {ops[j].channels} and {channels} channels")
-                add(node, "sum", ins, channels)
-        elif node.op == "call_function" and target in CAT_FUNCTIONS:
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            if dim not in (1, 1 - len(shape)) or len(shape) < 2:
-                raise fail(node, f"a concatenation along dimension {dim} (only channels, 1)")
-            parts = node.args[0] if node.args else node.kwargs["tensors"]
-            add(node, "cat", [index[a.name] for a in parts], channels)
-        else:
-            kind = f"module {type(module).__name__}" if module is not None else "an operation"
-            raise fail(node, f"{kind} it does not know; emergence knows activations, "
-                             f"Linear/Conv, channel-wise ops, flatten, sums and concatenation")
-    return UnitGraph(ops, layers, _probe_module(traced, ops, layers))
+        read_node(r, Node(node, module, shape, channels, ins))
+    return UnitGraph(r.ops, r.layers, _probe_module(traced, r.ops, r.layers))
+
+
+def _read_output(r: Reader, node: fx.Node) -> None:
+    out = node.args[0]
+    if not isinstance(out, fx.Node) or out.name not in r.index:
+        raise fail(node, "the forward must return one tensor of logits")
+    if "output" in r.kinds:
+        i = r.index[out.name]
+        r.layers["output"] = r.add(node, "unit", [i], r.ops[i].channels)
 
 
 def cached_unit_graph(model: nn.Module, example: torch.Tensor,
@@ -377,8 +212,3 @@ def cached_unit_graph(model: nn.Module, example: torch.Tensor,
     return cache[key]
 
 
-def _site(node: fx.Node) -> str:
-    """A functional activation's layer name: its module's path and the function."""
-    path = _module_path(node)
-    fn = getattr(node.target, "__name__", str(node.target))
-    return f"{path}/{fn}" if path else fn

@@ -29,7 +29,8 @@ from torch import fx, nn
 from emergence_lab.measure import keys
 from emergence_lab.measure.counting import COUNTINGS, connections_of
 from emergence_lab.measure.formula import relative_emergence
-from emergence_lab.measure.graph import UNIT_LAYER_KINDS, Op, UnitGraph, cached_unit_graph
+from emergence_lab.measure.graph import UNIT_LAYER_KINDS, UnitGraph, cached_unit_graph
+from emergence_lab.measure.ops import Op
 from emergence_lab.measure.rules import RULES
 from emergence_lab.measure.setting import Setting
 from emergence_lab.measure.stats import LayerStats, layer_stats
