@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from emergence_lab.measure.setting import Setting
+from emergence_lab.registry import load_plugins
 from emergence_lab.report.assemble import ReportError
 from emergence_lab.report.build import build_report, build_report_from_table
 
@@ -28,6 +29,7 @@ def parse_setting(text: str) -> Setting:
 
 
 def main() -> int:
+    load_plugins()  # a plugin's activity rule reads the stored measurements too
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
     which = ap.add_mutually_exclusive_group()

@@ -3,6 +3,7 @@ entries and registries), the weights a strategy may prune, and a pruning's name 
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,25 @@ class StrategyEntry:
     prunes: bool = True
     batch_field: str | None = None
     prefix_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """A trait that names a settings field must name one (checked when the option registers,
+        so a typo fails at import, before any config is composed)."""
+        fields = {f.name: f for f in dataclasses.fields(self.settings)}
+        for trait, names in (("batch_field", [self.batch_field] if self.batch_field else []),
+                             ("prefix_fields", list(self.prefix_fields))):
+            for name in names:
+                check(name in fields, f"pruning strategy {self.name!r}: {trait}={name!r} is not a "
+                      f"field of {self.settings.__name__}; its fields: {sorted(fields)}")
+
+    def check_settings(self, settings: Any) -> None:
+        """The settings' batch size, when the strategy scores on a batch: an int >= 1 (checked
+        when the config is validated)."""
+        if self.batch_field is not None:
+            n = getattr(settings, self.batch_field)
+            check(isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+                  f"pruning.{self.batch_field} (the training samples pruning={self.name} scores "
+                  f"on) must be an integer >= 1, got {n!r}")
 
 
 @dataclass(frozen=True)

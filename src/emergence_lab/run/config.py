@@ -24,6 +24,7 @@ from emergence_lab.measure.stats import FRACTIONS
 from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.prune.base import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
+from emergence_lab.registry import load_plugins
 
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:
@@ -154,7 +155,9 @@ class Config:
                 ("init", INITS, self.init), ("pretrain.dataset", DATASETS, self.pretrain.dataset)):
             if settings is not None:
                 registry.entry_for(settings, group)
-        prunes = STRATEGIES[self.pruning.name].prunes
+        strategy = STRATEGIES[self.pruning.name]
+        strategy.check_settings(self.pruning)
+        prunes = strategy.prunes
         _check(prunes or self.trainer.lr_after_prune is None,
                f"trainer.lr_after_prune ({self.trainer.lr_after_prune}) needs a pruning step: "
                f"pruning=none never reaches one; set pruning (amount 0 for a control) or drop it")
@@ -172,7 +175,9 @@ class Config:
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore: each option's settings as `base_<name>` in its
-    group (the YAML option extends it), and the fixed groups' `base_<group>`."""
+    group (the YAML option extends it), and the fixed groups' `base_<group>`. Plugin modules
+    ($EMERGENCE_LAB_PLUGINS, entry points) are imported first, so their options are schemas too."""
+    load_plugins()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("pruning", STRATEGIES),
@@ -190,6 +195,7 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> Config:
     """The typed, checked config; raises ValueError naming the field, value and valid range."""
+    load_plugins()  # a job in a fresh worker process knows the plugins' options too
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:  # OmegaConf wraps __post_init__ errors; surface the message
