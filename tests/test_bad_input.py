@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from emergence_lab.measure.counting import COUNTINGS
+from emergence_lab.measure.rules import RULES
 from emergence_lab.store import records
 from tests.conftest import ROOT, SHARED_MNIST, corrupt_mnist_copy
 
@@ -47,10 +49,10 @@ CASES = {
     "NaN tau": (["threshold=dormant", "threshold.theta=nan"],
                 "threshold.theta (τ of rule dormant) must be a finite number >= 0, got nan"),
     "unknown activity rule": (["threshold.rule=median"],
-                              "threshold.rule must be one of ['dormant', 'fraction', 'mean'], "
+                              f"threshold.rule must be one of {sorted(RULES.names())}, "
                               "got 'median'"),
     "unknown route counting": (["threshold.counting=paths"],
-                               "threshold.counting must be one of ['edges', 'units'], got 'paths'"),
+                               f"threshold.counting must be one of {sorted(COUNTINGS.names())}, got 'paths'"),
     "a layer pattern that matches nothing": (["pruning=magnitude", "pruning.epoch=0",
                                               "pruning.ignore=[fc.weight]"],
                                              "pruning.ignore: 'fc.weight' matches no prunable"),

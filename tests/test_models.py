@@ -181,7 +181,19 @@ def test_a_custom_model_is_built_with_instantiate():
         CustomModelConfig()
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def _with_activation() -> list[str]:
+    from dataclasses import fields
+
+    from emergence_lab.models import MODELS
+
+    return [e.name for e in MODELS if "activation" in {f.name for f in fields(e.settings)}]
+
+
+def test_the_mlp_and_the_cnn_have_an_activation_setting():
+    assert {"mlp", "cnn"} <= set(_with_activation())
+
+
+@pytest.mark.parametrize("model", _with_activation())
 def test_the_activation_is_a_yaml_setting_and_its_units_are_counted(model):
     from emergence_lab.models import ACTIVATIONS
     from emergence_lab.run.config import validate
