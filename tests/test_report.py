@@ -118,7 +118,7 @@ def test_a_single_seed_and_level_is_not_enough_data(store, tmp_path):
     parent = sweep_with(store, lambda s: CONTROL, lambda s: PRUNED, seeds=(0,))
     claims, out = verdicts(store, parent, tmp_path)
     assert claims["lowers_E"] == "not enough data"
-    md = (out / "table.md").read_text()
+    md = (out / "report.md").read_text()
     assert "| 50%" in md and "80" in md  # the table still renders
 
 
@@ -132,7 +132,7 @@ def test_partial_sweep_lists_missing_and_failed_and_incomplete(store, tmp_path):
     write_run(store, parent, "p", params(0.5, 0), PRUNED, status="FAILED",
               overrides="pruning.amount=0.5")
     out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
-    md = (out / "table.md").read_text()
+    md = (out / "report.md").read_text()
     assert "- pruning.amount=0.5" in md and "- pruning.amount=0.7" in md  # missing cells
     assert "p (FAILED): RuntimeError: boom" in md
     assert "| 0%" in md  # what exists still renders
@@ -147,7 +147,7 @@ def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
     assert {p.name.split("__")[1] for p in pngs} == {
         "emergence_and_acc_change.png", "relative_emergence.png", "emergence.png", "accuracy.png",
         "relE_vs_convergence.png", "E_vs_accuracy.png"}
-    page = (out / "table.html").read_text()
+    page = (out / "report.html").read_text()
     images = page.split('<img src="data:image/png;base64,')[1:]
     assert len(images) == len(pngs)
     assert all(base64.b64decode(i.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
@@ -159,11 +159,11 @@ def test_html_embeds_its_images_and_report_is_logged_back(store, tmp_path):
     (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
     assert len(artifacts.load_json(store, rep.info.run_id, "source_runs.json")) == 6
     names = {a.path for a in client.list_artifacts(rep.info.run_id, "report")}
-    assert {"report/table.md", "report/table.html", "report/summary.csv"} <= names
+    assert {"report/report.md", "report/report.html", "report/summary.csv"} <= names
 
 
 def run_report(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "table.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -3,6 +3,7 @@ tidy table, assemble it, write its files and log it back to the store as a repor
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     parent_id = None if experiment else parent.info.run_id
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
+    old = connection.needs_migration(uri, [r.info.experiment_id for r in runs])
+    if old:
+        print(f"note: experiment {', '.join(old)} was written by an older emergence-lab; run "
+              f"`.venv/bin/python scripts/migrate_store.py --tracking-uri {uri}` (--dry-run first) "
+              f"so that sweeps find its finished cells", file=sys.stderr)
     out_dir = Path(out) if out else Path("reports") / slug(name)
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.prune.schedules import schedule
 from emergence_lab.run.config import Config, validate
-from emergence_lab.run.identity import config_hash, git_commit, legacy_hash, run_name
+from emergence_lab.run.identity import config_hash, git_commit, run_name
 from emergence_lab.store.cells import Cell
 
 # Device names that stand for another: auto is cuda when there is one, else the cpu.
@@ -44,7 +44,6 @@ class RunPlan:
     config: Config
     resolved: dict[str, Any]
     identity: str  # config_hash: the cell
-    legacy: str | None  # the cell's hash in a store from before identity v2
     name: str
     commit: str
     device: torch.device
@@ -65,7 +64,7 @@ class RunPlan:
         """The store's part: which cell, where, and how to treat another owner."""
         t = self.config.tracking
         return Cell(t.uri, t.experiment, self.identity, self.name, tags, self.parent_run_id,
-                    self.legacy, self.config.force, t.on_taken, t.stale_after_s)
+                    self.config.force, t.on_taken, t.stale_after_s)
 
 
 def make_plan(cfg: DictConfig, parent_run_id: str | None = None,
@@ -75,6 +74,6 @@ def make_plan(cfg: DictConfig, parent_run_id: str | None = None,
     c = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
-    return RunPlan(c, resolved, config_hash(c), legacy_hash(c), run_name(c), git_commit(),
+    return RunPlan(c, resolved, config_hash(c), run_name(c), git_commit(),
                    resolve_device(c.trainer.device), tuple(schedule(c.pruning)),
                    tuple(overrides or ()), parent_run_id)

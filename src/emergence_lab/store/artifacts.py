@@ -46,6 +46,13 @@ def load_json(uri: str, run_id: str, artifact_file: str) -> Any | None:
         return json.loads(path.read_text()) if path else None
 
 
+def load_text(uri: str, run_id: str, artifact_file: str) -> str | None:
+    """A text artifact of a run, None when it has none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_artifact(uri, run_id, artifact_file, tmp)
+        return path.read_text() if path else None
+
+
 def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str],
                out_dir: Path, tags: Mapping[str, str]) -> str:
     """Record a report as a run (tag kind=report) with its files as artifacts; returns its id."""

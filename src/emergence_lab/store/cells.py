@@ -26,8 +26,8 @@ TAKEN_POLL_S = 2.0
 @dataclass(frozen=True)
 class Cell:
     """What the store needs to know of a run to decide who trains it (the run plan's part for
-    this stage): where, which cell (its identity, and the hash a store from before v2 gave it),
-    the run's name and tags, its sweep, and the tracking settings that decide."""
+    this stage): where, which cell (its identity), the run's name and tags, its sweep, and
+    the tracking settings that decide."""
 
     uri: str
     experiment: str
@@ -35,7 +35,6 @@ class Cell:
     name: str
     tags: dict[str, Any]
     parent_run_id: str | None = None
-    legacy: str | None = None
     force: bool = False
     on_taken: str = "wait"
     stale_after_s: float = 300.0
@@ -53,32 +52,19 @@ class Ownership:
     run: Any = None
 
 
-def _finished(uri: str, exp_id: str, identity: str, legacy: str | None = None) -> Any | None:
-    """The cell's FINISHED run; one stored under the cell's legacy hash (identity.legacy_hash)
-    is re-tagged with the current one (the old one kept as config_hash_legacy) and taken."""
-    for h in (identity, legacy) if legacy else (identity,):
-        run = next((r for r in records.find_runs(uri, exp_id, h)
-                    if r.info.status == "FINISHED"), None)
-        if run is not None:
-            if h != identity:
-                records.set_run_tags(uri, run.info.run_id,
-                                      {"config_hash": identity, "config_hash_legacy": h})
-            return run
-    return None
+def _finished(uri: str, exp_id: str, identity: str) -> Any | None:
+    """The cell's FINISHED run (a store written by older code: scripts/migrate_store.py first)."""
+    return next((r for r in records.find_runs(uri, exp_id, identity)
+                 if r.info.status == "FINISHED"), None)
 
 
 def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
-    """(attempt, run) the cell's latest ledger entry names; attempt 0 and the newest unfinished run for
-    a cell of a store from before the ledger (adopted when resumed)."""
+    """(attempt, run) the cell's latest ledger entry names; (0, None) for a cell never entered."""
     n, run_id = ledger.latest_entry(uri, exp_id, f"cell.{identity}")
-    if run_id is not None:
-        run = connection.get_client(uri).get_run(run_id)
-        return n, None if run.info.lifecycle_stage == "deleted" else run
-    # runs with an owner tag were made by ledger-aware code: one not in the ledger is another
-    # process's candidate that has not entered the cell yet, not an abandoned run
-    legacy = [r for r in records.find_runs(uri, exp_id, identity)
-              if r.info.status in ("RUNNING", "KILLED") and ledger.OWNER_TAG not in r.data.tags]
-    return 0, legacy[0] if legacy else None
+    if run_id is None:
+        return 0, None
+    run = connection.get_client(uri).get_run(run_id)
+    return n, None if run.info.lifecycle_stage == "deleted" else run
 
 
 def acquire(cell: Cell) -> Ownership:
@@ -89,12 +75,12 @@ def acquire(cell: Cell) -> Ownership:
     force=true makes a new run unless another process already started one for the cell while
     this one decided (two identical forced sweeps rerun each cell once, not twice).
     """
-    uri, identity, name, legacy = cell.uri, cell.identity, cell.name, cell.legacy
+    uri, identity, name = cell.uri, cell.identity, cell.name
     exp_id = connection.ensure_experiment(uri, cell.experiment)
     owner = ledger.owner_token()
     force, said, races = cell.force, False, 0
     while races < 50:  # each race is lost to a process that then holds the cell
-        done = None if force else _finished(uri, exp_id, identity, legacy)
+        done = None if force else _finished(uri, exp_id, identity)
         if done is not None:
             return Ownership("skip", done.info.run_id, run=done)
         attempt, run = _current(uri, exp_id, identity)

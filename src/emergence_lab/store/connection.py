@@ -27,6 +27,12 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 T = TypeVar("T")
 
 
+# The layout of what this code writes; older experiments are brought up to it by
+# scripts/migrate_store.py (run.migrate), which tags them with it.
+STORE_VERSION_TAG = "emergence_lab.store_version"
+STORE_VERSION = "2"
+
+
 def resolve_uri(uri: str) -> str:
     """The tracking URI with a relative SQLite path made absolute (and its folder created)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -91,7 +97,8 @@ def experiment_id(client: MlflowClient, name: str, location: str | None = None) 
     try:
         # The kind tag opens the experiment in the UI's model-training view, not the GenAI one.
         return client.create_experiment(name, artifact_location=location,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+                                        tags={"mlflow.experimentKind": "custom_model_development",
+                                              STORE_VERSION_TAG: STORE_VERSION})
     except MlflowException:  # created meanwhile by a parallel job
         return client.get_experiment_by_name(name).experiment_id
 
@@ -114,6 +121,13 @@ def _check_writable_store(uri: str) -> None:
     except OSError as exc:
         raise ValueError(f"tracking.uri={uri}: the store {path} cannot be written "
                          f"({exc.strerror or exc}){hint}") from None
+
+
+def needs_migration(uri: str, experiment_ids: list[str]) -> list[str]:
+    """The names of these experiments that older code wrote (no current store-version tag)."""
+    client = get_client(uri)
+    exps = [client.get_experiment(e) for e in dict.fromkeys(experiment_ids)]
+    return [e.name for e in exps if e.tags.get(STORE_VERSION_TAG) != STORE_VERSION]
 
 
 def check_reachable(uri: str) -> None:
