@@ -146,14 +146,14 @@ class SweepCallback(Callback):
         # `kill` or a scheduler signals the launcher alone: the workers training this sweep's
         # runs get the signal too, and the launcher waits (a while) for them to mark the runs
         # KILLED before its pool is torn down
-        owners = ledger.running_owners(self.uri, self.run_id)
+        owners = sweeps.running_owners(self.uri, self.run_id)
         pids = [pid for o in owners.values() if (pid := ledger.local_pid(o)) is not None]
         sent = forward_signal(signum, pids)
         log.warning("%s: stopping the sweep (forwarded to workers %s)",
                     signal.Signals(signum).name, sent)
         deadline = time.monotonic() + SIGNAL_GRACE_S
         while sent and time.monotonic() < deadline and set(owners) & set(
-                ledger.running_owners(self.uri, self.run_id)):
+                sweeps.running_owners(self.uri, self.run_id)):
             time.sleep(0.3)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
