@@ -4,12 +4,15 @@
     python scripts/report.py --from-table epochs.csv [--out DIR]   # no store: a tidy table
 
 By default the most recent sweep of the embedded store, written to reports/<sweep-name>/ and
-logged back to MLflow as a run tagged kind=report. Exit code 2: no store, or no runs.
+logged back to MLflow as a run tagged kind=report. Exit code 2, with one line: a store it
+cannot use (unreachable, corrupt, full), no store, or no runs.
 """
 
 import argparse
+import os
 import sys
 
+from emergence_lab.errors import one_line
 from emergence_lab.measure.setting import Setting
 from emergence_lab.registry import load_plugins
 from emergence_lab.report.assemble import ReportError
@@ -46,6 +49,9 @@ def main() -> int:
     ap.add_argument("--setting", metavar="RULE:THETA:COUNTING",
                     help="read E in this analysis setting, e.g. dormant:0.1:edges (default: the "
                          "paper's, mean:0.05:units); the runs must have stored it")
+    ap.add_argument("--include-collapsed", action="store_true",
+                    help="count runs whose network collapsed (tag collapsed: units dead, accuracy "
+                         "at or below chance); by default they are listed apart")
     ap.add_argument("--ui-url", help="the MLflow UI's address for links to run pages (default: "
                                      "the server of an http URI, else http://127.0.0.1:5000)")
     args = ap.parse_args()
@@ -62,10 +68,16 @@ def main() -> int:
             out = build_report(args.tracking_uri, args.sweep, args.experiment, args.out,
                                log_back=not args.no_log,
                                stop_rule=(args.stop_epsilon, args.stop_patience), ui=args.ui_url,
-                               setting=setting)
+                               setting=setting, include_collapsed=args.include_collapsed)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code
+    except Exception as exc:  # a store that breaks mid-way, a full disk: one line, not SQL
+        if os.environ.get("EMERGENCE_LAB_TRACEBACK"):
+            raise
+        print(f"report: {one_line(exc, args.tracking_uri)} (EMERGENCE_LAB_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return 2
     print(f"report written to {out}/report.md, report.html, summary.csv, claims.csv, epochs.csv")
     print((out / "report.md").read_text())
     return 0

@@ -12,12 +12,15 @@ the failures and exits non-zero.
 
 import logging
 import os
+import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
 from emergence_lab.run.config import register_configs
 from emergence_lab.run.jobs import job_overrides, job_parent_run_id
@@ -32,15 +35,35 @@ def main(cfg: DictConfig) -> float | None:
     # Relative paths (data_dir, an embedded store, the sweep dir) mean the launching folder;
     # remote launchers such as Ray start jobs elsewhere.
     os.chdir(HydraConfig.get().runtime.cwd)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg, parent_run_id=job_parent_run_id(), overrides=job_overrides())
+    except KeyboardInterrupt as exc:
+        if multirun:
+            raise  # the launcher's worker ends the job
+        fail(f"interrupted ({exc}): the run is KILLED with its finished epochs kept; rerun the "
+             f"same command to resume it", 130)
     except Exception as exc:
-        if HydraConfig.get().mode != RunMode.MULTIRUN or not hasattr(exc, "mlflow_run_id"):
-            raise  # a single run, or a failure before any run existed: shown in full
-        # The run is marked FAILED with its reason; the sweep goes on and reports it at the end.
-        log.error("run %s failed: %s: %s", exc.mlflow_run_id, type(exc).__name__, exc)
-        return None
+        run_id = getattr(exc, "mlflow_run_id", None)
+        if multirun and run_id:  # marked FAILED with its reason; the sweep goes on and lists it
+            log.error("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            return None
+        if multirun:
+            raise  # a failure before any run existed: the sweep stops on it
+        fail(single_run_error(exc, run_id, str(cfg.tracking.uri)))
     return metrics.get(mk.TEST_ACC)
+
+
+def single_run_error(exc: Exception, run_id: str | None, uri: str) -> str:
+    """One line for a single run's failure; an unexpected one leaves its traceback in the
+    run's output folder."""
+    where = f"run {run_id} FAILED: " if run_id else ""
+    line = f"error: {where}{one_line(exc, uri)}"
+    if not isinstance(exc, (ValueError, OSError, FloatingPointError)):
+        path = Path(HydraConfig.get().runtime.output_dir) / "error.log"
+        path.write_text(traceback.format_exc())
+        line += f" (traceback: {path})"
+    return line
 
 
 if __name__ == "__main__":

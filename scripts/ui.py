@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from emergence_lab.errors import one_line
 from emergence_lab.store import connection, links, sweeps
 
 
@@ -48,7 +49,14 @@ def main() -> int:
     args = ap.parse_args()
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     address = f"http://{shown}:{args.port}"
-    urls = sweep_urls(args.tracking_uri, address)
+    try:
+        if connection.local_store_dir(args.tracking_uri) is None or Path(connection.resolve_uri(
+                args.tracking_uri)[len("sqlite:///"):]).is_file():
+            connection.check_reachable(args.tracking_uri)
+        urls = sweep_urls(args.tracking_uri, address)
+    except Exception as exc:  # a store it cannot read: one line
+        print(f"make ui: {one_line(exc, args.tracking_uri)}", file=sys.stderr)
+        return 2
     if args.print_only:
         print("\n".join(urls), flush=True)
         return 0

@@ -67,7 +67,28 @@ CASES = {
                               "dataset.data_dir=empty"], "Ways to get them"),
     "data that is corrupt": (["dataset=mnist", "dataset.sources=[]", "dataset.download=false",
                               "dataset.data_dir=corrupt"], "t10k-labels-idx1-ubyte is corrupt"),
+    "an experiment name that leaves the store": (
+        ["tracking.experiment=../../../../tmp/x"],
+        "tracking.experiment='../../../../tmp/x' must be one folder name inside the store"),
+    "an experiment name too long for a folder": (
+        ["tracking.experiment=" + "x" * 300], "tracking.experiment is 300 bytes long; a folder"),
+    "a nested _target_ that would write a file": (
+        ["model=custom", "model._target_=torch.nn.Identity", "+model.kwargs.f._target_=builtins.open",
+         "+model.kwargs.f.file=PWNED", "+model.kwargs.f.mode=w"],
+        "model.kwargs.f._target_: a _target_ is allowed only as model._target_"),
+    "a model class that is a function": (["model=custom", "model._target_=shutil.copyfile"],
+                                         "model._target_=shutil.copyfile is a function, not an "
+                                         "nn.Module class"),
+    "an infinite learning rate": (["trainer.lr=inf"], "trainer.lr must be a finite number, got inf"),
+    "an unknown store scheme": (["tracking.uri=foo://bar"], "unknown scheme 'foo'"),
+    "a seed that is not a number": (["trainer.seed=0,abc"],
+                                    "Value 'abc' of type 'str' could not be converted to Integer"),
 }
+# The same one-line errors without -m (a single run), for the cases that are ours to word.
+SINGLE_RUN = ["amount out of range", "zero learning rate", "an infinite learning rate",
+              "the old file store", "a directory as the store", "tracking server that cannot be reached",
+              "an experiment name that leaves the store", "a nested _target_ that would write a file",
+              "a model class that is a function", "an unknown store scheme", "NaN tau"]
 
 
 def digest(path):
@@ -87,14 +108,18 @@ def workdir(tmp_path_factory):
     return d
 
 
-def run_case(workdir, case):
+def run_case(workdir, case, mode):
     """(return code, output, seconds) of the command line with one case's overrides."""
     started = time.monotonic()
+    base = BASE if mode == "sweep" else [a for a in BASE if a != "-m"]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *BASE, "tracking.uri=sqlite:///x.db",
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *base, "tracking.uri=sqlite:///x.db",
          *CASES[case][0]], cwd=workdir, capture_output=True, text=True, timeout=300,
         env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     return proc.returncode, proc.stderr + proc.stdout, time.monotonic() - started
+
+
+RUNS = [(c, "sweep") for c in CASES] + [(c, "single run") for c in SINGLE_RUN]
 
 
 @pytest.fixture(scope="module")
@@ -103,22 +128,35 @@ def results(workdir):
     store's digest before and after all of them."""
     before = digest(workdir / "x.db")
     with ThreadPoolExecutor(max_workers=3) as pool:
-        outcomes = dict(zip(CASES, pool.map(lambda c: run_case(workdir, c), CASES), strict=True))
+        outcomes = dict(zip(RUNS, pool.map(lambda r: run_case(workdir, *r), RUNS), strict=True))
     return outcomes, before, digest(workdir / "x.db")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, results, case):
+@pytest.mark.parametrize("case,mode", RUNS, ids=[f"{c} ({m})" for c, m in RUNS])
+def test_bad_input_fails_before_any_run_and_leaves_the_store_alone(workdir, results, case, mode):
     message = CASES[case][1]
     if "corrupt" in case and not SHARED_MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist absent")
     if "device" in case and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     outcomes, before, after = results
-    code, output, seconds = outcomes[case]
+    code, output, seconds = outcomes[case, mode]
     assert code != 0
     assert message in output, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
     assert seconds < 60  # no minutes of retries against a broken store
     assert after == before  # not a byte written: no run, no parent
     assert not (workdir / "mlruns").exists()
+    assert not (workdir / "PWNED").exists()  # no code ran from the config
+    if mode == "single run" or message.startswith("tracking.uri"):
+        line = next(x for x in output.splitlines() if message in x)
+        assert line.startswith(("error: ", "Sweep not started: ")), line  # one line of ours
+        assert code == 2
+
+
+def test_unknown_options_list_only_real_options(workdir, results):
+    """Hydra lists a group's choices; the schemas the options extend are not among them."""
+    output = results[0]["unknown option lists the valid ones", "sweep"][1]
+    choices = output.split("Available options in 'model':")[1].split("Config search path")[0].split()
+    assert "mlp" in choices and "resnet20" in choices
+    assert not [c for c in choices if c.startswith("base") or "schema" in c], choices

@@ -124,13 +124,14 @@ def zombie(pid):
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_signal_to_the_launcher_alone_stops_its_workers_and_their_runs(tmp_path, sig):
+def test_workers_whose_launcher_was_killed_stop_by_themselves(tmp_path):
+    """SIGKILL to the launcher alone (SIGTERM and Ctrl-C: tests/test_interrupts.py): nothing is
+    forwarded, so each worker notices its launcher is gone and ends its run KILLED."""
     uri = f"sqlite:///{tmp_path / 'x.db'}"
     proc = launch(uri, tmp_path, "trainer.epochs=30")
     workers = running_workers(uri, proc)
     assert workers
-    os.kill(proc.pid, sig)  # the launcher only, as `kill PID` or a scheduler does
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=120)
     try:
         assert gone(workers), "workers still running after their launcher stopped"

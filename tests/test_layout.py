@@ -10,13 +10,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "emergence_lab"
 # what each package (or top-level module) may import from emergence_lab, besides itself
 ALLOWED = {
-    "registry": set(), "procs": set(), "files": set(),
+    "registry": set(), "procs": set(), "files": set(), "errors": set(),
     "measure": {"registry"},
     "models": {"measure", "registry"},
     "data": {"registry", "files"},
     "prune": {"measure", "models", "registry"},
     "store": {"procs"},
-    "run": {"measure", "models", "data", "prune", "store", "registry", "procs", "files"},
+    "run": {"measure", "models", "data", "prune", "store", "registry", "procs", "files", "errors"},
     "report": {"measure", "prune", "store", "registry"},
 }
 

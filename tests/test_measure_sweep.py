@@ -41,7 +41,9 @@ def test_a_threshold_sweep_over_trained_cells_trains_nothing(tmp_path):
 
     again = run_cli([*BASE, "threshold=dormant", "threshold.theta=0.5"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "from its stored measurements (no training)" in again.stderr + again.stdout
+    assert "2 finished (2 already)" in again.stderr + again.stdout  # the launcher's status
+    logs = sorted(tmp_path.glob("outputs/multirun/*/*/train.log"))[-2:]  # each cell's job log
+    assert all("from its stored measurements (no training)" in p.read_text() for p in logs)
     after = _runs(uri)
     assert set(after) == set(before)  # no new run
     assert {r.info.run_id for r in after.values()} == {r.info.run_id for r in before.values()}

@@ -42,7 +42,7 @@ RULES.add(RuleEntry("mean_abs", lambda stats, theta, min_fraction: stats.mean_ab
 
 PRUNING_YAML = """
 defaults:
-  - base_taylor
+  - /schema/pruning/taylor@_here_
   - _self_
 
 name: taylor
@@ -53,7 +53,7 @@ samples: 32
 
 THRESHOLD_YAML = """
 defaults:
-  - base_threshold
+  - /schema/threshold/base@_here_
   - _self_
 
 rule: mean_abs

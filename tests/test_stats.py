@@ -1,6 +1,7 @@
 """The report's statistics against cases computed by hand (tables, formulas)."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,15 @@ def test_seeds_for_power_by_hand():
     assert stats.seeds_for_power(-0.5, 1.0) == 34
     assert stats.seeds_for_power(0.0, 1.0) == math.inf
     assert math.isnan(stats.seeds_for_power(1.0, 0.0))
+
+
+def test_a_huge_effect_needs_the_fewest_seeds_without_a_warning():
+    """statsmodels' solver finds no root past d_z of about 10 (NaN and a ConvergenceWarning):
+    such an effect needs 2 seeds, not "more than any"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [stats.seeds_for_power(m, 1.0) for m in (10.0, 100.0, 1000.0)] == [2, 2, 2]
+        assert stats.seeds_for_power(1e-4, 1.0) == math.inf
 
 
 def test_partial_spearman_matches_the_formula_with_one_control():

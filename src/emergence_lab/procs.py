@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 _watched: set[int] = set()  # launchers this process watches
@@ -19,6 +20,21 @@ _watched: set[int] = set()  # launchers this process watches
 # interruption surfaces as (torch, SQLite's "interrupted"), its run ends KILLED, not FAILED.
 stop_requested = threading.Event()
 stopped_run_closed = threading.Event()  # ... and the run it was training has been closed
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop this process's job: the first raises KeyboardInterrupt (its run
+    ends KILLED, resumable); later ones are ignored while the run is being closed (Ctrl-C in a
+    terminal reaches a worker twice: itself, and forwarded by its launcher). Main thread only."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if stop_requested.is_set():
+            return
+        stop_requested.set()
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def pid_alive(pid: int) -> bool:

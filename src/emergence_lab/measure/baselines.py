@@ -43,3 +43,22 @@ def sparsity_baselines(activations: Mapping[str, torch.Tensor],
     out = {"sparsity/dead_frac": dead / units, "sparsity/zero_frac": zero / cells}
     out |= {f"sparsity/dormant_frac/{tau:g}": n / units for tau, n in dormant.items()}
     return out
+
+
+def chance_accuracy(labels: torch.Tensor) -> float:
+    """The accuracy of always predicting the most frequent label: what a collapsed network,
+    whose output no longer depends on its input, reaches at most."""
+    return float(torch.bincount(labels.flatten().long().cpu()).max().item() / labels.numel())
+
+
+COLLAPSED_DEAD_SHARE = 0.95  # the share of dead units (never > 0 on the probe set) of a collapse
+
+
+def collapse(dead_frac: float, accuracy: float, chance: float) -> str | None:
+    """Why a network counts as collapsed, None when it does not: accuracy at or below chance
+    with (nearly) every counted unit dead, so that E = 0 and the accuracy say nothing about
+    pruning (e.g. trainer.lr=10). A slow start (chance accuracy, live units) is not one."""
+    if dead_frac >= COLLAPSED_DEAD_SHARE and accuracy <= chance + 1e-9:
+        return (f"{dead_frac:.1%} of the counted units dead and test/acc {accuracy:.4f} at or "
+                f"below chance ({chance:.4f}, the most frequent class)")
+    return None

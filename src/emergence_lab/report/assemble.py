@@ -64,7 +64,8 @@ class Report:
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
-    tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash")
+    tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash",
+            mk.COLLAPSED_TAG)
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "start_time": r.info.start_time, "experiment_id": r.info.experiment_id,
              **{t: r.data.tags.get(t, "") for t in tags},
@@ -119,22 +120,36 @@ def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
     return pd.concat([rest, moved], ignore_index=True)
 
 
+def _collapsed(runs: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, list[str]]:
+    """(the runs the report counts, a line per collapsed run): collapsed runs are counted only
+    when `include`."""
+    flagged = runs.get(mk.COLLAPSED_TAG, pd.Series("", index=runs.index)).fillna("").astype(bool)
+    lines = [f"{r['name']}: {r[mk.COLLAPSED_TAG]}" + (" (counted: --include-collapsed)" if include
+                                                      else "") for _, r in runs[flagged].iterrows()]
+    return (runs if include else runs[~flagged]), lines
+
+
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
           expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3),
           ui: str | None = None, setting: Setting | None = None, labelled: bool = False,
-          unpaired: Sequence[str] = ()) -> Report:
+          unpaired: Sequence[str] = (), include_collapsed: bool = False) -> Report:
     """All tables, verdicts and figures of a report (no I/O), E read in `setting` (the paper's
-    by default). `labelled`: the runs come from a tidy table (see per_run_table)."""
+    by default). `labelled`: the runs come from a tidy table (see per_run_table). Collapsed
+    runs (tag `collapsed`) are listed apart and left out unless `include_collapsed`."""
     setting = setting or Setting()
     stored, hist = hist, read_in(hist, setting)  # the settings table reads every stored one
     runs, duplicates = dedupe(runs)
+    runs, collapsed = _collapsed(runs, include_collapsed)
     per_run = per_run_table(runs, hist, labelled)
+    if per_run.empty and collapsed:
+        raise ReportError(f"every FINISHED run of {name} collapsed, nothing to compare (pass "
+                          f"--include-collapsed to count them anyway): " + "; ".join(collapsed[:3]))
     if per_run.empty:
         raise ReportError(f"no FINISHED runs in {name}: nothing to compare; "
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {
         "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist),
-        "unpaired": list(unpaired)}
+        "unpaired": list(unpaired), "collapsed": collapsed}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}

@@ -46,12 +46,16 @@ def _check_writable(folder: Path, what: str) -> None:
 def build_report(uri: str, sweep: str | None = None, experiment: str | None = None,
                  out: str | None = None, log_back: bool = True,
                  stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None,
-                 setting: Setting | None = None) -> Path:
+                 setting: Setting | None = None, include_collapsed: bool = False) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
     store = connection.local_store_dir(uri)
     if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
         raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
                           "or pass --tracking-uri")
+    try:
+        connection.check_reachable(uri)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     if experiment:
         runs, expected, name, exp_id = records.experiment_runs(uri, experiment), None, experiment, None
     else:
@@ -76,7 +80,8 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
     address = links.ui_address(uri, ui)
-    rep = build(name, runs_df, hist, expected, stop_rule, address, setting)
+    rep = build(name, runs_df, hist, expected, stop_rule, address, setting,
+                include_collapsed=include_collapsed)
     write(rep, out_dir)
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id

@@ -43,7 +43,9 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         ("E never near zero after pruning (the plateau claim cannot use these runs)",
          gaps.get("never_near_zero", [])),
         ("Unpaired runs (no control of their seed: not compared, not guessed)",
-         gaps.get("unpaired", []))) if items]
+         gaps.get("unpaired", [])),
+        ("Collapsed runs (units dead, accuracy at or below chance: left out of every table and "
+         "claim unless --include-collapsed)", gaps.get("collapsed", []))) if items]
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 

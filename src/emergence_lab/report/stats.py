@@ -21,11 +21,13 @@ from statsmodels.regression.linear_model import OLS
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.tools import add_constant
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 ALPHA = 0.05
 POWER = 0.8
 VERDICTS = ("supported", "contradicted", "inconclusive", "not enough data")
 MAX_SEEDS = 10_000  # "more than this" for the seeds an effect would need
+MIN_SEEDS = 2  # the fewest replicates a paired t-test takes
 
 
 @dataclass
@@ -91,9 +93,13 @@ def seeds_for_power(mean: float, sd: float, power: float = POWER, alpha: float =
         return math.nan
     if mean == 0:
         return math.inf
+    test, d = TTestPower(), abs(mean) / sd
+    if test.power(effect_size=d, nobs=MIN_SEEDS, alpha=alpha) >= power:
+        return float(MIN_SEEDS)  # the fewest a paired t-test takes; solve_power finds no root
     try:
-        n = TTestPower().solve_power(effect_size=abs(mean) / sd, alpha=alpha, power=power,
-                                     alternative="two-sided")
+        with warnings.catch_warnings():  # a root past its search bound: inf below, not a warning
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            n = test.solve_power(effect_size=d, alpha=alpha, power=power, alternative="two-sided")
     except (ValueError, RuntimeError):  # no solution below statsmodels' search bound
         return math.inf
     n = float(np.asarray(n).item())

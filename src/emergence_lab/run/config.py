@@ -1,7 +1,7 @@
 """Structured config: one dataclass schema per group, registered in Hydra's ConfigStore.
 
 The options of the pluggable groups (model, dataset, pruning, init) bring their own settings
-dataclasses from their registries; each is stored as `base_<name>` in its group, and its YAML
+dataclasses from their registries; each is stored as `schema/<group>/<name>`, and its YAML
 extends it. A typo in a key or a wrong type fails when Hydra composes the config; range and
 cross-field checks run in `__post_init__`, called by `validate` (OmegaConf.to_object) before
 any run exists.
@@ -25,6 +25,7 @@ from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.prune.base import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
 from emergence_lab.registry import load_plugins
+from emergence_lab.store.connection import check_scheme
 
 
 def _one_of(field_name: str, value: Any, choices: Any) -> None:
@@ -79,7 +80,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
-        for f in dataclasses.fields(self):  # every number of the schema, whatever it names
+        for f in dataclasses.fields(self):  # first: NaN would fail the range checks below
             value = getattr(self, f.name)
             _check(not isinstance(value, float) or math.isfinite(value),
                    f"trainer.{f.name} must be a finite number, got {value}")
@@ -112,6 +113,23 @@ class PretrainConfig:
                "pretrain.dataset must be set when pretrain.epochs > 0 (pretrain=mnist)")
 
 
+NAME_MAX_BYTES = 200  # a folder name's limit (255 on common file systems), less the suffixes we add
+
+
+def check_folder_name(field_name: str, name: str) -> None:
+    """A name that becomes a folder (the experiment's artifacts, its report): one usable name
+    inside its parent folder. ValueError saying which rule it breaks."""
+    _check(bool(name), f"{field_name} must not be empty")
+    _check(not any(c in name for c in "/\\") and name not in (".", ".."),
+           f"{field_name}={name!r} must be one folder name inside the store: no / or \\, not . or ..")
+    _check(not name.startswith("."), f"{field_name}={name!r} must not start with '.' (a hidden folder)")
+    _check(name.isprintable(), f"{field_name}={name!r} must not hold control characters")
+    size = len(name.encode())
+    _check(size <= NAME_MAX_BYTES, f"{field_name} is {size} bytes long; a folder name here may be "
+                                   f"at most {NAME_MAX_BYTES} (the file system allows 255, less the "
+                                   f"report folder's suffix)")
+
+
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns/mlflow.db"  # or http://host:port for a tracking server
@@ -123,13 +141,8 @@ class TrackingConfig:
     stale_after_s: float = 300.0  # an owner silent this long (or a dead local pid) is dead
 
     def __post_init__(self) -> None:
-        _check(not self.uri.startswith("file:"),
-               f"tracking.uri={self.uri}: MLflow 3.13+ refuses the file store; use an SQLite "
-               f"file, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or a server's http:// URI")
-        _check(re.match(r"(sqlite|https?|postgresql|mysql)[:+]", self.uri) is not None,
-               f"tracking.uri must start with sqlite:, http(s):, postgresql: or mysql:, "
-               f"got {self.uri!r}")
-        _check(bool(self.experiment), "tracking.experiment must not be empty")
+        check_scheme(self.uri)
+        check_folder_name("tracking.experiment", self.experiment)
         _one_of("tracking.on_taken", self.on_taken, ("wait", "skip"))
         _check(self.heartbeat_s > 0, f"tracking.heartbeat_s must be > 0, got {self.heartbeat_s}")
         _check(self.stale_after_s > 2 * self.heartbeat_s,
@@ -173,9 +186,14 @@ class Config:
                    f"interval), not before trainer.epochs ({self.trainer.epochs})")
 
 
+SCHEMA_GROUP = "schema"  # the schemas live apart, so that a group's choices are its options
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore: each option's settings as `base_<name>` in its
-    group (the YAML option extends it), and the fixed groups' `base_<group>`. Plugin modules
+    """Put the schemas in Hydra's ConfigStore under schema/<group>/: each option's settings as
+    `schema/<group>/<name>`, which its YAML extends (`/schema/model/mlp@_here_` in its defaults
+    list), and each group's common one as `schema/<group>/base`. Kept out of the option groups
+    themselves, so that `model=nosuch` lists only real options. Plugin modules
     ($EMERGENCE_LAB_PLUGINS, entry points) are imported first, so their options are schemas too."""
     load_plugins()
     cs = ConfigStore.instance()
@@ -183,19 +201,48 @@ def register_configs() -> None:
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("pruning", STRATEGIES),
                             ("init", INITS)):
         for entry in registry:
-            cs.store(group=group, name=f"base_{entry.name}", node=entry.settings)
-    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
-    cs.store(group="pruning", name="base_pruning", node=PruningConfig)
-    cs.store(group="init", name="base_init", node=InitConfig)
-    cs.store(group="threshold", name="base_threshold", node=ThresholdConfig)
-    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
-    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
-    cs.store(group="pretrain", name="base_pretrain", node=PretrainConfig)
+            cs.store(group=f"{SCHEMA_GROUP}/{group}", name=entry.name, node=entry.settings)
+    for group, node in (("dataset", DatasetConfig), ("pruning", PruningConfig),
+                        ("init", InitConfig), ("threshold", ThresholdConfig),
+                        ("trainer", TrainerConfig), ("tracking", TrackingConfig),
+                        ("pretrain", PretrainConfig)):
+        cs.store(group=f"{SCHEMA_GROUP}/{group}", name="base", node=node)
+
+
+def _leaves(node: Any, path: str = "") -> Any:
+    """(dotted path, key, value) of every entry of a plain container, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path and isinstance(key, str) else \
+            f"{path}[{key}]" if path else str(key)
+        yield where, key, value
+        yield from _leaves(value, where)
+
+
+ALLOWED_TARGETS = ("model._target_",)  # the only class path a config may name (model=custom)
+
+
+def _check_values(cfg: DictConfig, numbers: bool) -> None:
+    """No `_target_` but model._target_ (a nested one would be called by Hydra's instantiate:
+    any function, with any arguments); with `numbers`, every number finite (after the
+    schemas' own checks, which also say the valid range)."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception:  # an interpolation error: to_object names it
+        return
+    for path, key, value in _leaves(tree):
+        _check(key != "_target_" or path in ALLOWED_TARGETS,
+               f"{path}: a _target_ is allowed only as model._target_ (an nn.Module class); "
+               f"nothing else in a config is instantiated")
+        _check(not numbers or not isinstance(value, float) or math.isfinite(value),
+               f"{path} must be a finite number, got {value}")
 
 
 def validate(cfg: DictConfig) -> Config:
     """The typed, checked config; raises ValueError naming the field, value and valid range."""
     load_plugins()  # a job in a fresh worker process knows the plugins' options too
+    _check_values(cfg, numbers=False)
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:  # OmegaConf wraps __post_init__ errors; surface the message
@@ -204,6 +251,7 @@ def validate(cfg: DictConfig) -> Config:
     if not isinstance(obj, Config):
         raise ValueError("config does not extend base_config; add it to the defaults list")
     _reject_unknown_keys(cfg, obj)
+    _check_values(cfg, numbers=True)
     return obj
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import shlex
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +146,13 @@ def jobs_run_here(launcher: DictConfig) -> bool:
     target = str(launcher.get("_target_", ""))
     address = OmegaConf.select(launcher, "ray.init.address", default=None)
     return "submitit" not in target and not ("ray" in target.lower() and address)
+
+
+def command_line() -> str:
+    """The command line that started this process: rerunning a sweep's resumes it (finished
+    cells are skipped, interrupted ones resumed, failed ones run again)."""
+    python = os.path.relpath(sys.executable)
+    return shlex.join([sys.executable if python.startswith("..") else python, *sys.argv])
 
 
 def job_parent_run_id() -> str | None:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.formula import stop_epoch
+from emergence_lab.run import progress
 from emergence_lab.run.checkpoint import (
     save_checkpoint,
 )
@@ -47,9 +48,10 @@ class EpochLogger:
         self.pruning_steps = 0  # pruning steps applied to the network, saved with checkpoints
         self.rewind: dict[str, Any] | None = None  # the state a reset rewinds to, saved with them
 
-    def __call__(self, epoch: int, metrics: dict[str, Any], checkpoint: str = "all") -> bool:
+    def __call__(self, epoch: int, metrics: dict[str, Any], checkpoint: str = "all",
+                 loaded: bool = False) -> bool:
         """Log one epoch and store its measurement; checkpoint "all" (last.pt, best.pt when
-        best), "last" or "none"."""
+        best), "last" or "none"; `loaded`: the epoch comes from the shared pre-prune state."""
         self.run.check_owner()  # never log into a run another process has taken over
         if keys.MEASUREMENT in metrics:
             self.store_measurement(metrics[keys.MEASUREMENT], epoch)
@@ -57,6 +59,7 @@ class EpochLogger:
         self.run.log_metrics(metrics, step=epoch)
         if keys.TRAIN_LOSS in metrics:  # a training epoch of the run's own data set
             self.last = metrics
+            progress.emit("epoch", epoch=epoch, loaded=loaded)
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                  acc=f"{metrics['test/acc']:.3f}")

@@ -10,7 +10,6 @@ a cell `store/cells.py`'s, the stages `run/stages.py`'s and the loop `run/loop.p
 from __future__ import annotations
 
 import logging
-import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -22,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from emergence_lab import procs
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
+from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
-from emergence_lab.run import remeasure
+from emergence_lab.run import progress, remeasure
 from emergence_lab.run.config import Config
 from emergence_lab.run.identity import (
     flatten,
@@ -33,7 +33,7 @@ from emergence_lab.run.plan import RunPlan, make_plan
 from emergence_lab.run.preflight import build_network, preflight
 from emergence_lab.run.stages import Setup, _train_branch
 from emergence_lab.store import cells as ownership
-from emergence_lab.store import records
+from emergence_lab.store import connection, records
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,10 @@ def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
     return data, data.probe(cfg.probe_size, cfg.probe_seed)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    procs.stop_requested.set()
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+def _tell(message: str) -> None:
+    """A warning for the job's log and, in a sweep, the launcher's terminal."""
+    log.warning(message)
+    progress.emit("note", text=message)
 
 
 def train(cfg: DictConfig, parent_run_id: str | None = None,
@@ -79,25 +80,39 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     """
     plan = make_plan(cfg, parent_run_id, overrides)
     c = plan.config
+    progress.emit("start", name=plan.name, epochs=c.trainer.epochs)
     procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
     procs.stopped_run_closed.clear()
     if c.trainer.num_threads:
         torch.set_num_threads(c.trainer.num_threads)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # marks the run KILLED, like Ctrl-C
+        procs.stop_on_signals()  # SIGTERM marks the run KILLED, like Ctrl-C; a second is ignored
+    if parent_run_id is None:  # a single run: a sweep's launcher checked the store already
+        connection.check_reachable(c.tracking.uri)
     # Missing or corrupt data, and configs that cannot train, fail here, before a run exists.
     preflight(c, device=False)
     data, probe = _load(c.dataset, plan.device)
     pretrain = _load(c.pretrain.dataset, plan.device) if c.pretrain.epochs else None
     tags = plan.tags(data_digest=data.digest, dataset_label=data.label)
-    got = ownership.acquire(plan.cell(tags))
+    got = ownership.acquire(plan.cell(tags), notify=_tell)
     if got.state == "skip":
         _remeasure(c, got.run, plan.name)
+        progress.emit("end", status="skipped")
         return dict(got.run.data.metrics)
     if got.state == "taken":
-        log.warning("%s: skipped, run %s is being trained by %s", plan.name, got.run_id, got.owner)
+        _tell(f"{plan.name}: skipped, run {got.run_id} is being trained by {got.owner}")
+        progress.emit("end", status="skipped")
         return {}
-    return _own_run(plan, got, tags, (data, probe), pretrain)
+    try:
+        metrics = _own_run(plan, got, tags, (data, probe), pretrain)
+    except KeyboardInterrupt:
+        progress.emit("end", status="interrupted")
+        raise
+    except Exception as exc:
+        progress.emit("end", status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    progress.emit("end", status="finished")
+    return metrics
 
 
 def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
@@ -109,6 +124,7 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             c.tracking.uri, c.tracking.experiment, plan.name, tags, plan.parent_run_id,
             run_id=got.run_id, owner=got.owner, resumed=resumed,
             heartbeat_s=c.tracking.heartbeat_s) as run:
+        progress.emit("run", run_id=run.run_id, uri=c.tracking.uri)
         checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
             if resumed else None
         if not resumed:
@@ -125,4 +141,15 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
                           run, logger, checkpoint)
         finally:
             logger.close()
+        _flag_collapse(run, plan.name, logger.last, data)
         return numbers(logger.last)
+
+
+def _flag_collapse(run: records.Run, name: str, last: dict[str, Any], data: TensorData) -> None:
+    """Tag a run whose network collapsed (report: listed apart, not counted in the claims)."""
+    why = collapse(last.get(keys.DEAD_FRAC, 0.0), last.get(keys.TEST_ACC, 1.0),
+                   chance_accuracy(data.y_test))
+    if why is not None:
+        run.set_tags({keys.COLLAPSED_TAG: why})
+        _tell(f"{name} collapsed: {why} (tagged {keys.COLLAPSED_TAG}; the report leaves it out "
+              f"of the claims)")

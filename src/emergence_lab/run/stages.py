@@ -102,7 +102,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     if cached:
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
-            logger(epoch, metrics, checkpoint="none")
+            logger(epoch, metrics, checkpoint="none", loaded=True)
     logger.rewind = payload.get("rewind")
     return upto
 

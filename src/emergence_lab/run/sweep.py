@@ -26,7 +26,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from emergence_lab import procs
 from emergence_lab.data import check_available
+from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
 from emergence_lab.procs import forward_signal
 from emergence_lab.run.config import Config
@@ -36,6 +38,7 @@ from emergence_lab.run.jobs import (
     PARENT_FILE,
     _is_grid,
     check_launcher,
+    command_line,
     jobs_run_here,
     sweep_job_configs,
     validate_sweep,
@@ -71,7 +74,7 @@ class SweepCallback(Callback):
         try:
             self._start(config)
         except Exception as exc:
-            sys.exit(f"Sweep not started: {exc}")
+            fail(f"Sweep not started: {exc if isinstance(exc, ValueError) else one_line(exc)}")
 
     def _start(self, config: DictConfig) -> None:
         self.grid = _is_grid(config)
@@ -83,7 +86,8 @@ class SweepCallback(Callback):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher)
         connection.check_reachable(first.uri)
-        self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j)}
+        self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j),
+                      "epochs": j.trainer.epochs}
                      for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
         # every cell finished (one store query): nothing will run, so nothing to preflight
         done = self._all_finished(jobs) if self.grid else None
@@ -109,6 +113,7 @@ class SweepCallback(Callback):
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
         artifacts.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / JOBS_FILE).write_text(json.dumps(self.jobs))  # the launcher's plan
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
             "run_id": self.run_id, "uri": first.uri, "launcher_pid": os.getpid(),
             "launcher_host": socket.gethostname()}))
@@ -160,7 +165,8 @@ class SweepCallback(Callback):
     def _end_if_open(self) -> None:
         if not self.run_id:
             return
-        sweeps.end_sweep(self.uri, self.run_id, "KILLED" if self.interrupted else "FAILED")
+        stopped = self.interrupted or procs.stop_requested.is_set()
+        sweeps.end_sweep(self.uri, self.run_id, "KILLED" if stopped else "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.run_id:
@@ -193,4 +199,5 @@ class SweepCallback(Callback):
                 lines.append(f"  {r.info.run_name}: being trained by {elsewhere[j['config_hash']]}")
             else:
                 lines.append(f"  {r.info.run_name} ({r.info.status}): {r.data.tags.get('error', '')}")
-        sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines))
+        sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines)
+                 + f"\nRedo with: {command_line()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,12 @@ def _current(uri: str, exp_id: str, identity: str) -> tuple[int, Any | None]:
     return n, None if run.info.lifecycle_stage == "deleted" else run
 
 
-def acquire(cell: Cell) -> Ownership:
+def acquire(cell: Cell, notify: Callable[[str], None] | None = None) -> Ownership:
     """Decide, atomically against the store, what this process does with the cell. A cell that
     another live process trains is waited for (tracking.on_taken=wait: then skipped once it
     finishes, taken over if its owner dies) or left to it (skip).
 
+    `notify` says that it waits (default: a log warning).
     force=true makes a new run unless another process already started one for the cell while
     this one decided (two identical forced sweeps rerun each cell once, not twice).
     """
@@ -95,8 +97,9 @@ def acquire(cell: Cell) -> Ownership:
                 if cell.on_taken == "skip":
                     return Ownership("taken", run.info.run_id, holder, run)
                 if not said:
-                    log.warning("%s: run %s is being trained by %s; waiting for it "
-                                "(tracking.on_taken=skip leaves it)", name, run.info.run_id, holder)
+                    (notify or log.warning)(f"{name}: run {run.info.run_id} is being trained by "
+                                            f"{holder}; waiting for it (tracking.on_taken=skip "
+                                            f"leaves it)")
                     said = True
                 time.sleep(TAKEN_POLL_S)
                 continue

@@ -9,6 +9,7 @@ mlflow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -130,19 +131,86 @@ def needs_migration(uri: str, experiment_ids: list[str]) -> list[str]:
     return [e.name for e in exps if e.tags.get(STORE_VERSION_TAG) != STORE_VERSION]
 
 
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql")  # what MLflow 3.13+ stores on
+CONNECT_TIMEOUT_S = 5.0  # a server that does not answer in this long is reported, not waited for
+MIN_FREE_BYTES = 20 * 2**20  # a store's disk with less free is full for our purposes
+
+
+def check_scheme(uri: str) -> None:
+    """ValueError for a URI whose scheme no store here speaks (before anything connects)."""
+    if uri.startswith("file:"):
+        raise ValueError(f"tracking.uri={uri}: MLflow 3.13+ refuses the file store; use an SQLite "
+                         f"file, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or a server's "
+                         f"http:// URI")
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise ValueError(f"tracking.uri={uri}: unknown scheme {scheme!r}; use one of "
+                         f"sqlite:///PATH, http(s)://HOST:PORT (a tracking server), "
+                         f"postgresql://... or mysql://...")
+
+
 def check_reachable(uri: str) -> None:
-    """Raise ValueError naming the URI when a tracking server does not answer, or the path when
-    an embedded store cannot be written."""
-    if not uri.startswith(("http://", "https://")):
+    """Raise ValueError in one line, within seconds, when the store at `uri` cannot be used:
+    an unknown scheme, a server or database that does not answer, an SQLite file that cannot
+    be written, is not a database or is corrupt (PRAGMA quick_check), a disk that is full."""
+    check_scheme(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:"):
         _check_writable_store(uri)
-        return
+        _check_sqlite(uri)
+    else:
+        _check_database(uri)
+
+
+def _check_server(uri: str) -> None:
     import urllib.request
 
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT_S).read()
     except OSError as exc:
-        raise ValueError(f"tracking.uri={uri} cannot be reached ({exc}); start the server "
-                         "(make server) or use the embedded store sqlite:///mlruns/mlflow.db") from None
+        raise ValueError(f"tracking.uri={uri} cannot be reached ({getattr(exc, 'reason', exc)}); "
+                         "start the server (make server) or use the embedded store "
+                         "sqlite:///mlruns/mlflow.db") from None
+
+
+def _check_database(uri: str) -> None:
+    """A database server (postgresql://, mysql://) that takes a TCP connection on its port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or {"postgresql": 5432, "mysql": 3306}[parts.scheme.split("+")[0]]
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ValueError(f"tracking.uri: the database server {parts.hostname}:{port} cannot be "
+                         f"reached ({exc.strerror or exc}); start it (make server) or use "
+                         f"sqlite:///mlruns/mlflow.db") from None
+
+
+def _check_sqlite(uri: str) -> None:
+    """An existing SQLite file that is a database and passes PRAGMA quick_check; a disk with
+    room to write."""
+    import shutil
+    import sqlite3
+
+    path = Path(resolve_uri(uri)[len("sqlite:///"):])
+    free = shutil.disk_usage(path.parent).free
+    if free < MIN_FREE_BYTES:
+        raise ValueError(f"the disk holding the store {path.parent} is full ({free // 2**20} MiB "
+                         f"free); free space there or point tracking.uri at another disk")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        rows = [(str(exc),)]
+    if rows != [("ok",)]:
+        raise ValueError(f"the store {path} is not a usable SQLite database ({rows[0][0]}"
+                         f"{f', and {len(rows) - 1} more problems' if len(rows) > 1 else ''}); "
+                         f"restore it from a backup, or move it aside and rerun into a new store")
 
 
 def default_cache_dir(uri: str) -> Path:

@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 
 MAX_ERROR_CHARS = 4000
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
+RESUMED_AFTER_TAG = "resumed_after"  # the interruptions a finished run was resumed after
 
 
 def find_run(uri: str, run_id: str) -> Any | None:
@@ -126,17 +128,14 @@ class Run:
         if exc_type is not None and issubclass(exc_type, LeaseLost):
             return False  # the run is someone else's now
         if exc_type is None:
-            status = "FINISHED"
+            status, message = "FINISHED", None
         else:
             stopped = issubclass(exc_type, KeyboardInterrupt) or procs.stop_requested.is_set()
             status = "KILLED" if stopped else "FAILED"
-            message = f"{exc_type.__name__}: {exc}"[:MAX_ERROR_CHARS]
+            message = f"{exc_type.__name__}: {exc}"
             if exc is not None:
                 exc.mlflow_run_id = self.run_id  # lets a sweep tell a run's failure from a bug
-            self.set_tags({"error": message})
-            retry(lambda: self.client.set_tag(self.run_id, "mlflow.note.content",
-                                               f"**{status}**: {message}"))
-        retry(lambda: self.client.set_terminated(self.run_id, status))
+        end_run(self.client.tracking_uri, self.run_id, status, message)
         if procs.stop_requested.is_set():
             procs.stopped_run_closed.set()
         return False
@@ -162,6 +161,29 @@ class Run:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+
+def end_run(uri: str, run_id: str, status: str, reason: str | None = None,
+            only_running: bool = False) -> None:
+    """Set a run's final status. FAILED or KILLED carry their reason (tag `error`, and the run's
+    note); FINISHED clears an earlier interruption's note and error, kept in `resumed_after`.
+    `only_running`: leave a run that has already ended (its owner closed it) as it is."""
+    client = get_client(uri)
+    run = client.get_run(run_id)
+    if only_running and run.info.status != "RUNNING":
+        return
+    tags = run.data.tags
+    if reason is not None:
+        reason = reason[:MAX_ERROR_CHARS]
+        retry(lambda: client.log_batch(run_id, tags=[
+            RunTag("error", reason), RunTag(NOTE_TAG, f"**{status}**: {reason}")]))
+    elif "error" in tags:  # a resumed run that finished: its status note tells the truth
+        history = "; ".join(x for x in (tags.get(RESUMED_AFTER_TAG), tags["error"]) if x)
+        retry(lambda: client.set_tag(run_id, RESUMED_AFTER_TAG, history[:MAX_ERROR_CHARS]))
+        retry(lambda: client.delete_tag(run_id, "error"))
+        if tags.get(NOTE_TAG, "").startswith(("**KILLED**", "**FAILED**")):
+            retry(lambda: client.delete_tag(run_id, NOTE_TAG))
+    retry(lambda: client.set_terminated(run_id, status))
 
 
 def create_owned_run(uri: str, experiment: str, name: str, tags: Mapping[str, Any],
@@ -211,4 +233,4 @@ def metric_histories(uri: str, run_ids: list[str], keys: list[str],
 def set_note(uri: str, run_id: str, markdown: str) -> None:
     """The run's description, the note the MLflow UI shows on its page."""
     client = get_client(uri)
-    retry(lambda: client.set_tag(run_id, "mlflow.note.content", markdown[:60000]))
+    retry(lambda: client.set_tag(run_id, NOTE_TAG, markdown[:60000]))

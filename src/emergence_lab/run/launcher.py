@@ -1,0 +1,276 @@
+"""The sweep's local launcher (`hydra/launcher=local`): a pool of worker processes that survives
+what kills joblib's.
+
+Each worker is a spawned process that runs one job at a time (Hydra's `run_job`, as joblib's
+launcher does) and tells the launcher, over its pipe, what its job is doing (`run.progress`
+events). So the launcher knows every cell's state and shows it as one status line, and:
+
+- a signal (Ctrl-C to the process group or to the launcher alone, SIGTERM from `kill` or a
+  scheduler) starts no further cell; the workers' jobs end their runs KILLED (a worker coalesces
+  a second signal) and the launcher returns within `stop_timeout_s` (a worker still busy then is
+  killed and its run marked KILLED here), saying what finished, was interrupted and never started;
+- a worker that dies (`kill -9`, the OOM killer) fails its own cell only: its run is marked FAILED
+  with the signal, a new worker takes the next cell, and the sweep goes on;
+- the jobs' output (per-epoch lines, warnings) goes to each job's log (Hydra's
+  `<sweep dir>/<num>/<task>.log`), not the terminal; a failing cell's last lines are shown.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
+
+from emergence_lab import procs
+from emergence_lab.run import progress
+from emergence_lab.run.display import StatusDisplay
+from emergence_lab.run.jobs import JOBS_FILE, command_line
+from emergence_lab.run.worker import worker_main
+from emergence_lab.store import records
+
+log = logging.getLogger(__name__)
+
+
+class _Worker:
+    """A worker process, its end of the pipe and the job it runs (None: idle)."""
+
+    def __init__(self, setup: bytes) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and stores
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child,), name="emergence-lab-worker")
+        self.proc.start()
+        child.close()
+        self.conn.send_bytes(setup)
+        self.job: int | None = None
+
+    def send(self, msg: Any) -> None:
+        self.conn.send_bytes(pickle.dumps(msg))
+
+    def close(self, timeout: float) -> None:
+        try:
+            self.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(1)
+
+
+class _Signals:
+    """SIGINT and SIGTERM in the launcher: the first stops the sweep, later ones are noted."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {s: signal.signal(s, self._on) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            procs.stop_requested.set()  # the sweep's parent ends KILLED, like its runs
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _planned_epochs(sweep_dir: Path, job_overrides: list[list[str]]) -> list[int | None]:
+    """Each job's epochs, from the jobs file the sweep callback wrote (None where unknown)."""
+    try:
+        jobs = json.loads((sweep_dir / JOBS_FILE).read_text())
+    except (OSError, ValueError):
+        return [None] * len(job_overrides)
+    by_overrides = {tuple(sorted(j["overrides"])): j.get("epochs") for j in jobs}
+    return [by_overrides.get(tuple(sorted(o))) for o in job_overrides]
+
+
+class Pool:
+    """The launcher's loop over its workers (see the module docstring)."""
+
+    def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: progress.SweepStatus,
+                 config: DictConfig, job_overrides: list[list[str]]) -> None:
+        self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
+        self.status, self.config, self.job_overrides = status, config, job_overrides
+        self.returns: list[JobReturn | None] = [None] * len(job_overrides)
+        self.pending = collections.deque(range(len(job_overrides)))
+        self.workers: list[_Worker] = []
+        self.display = StatusDisplay(status)
+        self.signals = _Signals()
+        self.stop_deadline: float | None = None
+
+    def busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.job is not None]
+
+    def run(self) -> None:
+        try:
+            while self.busy() or (self.pending and self.stop_deadline is None):
+                if self.signals.signum is not None and self.stop_deadline is None:
+                    self._stop()
+                if self.stop_deadline is None:
+                    self._fill()
+                self._step(timeout=0.5)
+                if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+                    self._kill_busy()
+                self.display.refresh()
+        finally:
+            for w in self.workers:
+                w.close(timeout=2.0 if self.signals.signum is None else 0.5)
+            self.signals.restore()
+            self.display.close()
+
+    def _fill(self) -> None:
+        while self.pending and len(self.busy()) < self.n_jobs:
+            idle = [w for w in self.workers if w.job is None and w.proc.is_alive()]
+            worker = idle[0] if idle else self._new_worker()
+            worker.job = self.pending.popleft()
+            worker.send((worker.job, self.job_overrides[worker.job]))
+
+    def _new_worker(self) -> _Worker:
+        self.workers = [w for w in self.workers if w.proc.is_alive()]
+        worker = _Worker(self.setup)
+        self.workers.append(worker)
+        return worker
+
+    def _step(self, timeout: float) -> None:
+        busy = self.busy()
+        ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout)
+        for w in busy:
+            while w.job is not None and w.conn in ready and w.conn.poll():
+                try:
+                    self._on_message(w, pickle.loads(w.conn.recv_bytes()))
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    break
+            if w.job is not None and not w.proc.is_alive():
+                self._on_death(w)
+
+    def _on_message(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        kind, job = msg[0], w.job
+        if kind == "event":
+            if msg[1]["kind"] == "note":
+                self.display.message(msg[1]["text"])
+            self.status.update(job, msg[1])
+            return
+        if kind == "done":
+            completed, value = msg[1], msg[2]
+            self.returns[job] = JobReturn(
+                overrides=self.job_overrides[job], _return_value=value,
+                status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
+            state = self.status.jobs[job]
+            if state.state in ("waiting", "running"):  # it ended before its run did (an error)
+                state.state = "finished" if completed else "failed"
+                state.error = "" if completed else f"{type(value).__name__}: {value}"
+            if state.state == "failed":
+                self.display.message(self._failure_text(job))
+        elif kind == "interrupted":
+            self.status.jobs[job].state = "interrupted"
+        w.job = None
+
+    def _on_death(self, w: _Worker) -> None:
+        """A worker died with a job: its run FAILED (or KILLED when the sweep is stopping)."""
+        job, code = w.job, w.proc.exitcode
+        w.job = None
+        state = self.status.jobs[job]
+        self.returns[job] = JobReturn(overrides=self.job_overrides[job], status=JobStatus.COMPLETED,
+                                      _return_value=None)
+        if state.state in ("finished", "skipped", "failed", "interrupted"):
+            return  # it died after its job had ended
+        why = f"worker killed by signal {-code} ({signal.Signals(-code).name})" if code and code < 0 \
+            else f"worker exited with code {code}"
+        stopping = self.signals.signum is not None
+        state.state, state.error = ("interrupted" if stopping else "failed"), why
+        if state.run_id:
+            records.end_run(state.uri, state.run_id, "KILLED" if stopping else "FAILED", why,
+                            only_running=True)
+        if not stopping:
+            self.display.message(self._failure_text(job))
+
+    def _failure_text(self, job: int) -> str:
+        state = self.status.jobs[job]
+        name = state.name or " ".join(self.job_overrides[job])
+        text = f"cell {name} failed: {state.error.splitlines()[0] if state.error else '?'}"
+        tail = _log_tail(self.config, job)
+        return text + ("".join(f"\n    {line}" for line in tail) if tail else "")
+
+    def _stop(self) -> None:
+        """The first signal: no new cell; the busy workers' jobs are told to stop."""
+        name = signal.Signals(self.signals.signum).name
+        self.display.message(f"{name}: stopping the sweep: no new cell starts; the runs in "
+                             f"flight end KILLED (within {self.stop_timeout_s:g} s)")
+        self.stop_deadline = time.monotonic() + self.stop_timeout_s
+        for w in self.busy():
+            try:  # Ctrl-C in a terminal reached them too: a worker counts only its first signal
+                os.kill(w.proc.pid, self.signals.signum)
+            except ProcessLookupError:
+                pass
+
+    def _kill_busy(self) -> None:
+        for w in self.busy():
+            w.proc.kill()
+            w.proc.join(2)
+            self._on_death(w)
+
+    def summary(self) -> str:
+        s = self.status
+        name = signal.Signals(self.signals.signum).name
+        started = sum(j.state != "waiting" for j in s.jobs)
+        return (f"Sweep interrupted ({name}) after {progress.clock(time.monotonic() - s.started)}: "
+                f"{s.count('finished', 'skipped')} cells finished, "
+                f"{s.count('interrupted', 'running')} interrupted (KILLED, resumable), "
+                f"{s.count('failed')} failed, {len(s.jobs) - started} never started. "
+                f"Resume with: {command_line()}")
+
+
+def _log_tail(config: DictConfig, job: int, lines: int = 8) -> list[str]:
+    """The last lines of a job's log (Hydra's job log in its sweep subdir)."""
+    path = job_log(config, job)
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line[:300] for line in text if line.strip()][-lines:]
+
+
+def job_log(config: DictConfig, job: int) -> Path:
+    """Where job number `job` of the sweep writes its output."""
+    return Path(str(config.hydra.sweep.dir)) / str(job) / f"{config.hydra.job.name}.log"
+
+
+def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Run the jobs on `launcher.n_jobs` workers; returns their JobReturns in order. After a
+    signal, the sweep ends here: one line of summary and exit code 128 + the signal."""
+    from hydra.core.singleton import Singleton
+    from joblib.externals import cloudpickle  # by value: the task function lives in __main__
+
+    config = launcher.config
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    job_overrides = [list(o) for o in job_overrides]
+    epochs = _planned_epochs(sweep_dir, job_overrides)
+    status = progress.SweepStatus([progress.Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
+    n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else os.cpu_count() or 1
+    setup = cloudpickle.dumps({"hydra_context": launcher.hydra_context, "config": config,
+                               "task_function": launcher.task_function,
+                               "singleton_state": Singleton.get_state(),
+                               "initial_job_idx": initial_job_idx})
+    log.info("launching %d jobs on %d workers; each job's log: %s", len(job_overrides),
+             min(n_jobs, len(job_overrides)), job_log(config, initial_job_idx).parent.parent /
+             "<job>" / job_log(config, initial_job_idx).name)
+    pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, config, job_overrides)
+    pool.run()
+    if pool.signals.signum is not None:
+        print(pool.summary(), file=sys.stderr, flush=True)
+        sys.exit(128 + pool.signals.signum)
+    return [r if r is not None else JobReturn(overrides=o, status=JobStatus.COMPLETED)
+            for r, o in zip(pool.returns, job_overrides, strict=True)]

@@ -1,0 +1,112 @@
+"""What a job tells its launcher as it goes (events), and the sweep's status as a launcher shows it.
+
+A job emits events through `emit`; the sweep's launcher (`run/launcher.py`) installs a sink in
+each worker process and folds the events of every job into one `SweepStatus`, drawn as one
+status line. Outside such a launcher (a single run, Ray, SLURM) there is no sink and `emit` does
+nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+_sink: Callable[[dict[str, Any]], None] | None = None
+
+
+def set_sink(sink: Callable[[dict[str, Any]], None] | None) -> None:
+    """Where this process's events go (the launcher's pipe), None for nowhere."""
+    global _sink
+    _sink = sink
+
+
+def emit(kind: str, **fields: Any) -> None:
+    """One event of the current job: start (name, epochs), run (run_id, uri), epoch (epoch, loaded),
+    end (status, error). A launcher that has gone away loses it, nothing else."""
+    if _sink is not None:
+        try:
+            _sink({"kind": kind, **fields})
+        except (OSError, ValueError):  # the launcher's pipe is closed: it is stopping
+            pass
+
+
+@dataclasses.dataclass
+class Job:
+    """One cell as the launcher sees it."""
+
+    overrides: list[str]
+    epochs: int | None = None  # the epochs it trains in all (from the sweep's jobs file)
+    name: str = ""
+    run_id: str | None = None
+    uri: str = ""  # the store its run is in
+    state: str = "waiting"  # waiting, running, finished, skipped, failed, interrupted
+    trained: int = 0  # epochs trained in this sweep
+    loaded: int = 0  # epochs loaded from the shared pre-prune state
+    error: str = ""
+
+
+@dataclasses.dataclass
+class SweepStatus:
+    """Every cell's state and the sweep's clock; `line()` is what the launcher shows."""
+
+    jobs: list[Job]
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    first_epoch_at: float | None = None  # training throughput is measured from here
+
+    def update(self, i: int, event: dict[str, Any]) -> None:
+        job, kind = self.jobs[i], event["kind"]
+        if kind == "start":
+            job.state, job.name = "running", event["name"]
+            job.epochs = event.get("epochs", job.epochs)
+        elif kind == "run":
+            job.run_id, job.uri = event["run_id"], event["uri"]
+        elif kind == "epoch":
+            if event.get("loaded"):
+                job.loaded += 1
+            else:
+                self.first_epoch_at = self.first_epoch_at or time.monotonic()
+                job.trained += 1
+        elif kind == "end":
+            job.state, job.error = event["status"], event.get("error", "")
+
+    def count(self, *states: str) -> int:
+        return sum(j.state in states for j in self.jobs)
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the throughput measured so far (epochs trained per second, all
+        workers together); None before two epochs were trained."""
+        trained = sum(j.trained for j in self.jobs)
+        if self.first_epoch_at is None or trained < 2:
+            return None
+        known = [j.epochs for j in self.jobs if j.epochs]
+        typical = sum(known) / len(known) if known else 0
+        left = sum(max(0, (j.epochs or typical) - j.trained - j.loaded) for j in self.jobs
+                   if j.state in ("waiting", "running"))
+        rate = trained / max(time.monotonic() - self.first_epoch_at, 1e-9)
+        return left / rate
+
+    def line(self) -> str:
+        """cells finished / running / waiting of N, epochs trained and loaded, elapsed, left."""
+        n = len(self.jobs)
+        done, skipped = self.count("finished", "skipped"), self.count("skipped")
+        parts = [f"cells {done} finished{f' ({skipped} already)' if skipped else ''}, "
+                 f"{self.count('running')} running, {self.count('waiting')} waiting of {n}"]
+        for state in ("failed", "interrupted"):
+            if self.count(state):
+                parts[0] += f", {self.count(state)} {state}"
+        parts.append(f"epochs {sum(j.trained for j in self.jobs)} trained, "
+                     f"{sum(j.loaded for j in self.jobs)} loaded")
+        parts.append(f"{clock(time.monotonic() - self.started)} elapsed")
+        eta = self.eta_s()
+        parts.append(f"~{clock(eta)} left" if eta is not None else "time left: measuring")
+        return " | ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """1h02m, 3m05s, 42s."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

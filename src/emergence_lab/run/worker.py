@@ -1,0 +1,106 @@
+"""A worker process of the sweep's local launcher (`run/launcher.py`): it runs the jobs the
+launcher sends, one at a time, as Hydra's joblib launcher runs them (`run_job` on the job's
+composed config), with the job's output in its log file and its progress sent back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from emergence_lab import procs
+from emergence_lab.run import progress
+
+
+def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
+    conn.send_bytes(pickle.dumps(msg))
+
+
+def worker_main(conn: Connection) -> None:
+    """Receive the sweep's setup, then jobs (index, overrides) until None or a signal. The
+    first SIGINT/SIGTERM interrupts the job (its run ends KILLED) and ends the worker; a second
+    one, such as Ctrl-C reaching both the worker and, forwarded, its launcher, is ignored."""
+    procs.stop_on_signals()
+    # tqdm would make a multiprocessing lock, whose semaphore a killed worker leaks (a warning
+    # at the launcher's exit); the bars of one process need only a thread lock
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    try:
+        setup = pickle.loads(conn.recv_bytes())
+        progress.set_sink(lambda event: _send(conn, ("event", event)))
+        while (msg := pickle.loads(conn.recv_bytes())) is not None:
+            try:
+                ret = _run(setup, *msg)
+            except KeyboardInterrupt:
+                _send(conn, ("interrupted",))
+                return  # a stopped worker takes no more jobs
+            _send(conn, ("done", *_result(ret)))
+    except (EOFError, OSError, KeyboardInterrupt):  # the launcher has gone, or stops us idle
+        return
+
+
+def _run(setup: dict[str, Any], idx: int, overrides: list[str]) -> Any:
+    """One job: its config composed here (as joblib's execute_job does), run by run_job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
+
+    setup_globals()
+    Singleton.set_state(setup["singleton_state"])
+    hydra_context, num = setup["hydra_context"], setup["initial_job_idx"] + idx
+    config = hydra_context.config_loader.load_sweep_config(setup["config"], list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = f"{config.hydra.job.name}_{num}"
+        config.hydra.job.num = num
+        root = config.hydra.job_logging.get("root") if config.hydra.job_logging else None
+        if root is not None and {"console", "file"} <= set(root.get("handlers") or []):
+            root.handlers = [h for h in root.handlers if h != "console"]  # the file has it all
+    HydraConfig.instance().set_config(config)
+    log = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir) / \
+        f"{config.hydra.job.name}.log"
+    with _output_to(log):
+        return run_job(hydra_context=hydra_context, config=config,
+                       task_function=setup["task_function"], job_dir_key="hydra.sweep.dir",
+                       job_subdir_key="hydra.sweep.subdir")
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """This process's stdout and stderr (Python's and C's) appended to `path` meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, target)
+            os.close(copy)
+
+
+def _result(ret: Any) -> tuple[bool, Any]:
+    """(whether the job completed, its return value or its exception): what the launcher
+    needs of the JobReturn, whose configs hold classes that only Hydra's plugin scan knows."""
+    from hydra.core.utils import JobStatus
+
+    value = ret._return_value
+    try:
+        pickle.dumps(value)
+    except Exception:
+        value = RuntimeError(f"{type(value).__name__}: {value}")
+    return ret.status == JobStatus.COMPLETED, value

@@ -1,0 +1,119 @@
+"""Hostile use of a running sweep: Ctrl-C to the process group, SIGTERM to the launcher alone,
+`kill -9` of a worker. Real processes, real signals, a real SQLite store; each test reads the
+store afterwards, the exit code and the launcher's last line."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emergence_lab.store import records, sweeps
+from tests.conftest import ROOT
+from tests.test_concurrent_sweeps import gone
+
+pytestmark = pytest.mark.slow
+
+# batch 1: a digits epoch takes about half a second; four cells on two workers, so two are in
+# flight and two wait when the signal comes
+SWEEP = ["-m", "dataset=digits", "model.hidden=[16,8]", "trainer.batch_size=1", "trainer.epochs=12",
+         "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0,0.3,0.5,0.7",
+         "tracking.progress=false", "hydra.launcher.n_jobs=2"]
+
+
+def start(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *SWEEP,
+                             f"tracking.uri={uri}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return proc, uri
+
+
+def runs_logging(uri):
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
+                              "WHERE key = 'train/loss' AND step >= 2").fetchone()[0] or 0
+    except sqlite3.Error:
+        return 0
+
+
+def when_two_cells_train(proc, uri, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if runs_logging(uri) >= 2:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the sweep ended or stalled: {proc.stdout.read()[-3000:]}")
+
+
+def children(uri):
+    return sweeps.sweep_children(uri, sweeps.latest_sweep(uri).info.run_id)
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C to the process group", "SIGTERM to the launcher"])
+def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resumes(tmp_path, how):
+    proc, uri = start(tmp_path)
+    when_two_cells_train(proc, uri)
+    from emergence_lab.procs import descendants
+
+    workers = descendants(proc.pid)
+    sent = time.time()
+    if how.startswith("Ctrl-C"):
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does
+        sig = signal.SIGINT
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # `kill PID`, a scheduler
+        sig = signal.SIGTERM
+    out = proc.communicate(timeout=60)[0]
+    took = time.time() - sent
+    assert took <= 5, f"returned {took:.1f} s after the signal"
+    assert proc.returncode == 128 + sig, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"Sweep interrupted ({sig.name})"), out[-3000:]
+    assert "0 cells finished, 2 interrupted (KILLED, resumable), 0 failed, 2 never started" in last
+    assert "Resume with: " in last and "scripts/train.py -m" in last
+    assert "Traceback" not in out and "leaked semaphore" not in out, out[-3000:]
+    assert gone(workers, timeout=10), "workers outlived their launcher"
+    runs = children(uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}  # no cell started after
+    assert all(r.info.start_time / 1000 < sent for r in runs)
+    assert sweeps.latest_sweep(uri).info.status == "KILLED"
+    assert all(r.data.tags["error"].startswith("KeyboardInterrupt") for r in runs)
+
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *SWEEP,
+                            f"tracking.uri={uri}"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = children(uri)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    resumed = [r for r in runs if r.data.tags.get("resumed")]
+    assert len(resumed) == 2
+    for r in resumed:  # the status notes tell the truth; the history stays
+        assert "error" not in r.data.tags and records.NOTE_TAG not in r.data.tags
+        assert r.data.tags[records.RESUMED_AFTER_TAG].startswith("KeyboardInterrupt")
+        steps = [s for s, _ in records.metric_history(uri, r.info.run_id, "train/loss")]
+        assert steps == list(range(1, 13))  # every epoch once
+
+
+def test_a_killed_worker_fails_its_cell_and_the_sweep_goes_on(tmp_path):
+    proc, uri = start(tmp_path)
+    when_two_cells_train(proc, uri)
+    running = [r for r in children(uri) if r.info.status == "RUNNING"]
+    victim = running[0]
+    os.kill(int(victim.data.tags["owner"].split(":")[1]), signal.SIGKILL)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, out[-3000:]
+    runs = {r.info.run_name: r for r in children(uri)}
+    assert len(runs) == 4
+    dead = runs.pop(victim.info.run_name)
+    assert dead.info.status == "FAILED"
+    assert dead.data.tags["error"] == "worker killed by signal 9 (SIGKILL)"
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}  # its sibling and the rest
+    assert f"cell {victim.info.run_name} failed: worker killed by signal 9" in out
+    assert "1 of 4 cells did not finish" in out and "Redo with: " in out
+    assert "Traceback" not in out and "leaked semaphore" not in out, out[-3000:]
