@@ -16,7 +16,7 @@ from emergence_lab.errors import one_line
 from emergence_lab.measure.setting import Setting
 from emergence_lab.registry import load_plugins
 from emergence_lab.report.assemble import ReportError
-from emergence_lab.report.build import build_report, build_report_from_table
+from emergence_lab.report.build import ENDING_FILE, build_report, build_report_from_table
 
 
 def parse_setting(text: str) -> Setting:
@@ -54,6 +54,9 @@ def main() -> int:
                          "at or below chance); by default they are listed apart")
     ap.add_argument("--ui-url", help="the MLflow UI's address for links to run pages (default: "
                                      "the server of an http URI, else http://127.0.0.1:5000)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="print the whole report (default: the sweep, its verdicts and where to "
+                         "look next, on one screen)")
     args = ap.parse_args()
     try:
         setting = parse_setting(args.setting) if args.setting else None
@@ -78,8 +81,12 @@ def main() -> int:
         print(f"report: {one_line(exc, args.tracking_uri)} (EMERGENCE_LAB_TRACEBACK=1 shows where)",
               file=sys.stderr)
         return 2
-    print(f"report written to {out}/report.md, report.html, summary.csv, claims.csv, epochs.csv")
-    print((out / "report.md").read_text())
+    ending = out / ENDING_FILE
+    if args.verbose or not ending.is_file():
+        print((out / "report.md").read_text())
+        print(f"report written to {out}/report.md, report.html, summary.csv, claims.csv, epochs.csv")
+    else:
+        print(ending.read_text(), end="")
     return 0
 
 

@@ -2,13 +2,9 @@
 Chromium against the real `mlflow ui` it then serves, shows the sweep's verdicts and runs."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
 import pytest
 
@@ -36,17 +32,19 @@ def chromium() -> str:
     return shutil.which("chromium")
 
 
-def render(browser: str, url: str) -> str:
-    """The page's text after its scripts ran (a fresh profile, as a first visit)."""
-    with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                              f"--user-data-dir={profile}", "--virtual-time-budget=20000",
-                              "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+def open_page(browser: str):
+    """A page of headless Chromium driven by Playwright (a fresh profile: a first visit)."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    chrome = pw.chromium.launch(executable_path=browser, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync",
+        "--disable-component-update", "--no-first-run"])
+    page = chrome.new_page(viewport={"width": 1400, "height": 1000})
+    return page, lambda: (chrome.close(), pw.stop())
 
 
-def test_the_url_make_ui_prints_shows_the_sweep(store, tmp_path):
-    browser = chromium()
+def sweep_store(store: str) -> tuple[str, list[str]]:
     parent = sweeps.start_sweep(store, "paper_fmnist", "paper_fmnist-ui-test", {})
     names = []
     for seed in (0, 1, 2):
@@ -56,32 +54,45 @@ def test_the_url_make_ui_prints_shows_the_sweep(store, tmp_path):
                             [100, 90, 80, 70 - level * 40, e_end + seed], [0.1] * 5, pe=2)
             write_run(store, parent, name, params(level, seed), curves, experiment="paper_fmnist")
             names.append(name)
-    build_report(store, sweep=parent, out=str(tmp_path / "report"))  # writes the parent's note
+    return parent, names
+
+
+def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(store, tmp_path):
+    """What a person sees: the parent's page (the URL make ui prints) in the machine-learning
+    layout shows the verdict table and the child runs without a click; the report's HTML page
+    renders its figures."""
+    browser = chromium()
+    parent, names = sweep_store(store)
+    out = build_report(store, sweep=parent, out=str(tmp_path / "report"))  # writes the parent's note
     port = free_port()
     ui = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ui.py"), "--tracking-uri", store,
                            "--port", str(port), "--artifact-root", str(tmp_path / "artifacts")],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    page, close = open_page(browser)
     try:
-        lines = [ui.stdout.readline() for _ in range(3)]
-        assert "paper_fmnist-ui-test" in lines[0], lines
+        lines = [ui.stdout.readline() for _ in range(4)]  # printed once the server answers
+        assert "paper_fmnist-ui-test" in lines[0] and "MLflow UI ready" in lines[3], lines
         url = lines[2].split()[-1]  # "  its parent: URL"
         assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and parent in url
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except OSError:
-                assert time.time() < deadline and ui.poll() is None, "mlflow ui did not start"
-                time.sleep(1)
-        page = render(browser, url)
+        page.goto(url)
+        verdict = page.get_by_role("cell", name="costs_accuracy").first
+        verdict.wait_for(timeout=60_000)
+        assert verdict.is_visible()  # rendered, not folded away
+        assert page.get_by_role("columnheader", name="verdict").first.is_visible()
+        for name in names:  # the child runs, each a link
+            assert page.get_by_role("link", name=name).is_visible(), name
+        assert page.get_by_role("link", name="report.html").first.is_visible()
+        assert page.get_by_text("Evaluation runs").count() == 0  # not the generative-AI layout
+        page.goto((out / "report.html").resolve().as_uri())
+        images = page.locator("img")
+        assert images.count() >= 2
+        widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert all(w > 100 for w in widths), widths  # every figure decoded and drawn
+        assert page.get_by_text("Verdicts").first.is_visible()
     finally:
+        close()
         ui.terminate()
         ui.wait(30)
-    assert "paper_fmnist-ui-test" in page
-    missing = [n for n in names if n not in page]
-    assert not missing, f"run names not on the page: {missing}; page: {page[:2000]}"
-    assert "costs_accuracy" in page and "report.html" in page  # the note: verdicts, report link
 
 
 def test_make_ui_on_a_taken_port_is_one_line_and_exit_2(store):

@@ -3,6 +3,7 @@ tidy table, assemble it, write its files and log it back to the store as a repor
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -12,9 +13,12 @@ import pandas as pd
 from emergence_lab.measure.setting import Setting
 from emergence_lab.report import tidy
 from emergence_lab.report.assemble import ReportError, build, load_runs
+from emergence_lab.report.ending import ending
 from emergence_lab.report.page import write
-from emergence_lab.report.sections import parent_note, slug
+from emergence_lab.report.sections import folder_name, parent_note
 from emergence_lab.store import artifacts, connection, links, records, sweeps
+
+ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
 
 
 def _sweep_parent(uri: str, run_id: str):
@@ -76,17 +80,20 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
         print(f"note: experiment {', '.join(old)} was written by an older emergence-lab; run "
               f"`.venv/bin/python scripts/migrate_store.py --tracking-uri {uri}` (--dry-run first) "
               f"so that sweeps find its finished cells", file=sys.stderr)
-    out_dir = Path(out) if out else Path("reports") / slug(name)
+    out_dir = Path(out) if out else Path("reports") / folder_name(name)
     _check_writable(out_dir, "--out" if out else "the report folder")
     runs_df, hist = load_runs(uri, runs)
     address = links.ui_address(uri, ui)
     rep = build(name, runs_df, hist, expected, stop_rule, address, setting,
                 include_collapsed=include_collapsed)
+    launch = json.loads(parent.data.tags.get(sweeps.LAUNCH_TAG, "null")) if parent_id else None
+    sweep_url = links.run_page(address, parent.info.experiment_id, parent_id) if parent_id else None
     write(rep, out_dir)
+    (out_dir / ENDING_FILE).write_text(ending(rep, str(out_dir), launch, sweep_url) + "\n")
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id
         report_id = artifacts.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
-                                        out_dir, {"report_of": name})
+                                        out_dir, {"report_of": name}, of=parent_id)
         if parent_id:  # the sweep's page says what it found and where the report is
             link = links.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
             records.set_note(uri, parent_id, parent_note(rep, link))
@@ -106,7 +113,7 @@ def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[
         runs, hist, unpaired = tidy.from_table(table, f"--from-table {path}")
     except tidy.TableError as exc:
         raise ReportError(str(exc)) from None
-    out_dir = Path(out) if out else Path("reports") / slug(file.stem)
+    out_dir = Path(out) if out else Path("reports") / folder_name(file.stem)
     _check_writable(out_dir, "--out" if out else "the report folder")
     rep = build(file.stem, runs, hist, None, stop_rule, None, setting, labelled=True,
                 unpaired=unpaired)

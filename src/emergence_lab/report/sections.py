@@ -34,6 +34,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80] or "all"
 
 
+def folder_name(name: str) -> str:
+    """The report's folder: the sweep's own name (as MLflow shows it), with anything that cannot
+    be in a file name replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:150] or "report"
+
+
 def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
     parts = [(title, items) for title, items in (
         ("Missing cells", gaps["missing_jobs"]), ("Failed runs", gaps["failed_runs"]),

@@ -46,9 +46,9 @@ def _remeasure(c: Config, run: Any, name: str) -> None:
     lacking = [s.describe() for s in wanted if keys.setting_keys(s)[0] not in run.data.metrics]
     done = remeasure.add_settings(c.tracking.uri, run, wanted)
     if done == "unmeasured":
-        log.warning("%s: run %s was logged before runs stored their measurements: E under %s "
-                    "needs retraining (force=true); its stored series are unchanged", name,
-                    run.info.run_id, " and ".join(lacking))
+        _tell(f"{name}: run {run.info.run_id} was logged before runs stored their measurements: "
+              f"E under {' and '.join(lacking)} needs retraining (force=true); its stored series "
+              f"are unchanged")
     elif done == "added":
         log.info("%s: FINISHED as run %s; added E under %s from its stored measurements (no "
                  "training)", name, run.info.run_id, " and ".join(lacking))

@@ -44,6 +44,7 @@ from emergence_lab.run.jobs import (
     validate_sweep,
 )
 from emergence_lab.run.preflight import preflight
+from emergence_lab.run.progress import clock
 from emergence_lab.store import artifacts, connection, ledger, sweeps
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ class SweepCallback(Callback):
         self.interrupted = False
         self.grid = True  # the jobs are known up front (else a search: see sweep_job_configs)
         self.stale_after_s: float | None = None  # the jobs' tracking.stale_after_s
+        self.started = time.time()  # when the launch began (on_multirun_start)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
         # SystemExit passes through it, so a bad sweep stops here, before any run exists.
         try:
@@ -122,6 +125,7 @@ class SweepCallback(Callback):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if done is not None:  # nothing to train or measure: no job is launched
+            sweeps.record_launch(first.uri, self.run_id, done, 0, done, 0, self._took())
             sweeps.end_sweep(first.uri, self.run_id, "FINISHED")
             self.run_id = None
             print(f"{done} of {done} cells already finished (force=true reruns them): the report "
@@ -129,6 +133,9 @@ class SweepCallback(Callback):
                   flush=True)
             sys.exit(0)
         log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
+
+    def _took(self) -> str:
+        return clock(time.time() - self.started)
 
     def _all_finished(self, jobs: list[Config]) -> int | None:
         """The number of cells when every one already has a FINISHED run holding its
@@ -177,6 +184,10 @@ class SweepCallback(Callback):
                           "config_hash": r.data.tags.get("config_hash")} for r in runs]
         cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
+        now = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"
+               and (r.info.end_time or 0) / 1000 >= self.started}
+        sweeps.record_launch(self.uri, self.run_id, len(self.jobs), len(now),
+                             len(cells - now), len(missing), self._took())
         latest = {r.data.tags.get("config_hash"): r for r in runs}  # sweep_runs: oldest first
         elsewhere = {h: owner for h, r in latest.items() if h not in cells
                      for alive, owner in [ledger.owner_alive(r, self.stale_after_s)] if alive}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlflow.entities import RunTag
+
 from emergence_lab.store.connection import get_client, retry
+from emergence_lab.store.ledger import latest_entry, set_once
 
 T = TypeVar("T")
 
@@ -53,15 +57,44 @@ def load_text(uri: str, run_id: str, artifact_file: str) -> str | None:
         return path.read_text() if path else None
 
 
+REPORT_HISTORY = ("report.md", "claims.csv", "summary.csv")  # kept of every earlier version
+
+
 def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str],
-               out_dir: Path, tags: Mapping[str, str]) -> str:
-    """Record a report as a run (tag kind=report) with its files as artifacts; returns its id."""
+               out_dir: Path, tags: Mapping[str, str], of: str | None = None) -> str:
+    """Record a report as a run (tag kind=report) with its files as artifacts under report/;
+    returns its id. `of` (a sweep's parent run id) makes it that sweep's one report run: a later
+    report of the sweep is logged into it again (report/ holds the latest; history/v<n>/ the
+    text of each version, tag report_version = n), never as a second run."""
     client = get_client(uri)
-    run = retry(lambda: client.create_run(experiment_id, run_name=name,
-                                           tags={"kind": "report", **tags}))
-    rid = run.info.run_id
+    rid = _report_run(uri, experiment_id, name, {"kind": "report", **tags}, of)
+    version = int(client.get_run(rid).data.tags.get("report_version", 0)) + 1
     log_json(uri, rid, source_run_ids, "source_runs.json")
-    retry(lambda: client.set_tag(rid, "source_run_ids", ",".join(source_run_ids)[:5000]))
+    retry(lambda: client.log_batch(rid, tags=[
+        RunTag("source_run_ids", ",".join(source_run_ids)[:5000]),
+        RunTag("report_version", str(version)), RunTag("report_updated_at", f"{time.time():.0f}")]))
     retry(lambda: client.log_artifacts(rid, str(out_dir), "report"))
+    for file in REPORT_HISTORY:
+        if (out_dir / file).is_file():
+            retry(lambda file=file: client.log_artifact(rid, str(out_dir / file),
+                                                        f"history/v{version}"))
     retry(lambda: client.set_terminated(rid, "FINISHED"))
     return rid
+
+
+def _report_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str],
+                of: str | None) -> str:
+    """The sweep's report run (made by whoever reports it first: a ledger entry), or a new one."""
+    client = get_client(uri)
+    if of is None:
+        return retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags)).info.run_id
+    attempt, held = latest_entry(uri, experiment_id, f"report.{of}")
+    if held is not None and client.get_run(held).info.lifecycle_stage != "deleted":
+        return held
+    key = f"report.{of}.{attempt + 1}"  # the first, or after someone deleted the last one
+    mine = retry(lambda: client.create_run(experiment_id, run_name=name,
+                                           tags={**tags, "report_of_sweep": of})).info.run_id
+    winner = set_once(uri, experiment_id, key, mine)
+    if winner != mine:
+        retry(lambda: client.delete_run(mine))
+    return winner

@@ -19,13 +19,19 @@ def ui_address(uri: str, ui: str | None = None) -> str:
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
 
 
+# MLflow 3's UI opens in its generative-AI layout (evaluations, an assistant) unless the URL (or
+# the browser's memory of a earlier choice) asks for the machine-learning one: runs, models.
+CLASSIC = "workflowType=machine_learning"
+
+
 def run_page(ui: str, experiment_id: str, run_id: str, path: str = "") -> str:
     """A run's page in the MLflow UI (path: e.g. artifactPath/report/report.html)."""
-    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" + (f"/{path}" if path else "")
+    return (f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" + (f"/{path}" if path else "")
+            + f"?{CLASSIC}")
 
 
 def sweep_page(ui: str, experiment_id: str, parent_run_id: str) -> str:
     """The runs table of an experiment filtered to one sweep's runs (its parent's children)."""
     query = quote(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     # isPreview: the UI applies a filter from the URL only with it (as its own links do)
-    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}&isPreview=true"
+    return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}&isPreview=true&{CLASSIC}"

@@ -3,6 +3,7 @@ children, the latest sweep of a store, and the cells of an experiment that alrea
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -81,6 +82,16 @@ def sweep_runs(uri: str, parent_run_id: str, config_hashes: list[str] | None = N
 
 
 OPENED_TAG = "opened_at"  # a sweep parent's last opening (seconds since the epoch)
+LAUNCH_TAG = "last_launch"  # a sweep parent's last launch: its cells' counts and time (JSON)
+
+
+def record_launch(uri: str, run_id: str, cells: int, trained: int, skipped: int, failed: int,
+                  took: str) -> None:
+    """What the sweep's last launch did (the report's ending reads it)."""
+    client = get_client(uri)
+    value = json.dumps({"cells": cells, "trained": trained, "skipped": skipped, "failed": failed,
+                        "took": took})
+    retry(lambda: client.set_tag(run_id, LAUNCH_TAG, value))
 
 
 def latest_sweep(uri: str) -> Any | None:

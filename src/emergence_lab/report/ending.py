@@ -1,0 +1,59 @@
+"""The end of `make sweep` on one screen: the sweep, its last launch, the verdicts and where to
+look next. The whole report stays in its files (`scripts/report.py -v` prints it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from emergence_lab.report import verdicts
+from emergence_lab.report.assemble import Report
+from emergence_lab.report.sections import one_sentence
+
+CAVEAT_CHARS = 70  # the caveat's first words; the report holds all of it
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1].rstrip() + "…"
+
+
+def launch_line(launch: dict | None) -> str:
+    """'20 cells: 16 trained in this launch, 4 already finished, 0 did not finish; the launch
+    took 11m05s' from the parent's last_launch tag (run/sweep.py writes it), '' without one."""
+    if not launch:
+        return ""
+    return (f"{launch['cells']} cells: {launch['trained']} trained in this launch, "
+            f"{launch['skipped']} already finished, {launch['failed']} did not finish; "
+            f"the launch took {launch['took']}")
+
+
+def verdict_lines(rep: Report) -> str:
+    """The verdict table in plain text: claim, pruned, verdict, effect, the caveat's start."""
+    head = verdicts.headline(rep.tests)
+    if head.empty:
+        return "(no verdicts: see the report's Completeness section)"
+    rows = [{**({"group": r.group} if len(rep.figures) > 1 else {}), "claim": r.claim,
+             "pruned": f"{r.strategy}: {r.scope}" if r.strategy else r.scope,
+             "verdict": _short(verdicts.verdict_text(r), 40),
+             "effect [95 % CI]": verdicts.effect_text(r),
+             "caveat": _short(verdicts.CLAIMS[r.claim].caveat if r.claim in verdicts.CLAIMS else "",
+                              CAVEAT_CHARS)}
+            for _, r in head.iterrows()]
+    return pd.DataFrame(rows).to_markdown(index=False, tablefmt="simple")
+
+
+def ending(rep: Report, out_dir: str, launch: dict | None, sweep_url: str | None) -> str:
+    """What a finished sweep prints: about 20 lines whatever its size."""
+    lines = [f"Sweep {rep.name}", *([f"  {launch_line(launch)}"] if launch else []),
+             f"  {one_sentence(rep).split(': ', 1)[-1]}", "",
+             f"Verdicts (E read in the setting {rep.setting}; effects: mean [95 % CI] over seeds):",
+             verdict_lines(rep), ""]
+    gaps = [f"{len(v)} {k.replace('_', ' ')}" for k, v in rep.gaps.items()
+            if v and k in ("missing_jobs", "failed_runs", "collapsed", "duplicates")]
+    if gaps:
+        lines.append(f"Not counted: {', '.join(gaps)} (the report's Completeness section)")
+    lines += [f"Report: {out_dir}/report.html (report.md, claims.csv, summary.csv, epochs.csv; "
+              f"scripts/report.py -v prints all of it)"]
+    if sweep_url:
+        lines.append(f"Browse: make ui, then {sweep_url}")
+    return "\n".join(lines)
