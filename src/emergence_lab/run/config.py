@@ -77,6 +77,11 @@ class TrainerConfig:
     stop_epsilon: float | None = None  # stop once E <= stop_epsilon for stop_patience epochs
     stop_patience: int = 3
     lr_after_prune: float | None = None  # the lr from the first pruning step on (null: lr)
+    # How the steps execute (run/execution.py): torch.compile (auto: conv nets over enough
+    # steps), channels-last memory (auto: conv nets), and mixed precision (fp16: CUDA only)
+    compile: str = "auto"
+    channels_last: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
@@ -98,6 +103,10 @@ class TrainerConfig:
                f"trainer.lr_after_prune must be > 0 or null, got {self.lr_after_prune}")
         _check(self.stop_patience >= 1,
                f"trainer.stop_patience must be >= 1, got {self.stop_patience}")
+        for name in ("compile", "channels_last"):  # true/false arrive as "True"/"False"
+            setattr(self, name, str(getattr(self, name)).lower())
+            _one_of(f"trainer.{name}", getattr(self, name), ("auto", "true", "false"))
+        _one_of("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"trainer.device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
 

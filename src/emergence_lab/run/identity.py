@@ -22,7 +22,8 @@ from emergence_lab.prune.base import RESETS, STRATEGIES, PruningConfig, describe
 from emergence_lab.run.config import Config, ThresholdConfig, TrainerConfig
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
-NOT_RESULT = ("device", "num_threads", "checkpoints")  # how a run executes, not what it computes
+# how a run executes, not what it computes (beyond the last digits, as threads do)
+NOT_RESULT = ("device", "num_threads", "checkpoints", "compile", "channels_last")
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:

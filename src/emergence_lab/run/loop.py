@@ -22,14 +22,18 @@ from emergence_lab.measure.probe import measure as measure_units
 from emergence_lab.measure.setting import Setting
 from emergence_lab.prune.masks import sparsity
 from emergence_lab.run.config import Config
+from emergence_lab.run.execution import Execution, eager
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
 OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator) -> tuple[float, float]:
-    """One pass over shuffled index slices of in-memory tensors; (mean loss, accuracy)."""
+                batch_size: int, generator: torch.Generator, ex: Execution | None = None
+                ) -> tuple[float, float]:
+    """One pass over shuffled index slices of in-memory tensors; (mean loss, accuracy). The
+    steps call `ex.forward` (the compiled module, under autocast) where given."""
+    ex = ex or eager(model)
     model.train()
     n = x.shape[0]
     perm = torch.randperm(n, generator=generator).to(x.device)
@@ -40,12 +44,11 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     for start in range(0, n, batch_size):
         idx = perm[start:start + batch_size]
         xb, yb = x[idx], y[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+        with ex.autocast(x.device):
+            logits = ex.forward(xb)
+            loss = F.cross_entropy(logits, yb)
+        ex.step(loss, opt)
+        losses.append(loss.detach().float())
         predicted[start:start + batch_size] = logits.argmax(1)
     sizes = torch.full((len(losses),), float(batch_size), device=x.device)
     sizes[-1] = n - batch_size * (len(losses) - 1)  # the last batch may be short
@@ -54,16 +57,18 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
-             ) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+             ex: Execution | None = None) -> tuple[float, float]:
     """(mean loss, accuracy) over a data split, in eval mode."""
+    ex = ex or eager(model)
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start:start + batch_size])
+        with ex.autocast(x.device):
+            logits = ex.forward(x[start:start + batch_size])
         yb = y[start:start + batch_size]
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
     return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
 
@@ -92,10 +97,12 @@ def emergence_metrics(m: Measurement, c: Config) -> dict[str, float]:
     return out
 
 
-def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) -> dict[str, float]:
-    """Test metrics, emergence on the probe set, sparsity and surviving parameters; under
-    keys.MEASUREMENT the measurement itself (what E needs under any other setting)."""
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size)
+def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config,
+            ex: Execution | None = None) -> dict[str, float]:
+    """Test metrics (through `ex`), emergence on the probe set (the eager model, fp32),
+    sparsity and surviving parameters; under keys.MEASUREMENT the measurement itself (what E
+    needs under any other setting)."""
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, c.trainer.eval_batch_size, ex)
     t0 = time.perf_counter()
     graph = cached_unit_graph(model, probe[:1], UNIT_LAYER_KINDS)
     m, live = measure_units(model, probe, c.trainer.eval_batch_size, graph)
@@ -105,14 +112,14 @@ def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config) 
     metrics[keys.EMERGENCE_TIME] = time.perf_counter() - t0
     if data.x_val is not None:  # what the stoppers and the convergence claims read
         metrics[keys.VAL_LOSS], metrics[keys.VAL_ACC] = evaluate(
-            model, data.x_val, data.y_val, c.trainer.eval_batch_size)
+            model, data.x_val, data.y_val, c.trainer.eval_batch_size, ex)
     return {keys.TEST_LOSS: test_loss, keys.TEST_ACC: test_acc, **metrics,
             keys.SPARSITY: sparsity(model), keys.PARAMS: float(m.n_params),
             keys.MEASUREMENT: m.to_state()}
 
 
 def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
-        c: Config, first: int, last: int, on_epoch: OnEpoch) -> bool:
+        c: Config, first: int, last: int, on_epoch: OnEpoch, ex: Execution | None = None) -> bool:
     """Train epochs first..last; after each, hand (epoch, metrics) to on_epoch, which may stop
     training by returning True. Returns whether it did.
 
@@ -122,11 +129,12 @@ def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: t
     for epoch in range(first, last + 1):
         gen = torch.Generator().manual_seed(c.trainer.seed * 100_003 + epoch)
         t0 = time.perf_counter()
-        loss, acc = train_epoch(model, opt, data.x_train, data.y_train, c.trainer.batch_size, gen)
+        loss, acc = train_epoch(model, opt, data.x_train, data.y_train, c.trainer.batch_size, gen,
+                                ex)
         if not math.isfinite(loss):
             raise FloatingPointError(f"train/loss is {loss} at epoch {epoch}: training diverged "
                                      f"(trainer.lr={c.trainer.lr})")
-        metrics = {keys.TRAIN_LOSS: loss, keys.TRAIN_ACC: acc, **measure(model, data, probe, c)}
+        metrics = {keys.TRAIN_LOSS: loss, keys.TRAIN_ACC: acc, **measure(model, data, probe, c, ex)}
         metrics[keys.EPOCH_TIME] = time.perf_counter() - t0
         metrics[keys.THREADS] = float(torch.get_num_threads())  # the CPU threads it trained with
         if on_epoch(epoch, metrics):

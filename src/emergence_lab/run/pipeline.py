@@ -25,6 +25,7 @@ from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.run import progress, remeasure
 from emergence_lab.run.config import Config
+from emergence_lab.run.execution import prepare
 from emergence_lab.run.identity import (
     flatten,
 )
@@ -133,12 +134,15 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             run.log_text("\n".join(plan.overrides) + "\n", "overrides.txt")
         data, probe = loaded
         model = build_network(c, tuple(data.x_train.shape[1:]), data.num_classes).to(plan.device)
-        opt = torch.optim.SGD(model.parameters(), lr=c.trainer.lr,
-                              momentum=c.trainer.momentum, weight_decay=c.trainer.weight_decay)
+        t = c.trainer
+        ex = prepare(model, t.compile, t.channels_last, t.precision, plan.device, plan.steps(
+            data.x_train.shape[0], pretrain[0].x_train.shape[0] if pretrain else 0))
+        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+                              weight_decay=t.weight_decay)
         logger = EpochLogger(run, c, model, opt, Path(workdir))
         try:
-            _train_branch(Setup(c, model, opt, data, probe, pretrain), plan.events, plan.device,
-                          run, logger, checkpoint)
+            _train_branch(Setup(c, model, opt, data, probe, pretrain, ex), plan.events,
+                          plan.device, run, logger, checkpoint)
         finally:
             logger.close()
         _flag_collapse(run, plan.name, logger.last, data)

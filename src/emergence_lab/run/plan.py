@@ -60,6 +60,11 @@ class RunPlan:
                 "torch_threads": torch.get_num_threads(),
                 "overrides": " ".join(self.overrides)[:5000], **data}
 
+    def steps(self, n_train: int, n_pretrain: int = 0) -> int:
+        """The optimizer steps the run takes (what decides whether compiling repays itself)."""
+        t, batches = self.config.trainer, lambda n: -(-n // self.config.trainer.batch_size)
+        return t.epochs * batches(n_train) + self.config.pretrain.epochs * batches(n_pretrain)
+
     def cell(self, tags: dict[str, Any]) -> Cell:
         """The store's part: which cell, where, and how to treat another owner."""
         t = self.config.tracking

@@ -23,6 +23,7 @@ from emergence_lab.run.checkpoint import (
     shared_prefix,
 )
 from emergence_lab.run.config import Config
+from emergence_lab.run.execution import Execution
 from emergence_lab.run.identity import (
     prefix_key,
 )
@@ -44,6 +45,7 @@ class Setup:
     data: TensorData
     probe: torch.Tensor
     pretrain: tuple[TensorData, torch.Tensor] | None  # pretraining data and its probe set
+    ex: Execution | None = None  # how the steps run (compiled, channels-last, precision)
 
 
 def _state(s: Setup) -> dict[str, Any]:
@@ -77,9 +79,10 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
         if s.pretrain:
             pre_data, pre_probe = s.pretrain
             fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
-                lambda e, m: keep(e, {f"{keys.PRETRAIN}{k}": v for k, v in numbers(m).items()}, "none"))
-        keep_own(0, measure(s.model, s.data, s.probe, s.c))
-        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep_own)
+                lambda e, m: keep(e, {f"{keys.PRETRAIN}{k}": v for k, v in numbers(m).items()}, "none"),
+                s.ex)
+        keep_own(0, measure(s.model, s.data, s.probe, s.c, s.ex))
+        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep_own, s.ex)
         return {**_state(s), "history": history, **saved}
 
     return compute
@@ -91,7 +94,7 @@ def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device
     c = s.c
     upto = events[0][0] if events else 0
     if not events and not s.pretrain:
-        logger(0, measure(s.model, s.data, s.probe, c), checkpoint="none")
+        logger(0, measure(s.model, s.data, s.probe, c, s.ex), checkpoint="none")
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or connection.default_cache_dir(c.tracking.uri)
@@ -161,14 +164,15 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
     before_final = lambda e, m: logger(e, m, checkpoint="last")  # noqa: E731 - not best.pt yet
     for i in range(done, len(events)):
         at, rate = events[i]
-        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final):
+        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final,
+                              s.ex):
             return
         epoch = at
         apply_pruning(s.model, p, rate, seed=c.trainer.seed + at,
                       data=(s.data.x_train, s.data.y_train))
         if rate > 0:  # an unpruned control is never reset
             _reset(s, logger)
-        after = measure(s.model, s.data, s.probe, c)
+        after = measure(s.model, s.data, s.probe, c, s.ex)
         logger.store_measurement(after.pop(keys.MEASUREMENT), at, "pruned")
         run.log_metrics({keys.E_AFTER: after[keys.E],
                          keys.RELATIVE_AFTER: after[keys.RELATIVE],
@@ -179,4 +183,4 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
         if c.trainer.checkpoints:
             logger.checkpoint(at, after[keys.TEST_ACC], best=i + 1 == len(events))
     logger.stopper_armed = True  # only once the network is final
-    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger)
+    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger, s.ex)
