@@ -74,3 +74,18 @@ def test_the_report_on_an_unmigrated_store_says_so_in_one_line(tiny_overrides, s
     assert migrate(store).returncode == 0
     build_report(store, experiment="emergence", out=str(tmp_path / "r2"), log_back=False)
     assert "migrate_store.py" not in capsys.readouterr().err
+
+
+def test_a_ledger_anchored_under_its_older_tag_name_is_found(store):
+    """Stores written before 2026-12-04 name the ledger run in the tag claims_run of a deleted
+    anchor experiment, which cannot be re-tagged: the ledger reads both names."""
+    client = connection.get_client(store)
+    exp_id = connection.ensure_experiment(store, "emergence")
+    home = connection.ensure_experiment(store, ledger.LEDGER_EXPERIMENT)
+    older = client.create_run(home, run_name=f"claims-of-experiment-{exp_id}").info.run_id
+    anchor = client.create_experiment(ledger.LEDGER_ANCHOR.format(exp_id),
+                                      tags={"claims_run": older})
+    client.delete_experiment(anchor)
+    ledger._LEDGER_RUNS.clear()
+    assert ledger.set_once(store, exp_id, "cell.h.1", "run-a") == "run-a"
+    assert client.get_run(older).data.params == {"cell.h.1": "run-a"}  # in the older ledger

@@ -30,6 +30,9 @@ LEDGER_EXPERIMENT = "emergence-lab-claims"  # one ledger run per experiment (a s
 
 
 LEDGER_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experiment id
+# The anchor's tag naming the ledger run: stores written before 2026-12-04 call it claims_run
+# (a deleted experiment cannot be re-tagged, so both stored names are read)
+ANCHOR_TAGS = ("ledger_run", "claims_run")
 
 
 LEASE_PREFIX = "lease."  # lease.<n> = "<host>:<pid>:<nonce>@<unix time>": run owners, in order
@@ -74,14 +77,14 @@ def _find_or_make_ledger_run(client: MlflowClient, exp_id: str) -> str:
         retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
         try:  # the name is unique, and the tag is written with it: one winner
             anchor_id = retry(lambda: client.create_experiment(
-                name, tags={"ledger_run": run.info.run_id}))
+                name, tags={ANCHOR_TAGS[0]: run.info.run_id}))
             retry(lambda: client.delete_experiment(anchor_id))  # hidden; name and tags stay
         except MlflowException:
             if client.get_experiment_by_name(name) is None:
                 raise
             retry(lambda: client.delete_run(run.info.run_id))
         anchor = client.get_experiment_by_name(name)
-    return anchor.tags["ledger_run"]
+    return next(anchor.tags[t] for t in ANCHOR_TAGS if t in anchor.tags)
 
 
 def set_once(uri: str, exp_id: str, key: str, value: str) -> str:
