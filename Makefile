@@ -46,11 +46,13 @@ server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL
 server-stop:  ## stop the PostgreSQL that make server started
 	scripts/postgres.sh stop $(PGDATA)
 
-test: $(STAMP)  ## the whole test suite (fast and slow), offline
-	$(PY) -m pytest -q
+TEST_JOBS ?= 3  # pytest-xdist workers: most slow tests wait on subprocesses, so 3 pay on 2 cores
+
+test: $(STAMP)  ## the whole test suite (fast and slow), offline; prints the 15 slowest tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15
 
 test-fast: $(STAMP)  ## the fast tests only
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 bench: $(STAMP) data  ## performance ratios (epoch overhead, emergence share, shared sweep, report), to benchmarks/results/bench.json
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)

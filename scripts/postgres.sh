@@ -12,8 +12,9 @@ port=${3:-5432}
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-if [ -z "$(bindir)" ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+if [ -z "$(bindir)" ]; then  # one installer at a time (parallel tests, two terminals)
+  flock /tmp/emergence-lab-apt.lock sh -c '[ -n "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ] ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }'
 fi
 bin=$(bindir)
 

@@ -23,10 +23,15 @@ def chromium() -> str:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip("chromium is missing and apt-get cannot run here (not root or no apt-get)")
+    from filelock import FileLock
+
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=600, capture_output=True)
-    got = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=900,
-                         capture_output=True, text=True)
+    with FileLock("/tmp/emergence-lab-apt.lock"):  # one installer at a time (parallel tests)
+        if shutil.which("chromium"):
+            return shutil.which("chromium")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=600, capture_output=True)
+        got = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env,
+                             timeout=900, capture_output=True, text=True)
     if got.returncode != 0:
         pytest.skip(f"apt-get could not install chromium: {got.stderr.strip()[-300:]}")
     return shutil.which("chromium")

@@ -149,7 +149,8 @@ def dedupe(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return runs, []
     has_hash = runs.config_hash.astype(str).str.len() > 0
     order = runs.assign(_done=runs.status == "FINISHED").sort_values(["_done", "start_time"])
-    keep = order[has_hash].groupby("config_hash").tail(1).index.union(runs.index[~has_hash])
+    keep = order[has_hash.loc[order.index]].groupby("config_hash").tail(1).index.union(
+        runs.index[~has_hash])  # the mask in the sorted order: pandas would warn and reindex
     notes = []
     for h, same in runs[has_hash].groupby("config_hash"):
         if len(same) < 2:

@@ -46,12 +46,13 @@ log = logging.getLogger(__name__)
 class _Worker:
     """A worker process, its end of the pipe and the job it runs (None: idle)."""
 
-    def __init__(self, setup: bytes) -> None:
+    def __init__(self, setup: bytes, threads: int) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and stores
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_main, args=(child,), name="emergence-lab-worker")
         self.proc.start()
         child.close()
+        self.send(threads)  # before the setup, whose unpickling imports torch
         self.conn.send_bytes(setup)
         self.job: int | None = None
 
@@ -102,6 +103,8 @@ class Pool:
     def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: progress.SweepStatus,
                  config: DictConfig, job_overrides: list[list[str]]) -> None:
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
+        # the cores shared among the workers, as joblib's loky workers share them
+        self.threads = max(1, (os.cpu_count() or 1) // min(n_jobs, len(job_overrides)))
         self.status, self.config, self.job_overrides = status, config, job_overrides
         self.returns: list[JobReturn | None] = [None] * len(job_overrides)
         self.pending = collections.deque(range(len(job_overrides)))
@@ -139,7 +142,7 @@ class Pool:
 
     def _new_worker(self) -> _Worker:
         self.workers = [w for w in self.workers if w.proc.is_alive()]
-        worker = _Worker(self.setup)
+        worker = _Worker(self.setup, self.threads)
         self.workers.append(worker)
         return worker
 
@@ -260,12 +263,13 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     epochs = _planned_epochs(sweep_dir, job_overrides)
     status = progress.SweepStatus([progress.Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
     n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else os.cpu_count() or 1
+    workers = min(n_jobs, len(job_overrides))
     setup = cloudpickle.dumps({"hydra_context": launcher.hydra_context, "config": config,
                                "task_function": launcher.task_function,
                                "singleton_state": Singleton.get_state(),
                                "initial_job_idx": initial_job_idx})
     log.info("launching %d jobs on %d workers; each job's log: %s", len(job_overrides),
-             min(n_jobs, len(job_overrides)), job_log(config, initial_job_idx).parent.parent /
+             workers, job_log(config, initial_job_idx).parent.parent /
              "<job>" / job_log(config, initial_job_idx).name)
     pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, config, job_overrides)
     pool.run()

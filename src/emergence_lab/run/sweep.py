@@ -50,6 +50,7 @@ from emergence_lab.store import artifacts, connection, ledger, sweeps
 log = logging.getLogger(__name__)
 
 
+CHECK_NOTE_CELLS = 8  # a sweep of more cells says what it checks before its first cell starts
 SIGNAL_GRACE_S = 30.0  # how long an interrupted launcher waits for its workers' runs to end
 
 
@@ -82,6 +83,9 @@ class SweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         self.grid = _is_grid(config)
         composed = sweep_job_configs(config)
+        if len(composed) > CHECK_NOTE_CELLS:  # seconds, not instant: say what is going on
+            log.info("checking the %d cells this command leaves: configs, networks, data, store",
+                     len(composed))
         jobs = validate_sweep(composed)
         first = jobs[0].tracking
         if any((j.tracking.uri, j.tracking.experiment) != (first.uri, first.experiment)

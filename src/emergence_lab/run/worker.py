@@ -17,6 +17,8 @@ from typing import Any
 from emergence_lab import procs
 from emergence_lab.run import progress
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
 
 def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
     conn.send_bytes(pickle.dumps(msg))
@@ -33,6 +35,14 @@ def worker_main(conn: Connection) -> None:
 
     tqdm.set_lock(threading.RLock())
     try:
+        threads = pickle.loads(conn.recv_bytes())
+        # n_jobs workers share the machine's cores (as joblib's loky workers do); a job computing
+        # a shared prefix may still borrow the threads of siblings waiting for it (checkpoint.py)
+        for var in THREAD_VARS:
+            os.environ[var] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
         setup = pickle.loads(conn.recv_bytes())
         progress.set_sink(lambda event: _send(conn, ("event", event)))
         while (msg := pickle.loads(conn.recv_bytes())) is not None:

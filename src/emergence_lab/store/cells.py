@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,9 @@ def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | 
     if path is None:
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused file is our one-line error, not torch's hint
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ValueError(f"checkpoint checkpoints/last.pt of run {run_id} is refused by "
