@@ -14,7 +14,7 @@ from emergence_lab.store import records, sweeps
 from tests.conftest import ROOT
 from tests.test_concurrent_sweeps import gone
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 # batch 1: a digits epoch takes about half a second; four cells on two workers, so two are in
 # flight and two wait when the signal comes

@@ -183,6 +183,7 @@ def test_no_runs_is_a_clear_error(store, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_a_hundred_runs_of_twenty_epochs_report_in_under_30s(store, tmp_path):
     parent = big_sweep(store, seeds=25, epochs=20)
     t0 = time.perf_counter()

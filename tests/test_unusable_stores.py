@@ -48,9 +48,9 @@ def stores(tmp_path_factory):
     }
 
 
-CASES = [(store, mode) for store in ("http server not listening", "postgresql on a closed port",
-                                     "unknown scheme", "not a database", "broken pages")
-         for mode in MODES]
+# every mode for a server that does not answer and a corrupt file; the sweep for the others
+CASES = [(store, mode) for store in ("http server not listening", "broken pages") for mode in MODES] \
+    + [(store, "sweep") for store in ("postgresql on a closed port", "unknown scheme", "not a database")]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,7 @@ def outcomes(stores):
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 @pytest.mark.parametrize("store,mode", CASES, ids=[f"{s}, {m}" for s, m in CASES])
 def test_a_store_that_cannot_be_used_is_one_line_and_exit_2_in_seconds(stores, outcomes, store, mode):
     code, output, seconds = outcomes[store, mode]
