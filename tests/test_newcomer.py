@@ -43,6 +43,9 @@ def test_the_status_line_counts_cells_and_epochs_and_estimates_what_is_left():
     assert "~4m" in line
     status.update(4, {"kind": "end", "status": "failed", "error": "boom"})
     assert "1 failed" in status.line()
+    # a finished cell that loaded 5 epochs from the shared state: the waiting one will too
+    status.jobs[1].loaded = 5
+    assert status.eta_s() == pytest.approx((6 + 5) * 10, rel=0.02)
 
 
 def test_the_display_redraws_in_place_on_a_terminal_and_prints_rare_lines_elsewhere():

@@ -88,6 +88,10 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
             assert page.get_by_role("link", name=name).is_visible(), name
         assert page.get_by_role("link", name="report.html").first.is_visible()
         assert page.get_by_text("Evaluation runs").count() == 0  # not the generative-AI layout
+        page.get_by_role("link", name="Compare emergence/E and test/acc across the runs").click()
+        plot = page.get_by_text("emergence/E vs test/acc").first  # one curve a run, over epochs
+        plot.wait_for(timeout=60_000)
+        assert plot.is_visible() and page.get_by_text(names[0]).first.is_visible()
         page.goto((out / "report.html").resolve().as_uri())
         images = page.locator("img")
         assert images.count() >= 2

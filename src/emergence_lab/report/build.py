@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emergence_lab.measure import keys as mk
 from emergence_lab.measure.setting import Setting
 from emergence_lab.report import tidy
 from emergence_lab.report.assemble import ReportError, build, load_runs
@@ -96,7 +97,9 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
                                         out_dir, {"report_of": name}, of=parent_id)
         if parent_id:  # the sweep's page says what it found and where the report is
             link = links.run_page(address, exp_id, report_id, "artifactPath/report/report.html")
-            records.set_note(uri, parent_id, parent_note(rep, link))
+            compare = links.metric_page(address, exp_id, list(rep.per_run.run_id),
+                                        [mk.E, mk.TEST_ACC])
+            records.set_note(uri, parent_id, parent_note(rep, link, compare))
     return out_dir
 
 

@@ -177,10 +177,14 @@ def markdown(rep: Report) -> str:
     return "\n".join(lines + ["## Notes", "", NOTES, "", "The claims:", "", *claims, ""])
 
 
-def parent_note(rep: Report, report_link: str) -> str:
-    """The description of a sweep's parent run: its sentence, its verdicts and its report."""
+def parent_note(rep: Report, report_link: str, compare_link: str | None = None) -> str:
+    """The description of a sweep's parent run: its sentence, its verdicts, its report and (one
+    click) emergence/E and test/acc of its runs over the epochs."""
     table = verdict_table(verdicts.headline(rep.tests), len(rep.figures) > 1)
+    compare = [f"[Compare emergence/E and test/acc across the runs]({compare_link}) (one curve "
+               f"a run; the run names say the pruning level)"] if compare_link else []
     return "\n\n".join([f"**{one_sentence(rep)}**",
                          table.to_markdown(index=False) if not table.empty else "(no verdicts)",
+                         *compare,
                          f"Full report: [report.html]({report_link}) (artifact report/ of run "
                          f"report-{rep.name})"])

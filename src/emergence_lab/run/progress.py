@@ -82,8 +82,13 @@ class SweepStatus:
             return None
         known = [j.epochs for j in self.jobs if j.epochs]
         typical = sum(known) / len(known) if known else 0
-        left = sum(max(0, (j.epochs or typical) - j.trained - j.loaded) for j in self.jobs
-                   if j.state in ("waiting", "running"))
+        # a cell yet to start will load about as many epochs from a shared state as finished
+        # cells did (the sweep's branches share their training before the pruning step)
+        done = [j.loaded for j in self.jobs if j.state == "finished"]
+        loads = sum(done) / len(done) if done else 0
+        left = sum(max(0, (j.epochs or typical) - j.trained
+                       - (j.loaded if j.state == "running" else loads))
+                   for j in self.jobs if j.state in ("waiting", "running"))
         rate = trained / max(time.monotonic() - self.first_epoch_at, 1e-9)
         return left / rate
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -35,3 +36,13 @@ def sweep_page(ui: str, experiment_id: str, parent_run_id: str) -> str:
     query = quote(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     # isPreview: the UI applies a filter from the URL only with it (as its own links do)
     return f"{ui}/#/experiments/{experiment_id}/runs?searchFilter={query}&isPreview=true&{CLASSIC}"
+
+
+def metric_page(ui: str, experiment_id: str, run_ids: list[str], keys: list[str]) -> str:
+    """MLflow's metric page: `keys` over the epochs (steps) of every run in `run_ids`, one curve
+    a run (the route and parameters the UI's own links use)."""
+    enc = lambda obj: quote(json.dumps(obj, separators=(",", ":")))  # noqa: E731
+    return (f"{ui}/#/metric?runs={enc(run_ids)}&metric={enc(keys[0])}"
+            f"&experiments={enc([experiment_id])}&plot_metric_keys={enc(keys)}&plot_layout=%7B%7D"
+            f"&x_axis=step&y_axis_scale=linear&line_smoothness=1&show_point=false"
+            f"&deselected_curves=%5B%5D&last_linear_y_axis_range=%5B%5D&{CLASSIC}")
