@@ -66,6 +66,8 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
     """What a person sees: the parent's page (the URL make ui prints) in the machine-learning
     layout shows the verdict table and the child runs without a click; the report's HTML page
     renders its figures."""
+    from playwright.sync_api import expect
+
     browser = chromium()
     parent, names = sweep_store(store)
     out = build_report(store, sweep=parent, out=str(tmp_path / "report"))  # writes the parent's note
@@ -80,24 +82,26 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
         url = lines[2].split()[-1]  # "  its parent: URL"
         assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and parent in url
         page.goto(url)
-        verdict = page.get_by_role("cell", name="costs_accuracy").first
-        verdict.wait_for(timeout=60_000)
-        assert verdict.is_visible()  # rendered, not folded away
-        assert page.get_by_role("columnheader", name="verdict").first.is_visible()
+        shown = lambda locator: expect(locator).to_be_visible(timeout=60_000)  # noqa: E731
+        shown(page.get_by_role("cell", name="costs_accuracy").first)  # rendered, not folded away
+        shown(page.get_by_role("columnheader", name="verdict").first)
         for name in names:  # the child runs, each a link
-            assert page.get_by_role("link", name=name).is_visible(), name
-        assert page.get_by_role("link", name="report.html").first.is_visible()
+            shown(page.get_by_role("link", name=name))
+        shown(page.get_by_role("link", name="report.html").first)
         assert page.get_by_text("Evaluation runs").count() == 0  # not the generative-AI layout
-        page.get_by_role("link", name="Compare emergence/E and test/acc across the runs").click()
-        plot = page.get_by_text("emergence/E vs test/acc").first  # one curve a run, over epochs
-        plot.wait_for(timeout=60_000)
-        assert plot.is_visible() and page.get_by_text(names[0]).first.is_visible()
+        compare = page.get_by_role("link", name="Compare emergence/E and test/acc across the runs")
+        shown(compare)
+        href = compare.get_attribute("href")
+        assert href.startswith("/#/metric?")  # relative: the UI's own host and port
+        page.goto(f"http://127.0.0.1:{port}{href}")  # the UI opens it in a new tab
+        shown(page.get_by_text("emergence/E vs test/acc").first)  # one curve a run, over epochs
+        shown(page.get_by_text(names[0]).first)
         page.goto((out / "report.html").resolve().as_uri())
         images = page.locator("img")
         assert images.count() >= 2
         widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
         assert all(w > 100 for w in widths), widths  # every figure decoded and drawn
-        assert page.get_by_text("Verdicts").first.is_visible()
+        shown(page.get_by_text("Verdicts").first)
     finally:
         close()
         ui.terminate()
