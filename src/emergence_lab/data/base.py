@@ -35,11 +35,18 @@ class TensorData:
     y_val: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> TensorData:
-        """The same data on `device` (one copy; batches are then slices on the device)."""
-        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
-        return dataclasses.replace(self, x_train=self.x_train.to(device),
-                                   y_train=self.y_train.to(device),
-                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+        """The same data on `device` (one copy; batches are then slices on the device). To a
+        GPU the copy goes from pinned memory, asynchronously (ordered before any use)."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None or t.device == device:
+                return t
+            return (t.pin_memory() if cuda else t).to(device, non_blocking=cuda)
+
+        return dataclasses.replace(self, x_train=move(self.x_train), y_train=move(self.y_train),
+                                   x_test=move(self.x_test), y_test=move(self.y_test),
                                    x_val=move(self.x_val), y_val=move(self.y_val))
 
     def held_out(self, fraction: float, seed: int) -> TensorData:
