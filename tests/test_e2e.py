@@ -77,6 +77,18 @@ def test_single_run_has_no_parent(tmp_path):
     assert run.info.status == "FINISHED" and sweeps.PARENT_TAG not in run.data.tags
 
 
+def test_a_diverged_single_run_ends_in_one_line_and_its_failed_run(tmp_path):
+    proc = run_cli(["dataset=digits", "trainer.epochs=2", "model.hidden=[16,8]", "trainer.lr=1e30",
+                    "tracking.uri=sqlite:///x.db"], cwd=tmp_path)
+    client = connection.get_client(f"sqlite:///{tmp_path / 'x.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("emergence").experiment_id])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: run {run.info.run_id} FAILED: FloatingPointError: train/loss is nan at epoch 1: "
+        f"training diverged (trainer.lr=1e+30)")
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("FloatingPointError")
+
+
 def test_an_optuna_search_runs_under_one_parent_and_reports_its_best(tmp_path):
     """Any sweeper works, not only the basic grid: Optuna searches init.alpha (the emergence init's
     scale) that maximizes test accuracy after 1 epoch; each trial is a run of the parent."""

@@ -5,6 +5,7 @@ import importlib.util
 import logging
 import sys
 
+import pandas as pd
 import pytest
 
 from emergence_lab.report.build import build_report
@@ -112,3 +113,28 @@ def test_a_report_asked_for_bad_things_says_so_in_one_line_and_writes_nothing(
     reports = [r for r in connection.get_client(store).search_runs(
         [connection.ensure_experiment(store, "synthetic")]) if r.data.tags.get("kind") == "report"]
     assert reports == []
+
+
+def test_a_collapsed_run_is_tagged_warned_and_left_out_of_the_claims(tiny_overrides, store,
+                                                                     tmp_path, caplog):
+    """trainer.lr=10 kills every unit and leaves chance accuracy: the run says so, and the
+    report lists it apart instead of treating it as data."""
+    parent = sweeps.start_sweep(store, "emergence", "collapse", {})
+    with caplog.at_level(logging.WARNING):
+        for lr, seed in (("10", "0"), ("0.05", "0"), ("0.05", "1")):
+            pipeline.train(compose_cfg(tiny_overrides + [f"trainer.lr={lr}",
+                                                         f"trainer.seed={seed}"]),
+                           parent_run_id=parent)
+    every = records.experiment_runs(store, "emergence")
+    runs = {f"{float(r.data.params['trainer.lr']):g}": r for r in every}  # one of the lr 0.05
+    assert "at or below chance" in runs["10"].data.tags["collapsed"]
+    assert "collapsed" not in runs["0.05"].data.tags
+    assert "collapsed:" in caplog.text
+    out = build_report(store, sweep=parent, out=str(tmp_path / "r"), log_back=False)
+    text = (out / "report.md").read_text()
+    assert "### Collapsed runs" in text and runs["10"].info.run_name in text.split("### Collapsed")[1]
+    assert sorted(pd.read_csv(out / "epochs.csv").run_id.unique()) == sorted(
+        r.info.run_id for r in every if r is not runs["10"])  # the claims' data, without it
+    counted = build_report(store, sweep=parent, out=str(tmp_path / "all"), log_back=False,
+                           include_collapsed=True)
+    assert runs["10"].info.run_id in set(pd.read_csv(counted / "epochs.csv").run_id)
