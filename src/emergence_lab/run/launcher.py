@@ -36,9 +36,9 @@ from omegaconf import DictConfig
 from emergence_lab import procs
 from emergence_lab.run import progress
 from emergence_lab.run.display import StatusDisplay
-from emergence_lab.run.jobs import JOBS_FILE, command_line
+from emergence_lab.run.jobs import JOBS_FILE, PARENT_FILE, command_line
 from emergence_lab.run.worker import worker_main
-from emergence_lab.store import records
+from emergence_lab.store import records, sweeps
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,15 @@ def job_log(config: DictConfig, job: int) -> Path:
     return Path(str(config.hydra.sweep.dir)) / str(job) / f"{config.hydra.job.name}.log"
 
 
+def _end_parent(sweep_dir: Path) -> None:
+    """The sweep's parent run ends KILLED with its runs (what the sweep callback does at exit)."""
+    try:
+        parent = json.loads((sweep_dir / PARENT_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    sweeps.end_sweep(parent["uri"], parent["run_id"], "KILLED")
+
+
 def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Run the jobs on `launcher.n_jobs` workers; returns their JobReturns in order. After a
     signal, the sweep ends here: one line of summary and exit code 128 + the signal."""
@@ -274,7 +283,11 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, config, job_overrides)
     pool.run()
     if pool.signals.signum is not None:
+        _end_parent(sweep_dir)
         print(pool.summary(), file=sys.stderr, flush=True)
-        sys.exit(128 + pool.signals.signum)
+        sys.stdout.flush()
+        # Nothing is left to do: the runs and the sweep's parent are closed. Tearing down an
+        # interpreter that holds torch, MLflow and Hydra takes seconds a user waits for.
+        os._exit(128 + pool.signals.signum)
     return [r if r is not None else JobReturn(overrides=o, status=JobStatus.COMPLETED)
             for r, o in zip(pool.returns, job_overrides, strict=True)]
