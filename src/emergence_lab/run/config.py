@@ -103,9 +103,9 @@ class TrainerConfig:
                f"trainer.lr_after_prune must be > 0 or null, got {self.lr_after_prune}")
         _check(self.stop_patience >= 1,
                f"trainer.stop_patience must be >= 1, got {self.stop_patience}")
-        for name in ("compile", "channels_last"):  # true/false arrive as "True"/"False"
-            setattr(self, name, str(getattr(self, name)).lower())
-            _one_of(f"trainer.{name}", getattr(self, name), ("auto", "true", "false"))
+        for knob in ("compile", "channels_last"):  # true/false arrive as "True"/"False"
+            setattr(self, knob, str(getattr(self, knob)).lower())
+            _one_of(f"trainer.{knob}", getattr(self, knob), ("auto", "true", "false"))
         _one_of("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"trainer.device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
