@@ -86,24 +86,25 @@ def test_the_same_sweep_twice_on_a_postgresql_tracking_server(server, tmp_path):
             client.delete_run(r.info.run_id)  # the next round starts with no runs
 
 
-def cells_logging(uri):
-    """How many runs have logged a training epoch (read with sqlite3, as logged_epochs)."""
+def cells_logging(uri, epoch=1):
+    """How many runs have logged training epoch `epoch` or a later one (read with sqlite3, as
+    logged_epochs)."""
     try:
         with sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=5) as db:
             row = db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
-                             "WHERE key = 'train/loss'").fetchone()
+                             "WHERE key = 'train/loss' AND step >= ?", (epoch,)).fetchone()
         return row[0] or 0
     except sqlite3.Error:
         return 0
 
 
-def running_workers(uri, proc, timeout=300):
-    """The launcher's worker processes, once both cells have logged an epoch."""
+def running_workers(uri, proc, timeout=300, epoch=1):
+    """The launcher's worker processes, once two cells have logged epoch `epoch`."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if cells_logging(uri) >= 2:
+        if cells_logging(uri, epoch) >= 2:
             return procs.descendants(proc.pid)
-        time.sleep(0.3)
+        time.sleep(0.2)
     pytest.fail(f"the sweep ended or stalled: {proc.stdout.read()[-2000:]}")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from emergence_lab.store import records, sweeps
 from tests.conftest import ROOT
-from tests.test_concurrent_sweeps import gone
+from tests.test_concurrent_sweeps import gone, running_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
@@ -31,26 +31,6 @@ def start(tmp_path):
     return proc, uri
 
 
-def runs_logging(uri):
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
-                              "WHERE key = 'train/loss' AND step >= 2").fetchone()[0] or 0
-    except sqlite3.Error:
-        return 0
-
-
-def when_two_cells_train(proc, uri, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if runs_logging(uri) >= 2:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"the sweep ended or stalled: {proc.stdout.read()[-3000:]}")
-
-
 def children(uri):
     return sweeps.sweep_children(uri, sweeps.latest_sweep(uri).info.run_id)
 
@@ -58,10 +38,7 @@ def children(uri):
 @pytest.mark.parametrize("how", ["Ctrl-C to the process group", "SIGTERM to the launcher"])
 def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resumes(tmp_path, how):
     proc, uri = start(tmp_path)
-    when_two_cells_train(proc, uri)
-    from emergence_lab.procs import descendants
-
-    workers = descendants(proc.pid)
+    workers = running_workers(uri, proc, epoch=2)
     sent = time.time()
     if how.startswith("Ctrl-C"):
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does
@@ -102,7 +79,7 @@ def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resu
 
 def test_a_killed_worker_fails_its_cell_and_the_sweep_goes_on(tmp_path):
     proc, uri = start(tmp_path)
-    when_two_cells_train(proc, uri)
+    running_workers(uri, proc, epoch=2)
     running = [r for r in children(uri) if r.info.status == "RUNNING"]
     victim = running[0]
     os.kill(int(victim.data.tags["owner"].split(":")[1]), signal.SIGKILL)
@@ -115,5 +92,8 @@ def test_a_killed_worker_fails_its_cell_and_the_sweep_goes_on(tmp_path):
     assert dead.data.tags["error"] == "worker killed by signal 9 (SIGKILL)"
     assert {r.info.status for r in runs.values()} == {"FINISHED"}  # its sibling and the rest
     assert f"cell {victim.info.run_name} failed: worker killed by signal 9" in out
+    shown = out.split(f"cell {victim.info.run_name} failed:")[1].splitlines()[1:3]
+    assert shown and all(line.startswith("    ") for line in shown)  # its log's last lines
+    assert any(f"{victim.info.run_name} epoch" in line for line in shown), shown
     assert "1 of 4 cells did not finish" in out and "Redo with: " in out
     assert "Traceback" not in out and "leaked semaphore" not in out, out[-3000:]

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig
 
 from emergence_lab import procs
 from emergence_lab.run import progress
@@ -101,11 +100,11 @@ class Pool:
     """The launcher's loop over its workers (see the module docstring)."""
 
     def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: progress.SweepStatus,
-                 config: DictConfig, job_overrides: list[list[str]]) -> None:
+                 job_overrides: list[list[str]]) -> None:
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
         # the cores shared among the workers, as joblib's loky workers share them
         self.threads = max(1, (os.cpu_count() or 1) // min(n_jobs, len(job_overrides)))
-        self.status, self.config, self.job_overrides = status, config, job_overrides
+        self.status, self.job_overrides = status, job_overrides
         self.returns: list[JobReturn | None] = [None] * len(job_overrides)
         self.pending = collections.deque(range(len(job_overrides)))
         self.workers: list[_Worker] = []
@@ -203,7 +202,7 @@ class Pool:
         state = self.status.jobs[job]
         name = state.name or " ".join(self.job_overrides[job])
         text = f"cell {name} failed: {state.error.splitlines()[0] if state.error else '?'}"
-        tail = _log_tail(self.config, job)
+        tail = _log_tail(state.log)
         return text + ("".join(f"\n    {line}" for line in tail) if tail else "")
 
     def _stop(self) -> None:
@@ -235,19 +234,13 @@ class Pool:
                 f"Resume with: {command_line()}")
 
 
-def _log_tail(config: DictConfig, job: int, lines: int = 8) -> list[str]:
-    """The last lines of a job's log (Hydra's job log in its sweep subdir)."""
-    path = job_log(config, job)
+def _log_tail(path: str, lines: int = 8) -> list[str]:
+    """The last lines of a job's log (the path its worker reported; none before that)."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        text = Path(path).read_text(errors="replace").splitlines() if path else []
     except OSError:
         return []
     return [line[:300] for line in text if line.strip()][-lines:]
-
-
-def job_log(config: DictConfig, job: int) -> Path:
-    """Where job number `job` of the sweep writes its output."""
-    return Path(str(config.hydra.sweep.dir)) / str(job) / f"{config.hydra.job.name}.log"
 
 
 def _end_parent(sweep_dir: Path) -> None:
@@ -277,10 +270,9 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
                                "task_function": launcher.task_function,
                                "singleton_state": Singleton.get_state(),
                                "initial_job_idx": initial_job_idx})
-    log.info("launching %d jobs on %d workers; each job's log: %s", len(job_overrides),
-             workers, job_log(config, initial_job_idx).parent.parent /
-             "<job>" / job_log(config, initial_job_idx).name)
-    pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, config, job_overrides)
+    log.info("launching %d jobs on %d workers; each job's output: %s", len(job_overrides),
+             workers, sweep_dir / "<job>" / f"{config.hydra.job.name}.log")
+    pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, job_overrides)
     pool.run()
     if pool.signals.signum is not None:
         _end_parent(sweep_dir)

@@ -23,8 +23,9 @@ def set_sink(sink: Callable[[dict[str, Any]], None] | None) -> None:
 
 
 def emit(kind: str, **fields: Any) -> None:
-    """One event of the current job: start (name, epochs), run (run_id, uri), epoch (epoch, loaded),
-    end (status, error). A launcher that has gone away loses it, nothing else."""
+    """One event of the current job: log (path), start (name, epochs), run (run_id, uri), epoch
+    (epoch, loaded), note (text), end (status, error). A launcher that has gone away loses it,
+    nothing else."""
     if _sink is not None:
         try:
             _sink({"kind": kind, **fields})
@@ -41,6 +42,7 @@ class Job:
     name: str = ""
     run_id: str | None = None
     uri: str = ""  # the store its run is in
+    log: str = ""  # the file its output goes to (Hydra's job log)
     state: str = "waiting"  # waiting, running, finished, skipped, failed, interrupted
     trained: int = 0  # epochs trained in this sweep
     loaded: int = 0  # epochs loaded from the shared pre-prune state
@@ -62,6 +64,8 @@ class SweepStatus:
             job.epochs = event.get("epochs", job.epochs)
         elif kind == "run":
             job.run_id, job.uri = event["run_id"], event["uri"]
+        elif kind == "log":
+            job.log = event["path"]
         elif kind == "epoch":
             if event.get("loaded"):
                 job.loaded += 1

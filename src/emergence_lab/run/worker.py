@@ -76,6 +76,7 @@ def _run(setup: dict[str, Any], idx: int, overrides: list[str]) -> Any:
     HydraConfig.instance().set_config(config)
     log = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir) / \
         f"{config.hydra.job.name}.log"
+    progress.emit("log", path=str(log))  # the launcher shows a failing cell's last lines
     with _output_to(log):
         return run_job(hydra_context=hydra_context, config=config,
                        task_function=setup["task_function"], job_dir_key="hydra.sweep.dir",
