@@ -3,11 +3,10 @@ look next. The whole report stays in its files (`scripts/report.py -v` prints it
 
 from __future__ import annotations
 
-import pandas as pd
-
 from emergence_lab.report import verdicts
 from emergence_lab.report.assemble import Report
 from emergence_lab.report.sections import one_sentence
+from emergence_lab.report.views import verdict_table
 
 CAVEAT_CHARS = 70  # the caveat's first words; the report holds all of it
 
@@ -17,29 +16,25 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1].rstrip() + "…"
 
 
-def launch_line(launch: dict | None) -> str:
+def launch_line(launch: dict) -> str:
     """'20 cells: 16 trained in this launch, 4 already finished, 0 did not finish; the launch
-    took 11m05s' from the parent's last_launch tag (run/sweep.py writes it), '' without one."""
-    if not launch:
-        return ""
+    took 11m05s', from the parent's last_launch tag (run/sweep.py writes it)."""
     return (f"{launch['cells']} cells: {launch['trained']} trained in this launch, "
             f"{launch['skipped']} already finished, {launch['failed']} did not finish; "
             f"the launch took {launch['took']}")
 
 
 def verdict_lines(rep: Report) -> str:
-    """The verdict table in plain text: claim, pruned, verdict, effect, the caveat's start."""
-    head = verdicts.headline(rep.tests)
-    if head.empty:
+    """The report's verdict table (views.verdict_table) in plain text, cut to what a terminal
+    shows: claim, pruned, verdict, effect, the caveat's start."""
+    table = verdict_table(verdicts.headline(rep.tests), len(rep.figures) > 1, explain=True)
+    if table.empty:
         return "(no verdicts: see the report's Completeness section)"
-    rows = [{**({"group": r.group} if len(rep.figures) > 1 else {}), "claim": r.claim,
-             "pruned": f"{r.strategy}: {r.scope}" if r.strategy else r.scope,
-             "verdict": _short(verdicts.verdict_text(r), 40),
-             "effect [95 % CI]": verdicts.effect_text(r),
-             "caveat": _short(verdicts.CLAIMS[r.claim].caveat if r.claim in verdicts.CLAIMS else "",
-                              CAVEAT_CHARS)}
-            for _, r in head.iterrows()]
-    return pd.DataFrame(rows).to_markdown(index=False, tablefmt="simple")
+    keep = [c for c in ("group", "claim", "pruned", "verdict", "effect [95 % CI]", "caveat")
+            if c in table]
+    table = table[keep].assign(verdict=table.verdict.map(lambda v: _short(v, 40)),
+                               caveat=table.caveat.map(lambda v: _short(v, CAVEAT_CHARS)))
+    return table.to_markdown(index=False, tablefmt="simple")
 
 
 def ending(rep: Report, out_dir: str, launch: dict | None, sweep_url: str | None) -> str:
