@@ -25,6 +25,7 @@ from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.prune.base import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
 from emergence_lab.registry import load_plugins
+from emergence_lab.run.execution import CHOICES, PRECISIONS
 from emergence_lab.store.connection import check_scheme
 
 
@@ -105,8 +106,8 @@ class TrainerConfig:
                f"trainer.stop_patience must be >= 1, got {self.stop_patience}")
         for knob in ("compile", "channels_last"):  # true/false arrive as "True"/"False"
             setattr(self, knob, str(getattr(self, knob)).lower())
-            _one_of(f"trainer.{knob}", getattr(self, knob), ("auto", "true", "false"))
-        _one_of("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
+            _one_of(f"trainer.{knob}", getattr(self, knob), CHOICES)
+        _one_of("trainer.precision", self.precision, PRECISIONS)
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"trainer.device must be one of auto, cpu, cuda, cuda:N, mps; got {self.device!r}")
 
