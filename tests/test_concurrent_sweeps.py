@@ -135,7 +135,8 @@ def test_workers_whose_launcher_was_killed_stop_by_themselves(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=120)
     try:
-        assert gone(workers), "workers still running after their launcher stopped"
+        assert gone(workers, timeout=procs.ORPHAN_GRACE_S + 10), \
+            "workers still running after their launcher stopped"
         deadline = time.time() + 60
         while time.time() < deadline:
             runs = records.experiment_runs(uri, "emergence")

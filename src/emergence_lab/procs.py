@@ -87,7 +87,13 @@ def forward_signal(signum: int, pids: list[int]) -> list[int]:
     return sent
 
 
-def stop_when_gone(pid: int, interval_s: float = 1.0, grace_s: float = 20.0) -> None:
+# How long an orphaned worker waits for its run to be closed before it exits anyway: closing
+# retries while SQLite is locked (up to about 20 s under load, store.connection.retry), and a
+# worker that exits first leaves the run RUNNING until a later sweep takes it over.
+ORPHAN_GRACE_S = 60.0
+
+
+def stop_when_gone(pid: int, interval_s: float = 1.0, grace_s: float = ORPHAN_GRACE_S) -> None:
     """In a worker: once process `pid` (its launcher) has died, send SIGTERM to this process,
     which marks its run KILLED, and exit once that run is closed (at most grace_s later).
     A daemon thread; nothing happens while the launcher lives."""

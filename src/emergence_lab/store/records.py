@@ -135,7 +135,11 @@ class Run:
             message = f"{exc_type.__name__}: {exc}"
             if exc is not None:
                 exc.mlflow_run_id = self.run_id  # lets a sweep tell a run's failure from a bug
-        end_run(self.client.tracking_uri, self.run_id, status, message)
+        try:
+            end_run(self.client.tracking_uri, self.run_id, status, message)
+        except Exception as exc:  # the job's log says why the run stays RUNNING
+            log.error("run %s could not be closed as %s: %s", self.run_id, status, exc)
+            raise
         if procs.stop_requested.is_set():
             procs.stopped_run_closed.set()
         return False
@@ -163,27 +167,32 @@ class Run:
         retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
 
+CLOSE_ATTEMPTS = 12  # closing a run retries longer than other writes (up to about 40 s): a
+# run left RUNNING by an owner that stopped waits for a later sweep to take it over
+
+
 def end_run(uri: str, run_id: str, status: str, reason: str | None = None,
-            only_running: bool = False) -> None:
+            only_running: bool = False, attempts: int = CLOSE_ATTEMPTS) -> None:
     """Set a run's final status. FAILED or KILLED carry their reason (tag `error`, and the run's
     note); FINISHED clears an earlier interruption's note and error, kept in `resumed_after`.
     `only_running`: leave a run that has already ended (its owner closed it) as it is."""
     client = get_client(uri)
-    run = client.get_run(run_id)
+    again = lambda fn: retry(fn, attempts)  # noqa: E731
+    run = again(lambda: client.get_run(run_id))
     if only_running and run.info.status != "RUNNING":
         return
     tags = run.data.tags
     if reason is not None:
         reason = reason[:MAX_ERROR_CHARS]
-        retry(lambda: client.log_batch(run_id, tags=[
+        again(lambda: client.log_batch(run_id, tags=[
             RunTag("error", reason), RunTag(NOTE_TAG, f"**{status}**: {reason}")]))
     elif "error" in tags:  # a resumed run that finished: its status note tells the truth
         history = "; ".join(x for x in (tags.get(RESUMED_AFTER_TAG), tags["error"]) if x)
-        retry(lambda: client.set_tag(run_id, RESUMED_AFTER_TAG, history[:MAX_ERROR_CHARS]))
-        retry(lambda: client.delete_tag(run_id, "error"))
+        again(lambda: client.set_tag(run_id, RESUMED_AFTER_TAG, history[:MAX_ERROR_CHARS]))
+        again(lambda: client.delete_tag(run_id, "error"))
         if tags.get(NOTE_TAG, "").startswith(("**KILLED**", "**FAILED**")):
-            retry(lambda: client.delete_tag(run_id, NOTE_TAG))
-    retry(lambda: client.set_terminated(run_id, status))
+            again(lambda: client.delete_tag(run_id, NOTE_TAG))
+    again(lambda: client.set_terminated(run_id, status))
 
 
 def create_owned_run(uri: str, experiment: str, name: str, tags: Mapping[str, Any],
