@@ -49,3 +49,26 @@ def test_a_reopened_sweep_is_the_latest(store):
     assert sweeps.latest_sweep(store).info.run_id == second
     assert sweeps.open_sweep(store, "exp", "first", "hash-1", {}) == first  # reopened
     assert sweeps.latest_sweep(store).info.run_id == first
+
+
+def test_a_reader_in_a_transaction_does_not_hold_up_a_run_closing(store):
+    """The embedded store keeps a write-ahead log: a process reading the store (a launcher, the
+    UI, a report) never makes a run's closing wait, and sees the store as it was when its read
+    began. In SQLite's default journal the close would wait for the reader (busy timeout, 20 s,
+    then retries)."""
+    import sqlite3
+    import time
+
+    with records.Run(store, "exp", "r", {}) as run:
+        run.log_metrics({"a/b": 1.0}, step=0)
+    path = store[len("sqlite:///"):]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]
+    started = time.monotonic()
+    records.end_run(store, run.run_id, "KILLED", "stopped", attempts=1)
+    assert time.monotonic() - started < 5
+    assert reader.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]  # its snapshot
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT status FROM runs").fetchall() == [("KILLED",)]

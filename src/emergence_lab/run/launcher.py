@@ -1,7 +1,8 @@
 """The sweep's local launcher (`hydra/launcher=local`): a pool of worker processes that survives
 what kills joblib's.
 
-Each worker is a spawned process that runs one job at a time (Hydra's `run_job`, as joblib's
+Each worker is a process (forked from a fork server that has imported torch, MLflow and Hydra
+once) that runs one job at a time (Hydra's `run_job`, as joblib's
 launcher does) and tells the launcher, over its pipe, what its job is doing (`run.progress`
 events). So the launcher knows every cell's state and shows it as one status line, and:
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
@@ -36,7 +36,7 @@ from emergence_lab import procs
 from emergence_lab.run import progress
 from emergence_lab.run.display import StatusDisplay
 from emergence_lab.run.jobs import JOBS_FILE, PARENT_FILE, command_line
-from emergence_lab.run.worker import worker_main
+from emergence_lab.run.worker import worker_context, worker_main
 from emergence_lab.store import records, sweeps
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class _Worker:
     """A worker process, its end of the pipe and the job it runs (None: idle)."""
 
     def __init__(self, setup: bytes, threads: int) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and stores
+        ctx = worker_context(threads)
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_main, args=(child,), name="emergence-lab-worker")
         self.proc.start()

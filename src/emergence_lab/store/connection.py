@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import random
 import tempfile
@@ -74,6 +75,28 @@ def _schema_ready(uri: str) -> None:
     with FileLock(str(store / ".schema.lock")):
         # another process writing (a sweep beside this one) can hold the lock for a moment
         retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
+        _write_ahead_log(Path(uri[len("sqlite:///"):]))
+
+
+def _write_ahead_log(path: Path) -> None:
+    """Put an SQLite store in write-ahead-log mode (kept in the file: once per store). In the
+    default rollback journal a reader blocks a writer's commit and a pending commit blocks new
+    readers: seen here as a worker closing its run (MLflow's log_batch, which opens a second
+    connection for the tags) and its launcher reading the same run, both in SQLite's busy
+    wait for over a minute after Ctrl-C. With the log, readers and writers never wait for
+    each other; writers take turns."""
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=20)
+    try:
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.OperationalError as exc:  # busy for 20 s: the next process tries again
+        mode = str(exc)
+    finally:
+        con.close()
+    if mode != "wal":
+        logging.getLogger(__name__).warning(
+            "the store %s stays in journal mode %s (write-ahead log not enabled)", path, mode)
 
 
 def get_client(uri: str) -> MlflowClient:
