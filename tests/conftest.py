@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from emergence_lab.run.config import register_configs
+from emergence_lab.run.worker import THREAD_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 
 register_configs()
+
+# Under pytest-xdist the workers share the machine's cores, as the launcher's workers do: each
+# takes its share (torch's default, every core, spins OpenMP threads against the other
+# workers: SynFlow on ResNet-56 took 65 s beside another worker where alone it takes 5 s).
+# Command lines a test starts inherit the share; a sweep's launcher still splits the cores
+# among its own workers.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1:
+    _share = max(1, (os.cpu_count() or 1) // XDIST_WORKERS)
+    torch.set_num_threads(_share)
+    for _var in THREAD_VARS:
+        os.environ.setdefault(_var, str(_share))
 
 
 def free_port() -> int:

@@ -18,9 +18,12 @@ from tests.test_server import backend, server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
-# batch 1: a digits epoch takes about a second, so the first sweep still trains when the
-# second arrives
-SWEEP = ["-m", "dataset=digits", "model.hidden=[16,8]", "trainer.batch_size=1", "trainer.epochs=3",
+# batch 1: a digits epoch takes half a second to a second, so a cell one sweep trains is still
+# training when the other sweep's job for it arrives (on a loaded machine a sweep's two jobs
+# reach their cells up to about 3 s apart; with 3 epochs one sweep's cell could be finished by
+# then, and the other skipped it without waiting)
+EPOCHS = 6
+SWEEP = ["-m", "dataset=digits", "model.hidden=[16,8]", "trainer.batch_size=1", f"trainer.epochs={EPOCHS}",
          "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0,0.5", "tracking.progress=false"]
 KEYS = ("train/loss", "test/acc", "emergence/E", "pruning/sparsity", "time/epoch_s")
 
@@ -45,7 +48,7 @@ def one_finished_run_per_cell(uri, out):
             ledger.entries(uri, connection.ensure_experiment(uri, "emergence"), "")]
         for key in KEYS:
             steps = [m.step for m in client.get_metric_history(cell[0].info.run_id, key)]
-            assert len(steps) == len(set(steps)) and max(steps) == 3, (key, steps)
+            assert len(steps) == len(set(steps)) and max(steps) == EPOCHS, (key, steps)
     sweeps = [r for r in client.search_runs([connection.ensure_experiment(uri, "emergence")])
               if r.data.tags.get("kind") == "sweep"]
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
