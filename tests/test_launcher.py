@@ -35,3 +35,21 @@ def test_a_worker_starts_with_torch_imported_and_its_share_of_the_cores():
         assert s["parent"] != os.getpid()  # forked by the server, not from this process
     assert {s["parent"] for s in seen} == {seen[0]["parent"]}
     assert {v: os.environ.get(v) for v in THREAD_VARS} == before  # this process's own untouched
+
+
+def test_a_config_error_is_reported_without_importing_mlflow(tmp_path):
+    """A bad config fails before anything touches a store, so the command line does not pay
+    for importing MLflow (about a third of its CPU time) to say so."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "scripts" / "train.py"), "-m",
+         "dataset=digits", "trainer.lr=0", "tracking.uri=sqlite:///x.db"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "trainer.lr must be > 0" in proc.stderr, proc.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "torch" in imported  # the check itself is real: imports are listed
+    assert not [m for m in imported if m.split(".")[0] == "mlflow"]

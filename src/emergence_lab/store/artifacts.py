@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlflow.entities import RunTag
-
 from emergence_lab.store.connection import get_client, retry
 from emergence_lab.store.ledger import latest_entry, set_once
 
@@ -66,6 +64,8 @@ def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str
     returns its id. `of` (a sweep's parent run id) makes it that sweep's one report run: a later
     report of the sweep is logged into it again (report/ holds the latest; history/v<n>/ the
     text of each version, tag report_version = n), never as a second run."""
+    from mlflow.entities import RunTag
+
     client = get_client(uri)
     rid = _report_run(uri, experiment_id, name, {"kind": "report", **tags}, of)
     version = int(client.get_run(rid).data.tags.get("report_version", 0)) + 1

@@ -18,13 +18,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 # Artifact downloads here are small JSON files: no progress bar in the report's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+if TYPE_CHECKING:  # mlflow is imported where a store is used: a config error needs none of it
+    from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ def _schema_ready(uri: str) -> None:
     """Create an embedded store's schema under a file lock: two processes opening a fresh
     store at once would otherwise both run MLflow's migrations, and one fails."""
     from filelock import FileLock
+    from mlflow.tracking import MlflowClient
 
     store = local_store_dir(uri)
     with FileLock(str(store / ".schema.lock")):
@@ -101,6 +102,8 @@ def _write_ahead_log(path: Path) -> None:
 
 def get_client(uri: str) -> MlflowClient:
     """A client for the store at `uri`; creates an embedded SQLite store's schema if needed."""
+    from mlflow.tracking import MlflowClient
+
     uri = resolve_uri(uri)
     if local_store_dir(uri) is not None:
         _schema_ready(uri)
@@ -115,6 +118,8 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 def experiment_id(client: MlflowClient, name: str, location: str | None = None) -> str:
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id

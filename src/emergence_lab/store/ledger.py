@@ -15,13 +15,13 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, TypeVar
-
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from emergence_lab.procs import pid_alive
 from emergence_lab.store.connection import experiment_id, get_client, retry
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
@@ -66,6 +66,8 @@ def _ledger_run(client: MlflowClient, exp_id: str) -> str:
 
 
 def _find_or_make_ledger_run(client: MlflowClient, exp_id: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     name = LEDGER_ANCHOR.format(exp_id)
     anchor = client.get_experiment_by_name(name)
     if anchor is None:
@@ -90,6 +92,8 @@ def _find_or_make_ledger_run(client: MlflowClient, exp_id: str) -> str:
 def set_once(uri: str, exp_id: str, key: str, value: str) -> str:
     """Set `key` to `value` in the experiment's ledger unless another value holds it; returns
     the value that holds (atomic against the store)."""
+    from mlflow.exceptions import MlflowException
+
     client = get_client(uri)
     registry = _ledger_run(client, exp_id)
     try:
@@ -138,6 +142,8 @@ def local_pid(owner: str) -> int | None:
 
 def take_lease(uri: str, run_id: str, owner: str) -> bool:
     """Become the run's owner, unless another process became it first (atomic)."""
+    from mlflow.exceptions import MlflowException
+
     client = get_client(uri)
     gen = lease_holder(client.get_run(run_id))[0] + 1
     try:

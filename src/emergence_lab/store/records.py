@@ -11,9 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-
 from emergence_lab import procs
 from emergence_lab.store.connection import ensure_experiment, get_client, retry
 from emergence_lab.store.ledger import (
@@ -37,6 +34,8 @@ RESUMED_AFTER_TAG = "resumed_after"  # the interruptions a finished run was resu
 
 def find_run(uri: str, run_id: str) -> Any | None:
     """A run by id, None when the store has none."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return get_client(uri).get_run(run_id)
     except MlflowException:
@@ -63,6 +62,8 @@ def set_run_tags(uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
 
 def log_series(uri: str, run_id: str, series: Mapping[str, list[tuple[int, float]]]) -> None:
     """Metric histories added to any run (a FINISHED one included): key -> [(step, value)]."""
+    from mlflow.entities import Metric
+
     client = get_client(uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, points in series.items() for step, v in points]
@@ -145,15 +146,21 @@ class Run:
         return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow accepts 100 params per batch
             retry(lambda i=i: self.client.log_batch(self.run_id, params=items[i:i + 100]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         retry(lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if step > self.logged.get(k, -1)]
@@ -176,6 +183,8 @@ def end_run(uri: str, run_id: str, status: str, reason: str | None = None,
     """Set a run's final status. FAILED or KILLED carry their reason (tag `error`, and the run's
     note); FINISHED clears an earlier interruption's note and error, kept in `resumed_after`.
     `only_running`: leave a run that has already ended (its owner closed it) as it is."""
+    from mlflow.entities import RunTag
+
     client = get_client(uri)
     again = lambda fn: retry(fn, attempts)  # noqa: E731
     run = again(lambda: client.get_run(run_id))
