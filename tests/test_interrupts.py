@@ -17,10 +17,11 @@ from tests.test_concurrent_sweeps import gone, running_workers
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 # batch 1: a digits epoch takes about half a second; four cells on two workers, so two are in
-# flight and two wait when the signal comes
-SWEEP = ["-m", "dataset=digits", "model.hidden=[16,8]", "trainer.batch_size=1", "trainer.epochs=12",
-         "pruning=magnitude", "pruning.epoch=1", "pruning.amount=0,0.3,0.5,0.7",
-         "tracking.progress=false", "hydra.launcher.n_jobs=2"]
+# flight (at epoch 2 of 8) and two wait when the signal comes
+EPOCHS = 8
+SWEEP = ["-m", "dataset=digits", "model.hidden=[16,8]", "trainer.batch_size=1",
+         f"trainer.epochs={EPOCHS}", "pruning=magnitude", "pruning.epoch=1",
+         "pruning.amount=0,0.3,0.5,0.7", "tracking.progress=false", "hydra.launcher.n_jobs=2"]
 
 
 def start(tmp_path):
@@ -74,7 +75,7 @@ def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resu
         assert "error" not in r.data.tags and records.NOTE_TAG not in r.data.tags
         assert r.data.tags[records.RESUMED_AFTER_TAG].startswith("KeyboardInterrupt")
         steps = [s for s, _ in records.metric_history(uri, r.info.run_id, "train/loss")]
-        assert steps == list(range(1, 13))  # every epoch once
+        assert steps == list(range(1, EPOCHS + 1))  # every epoch once
 
 
 def test_a_killed_worker_fails_its_cell_and_the_sweep_goes_on(tmp_path):
