@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from emergence_lab.run.config import register_configs
-from emergence_lab.run.worker import THREAD_VARS
+from emergence_lab.run.worker import THREAD_VARS, thread_share
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -29,7 +29,7 @@ register_configs()
 # among its own workers.
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if XDIST_WORKERS > 1:
-    _share = max(1, (os.cpu_count() or 1) // XDIST_WORKERS)
+    _share = thread_share(XDIST_WORKERS)
     torch.set_num_threads(_share)
     for _var in THREAD_VARS:
         os.environ.setdefault(_var, str(_share))

@@ -1,3 +1,6 @@
+import sqlite3
+import time
+
 import pytest
 
 from emergence_lab.store import connection, ledger, records, sweeps
@@ -56,9 +59,6 @@ def test_a_reader_in_a_transaction_does_not_hold_up_a_run_closing(store):
     UI, a report) never makes a run's closing wait, and sees the store as it was when its read
     began. In SQLite's default journal the close would wait for the reader (busy timeout, 20 s,
     then retries)."""
-    import sqlite3
-    import time
-
     with records.Run(store, "exp", "r", {}) as run:
         run.log_metrics({"a/b": 1.0}, step=0)
     path = store[len("sqlite:///"):]

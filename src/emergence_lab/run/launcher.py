@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -36,7 +37,7 @@ from emergence_lab import procs
 from emergence_lab.run import progress
 from emergence_lab.run.display import StatusDisplay
 from emergence_lab.run.jobs import JOBS_FILE, PARENT_FILE, command_line
-from emergence_lab.run.worker import worker_context, worker_main
+from emergence_lab.run.worker import thread_share, worker_context, worker_main
 from emergence_lab.store import records, sweeps
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ log = logging.getLogger(__name__)
 class _Worker:
     """A worker process, its end of the pipe and the job it runs (None: idle)."""
 
-    def __init__(self, setup: bytes, threads: int) -> None:
-        ctx = worker_context(threads)
+    def __init__(self, ctx: multiprocessing.context.BaseContext, setup: bytes, threads: int) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_main, args=(child,), name="emergence-lab-worker")
         self.proc.start()
@@ -103,7 +103,8 @@ class Pool:
                  job_overrides: list[list[str]]) -> None:
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
         # the cores shared among the workers, as joblib's loky workers share them
-        self.threads = max(1, (os.cpu_count() or 1) // min(n_jobs, len(job_overrides)))
+        self.threads = thread_share(min(n_jobs, len(job_overrides)))
+        self.ctx = worker_context(self.threads)  # the fork server starts once, for every worker
         self.status, self.job_overrides = status, job_overrides
         self.returns: list[JobReturn | None] = [None] * len(job_overrides)
         self.pending = collections.deque(range(len(job_overrides)))
@@ -141,7 +142,7 @@ class Pool:
 
     def _new_worker(self) -> _Worker:
         self.workers = [w for w in self.workers if w.proc.is_alive()]
-        worker = _Worker(self.setup, self.threads)
+        worker = _Worker(self.ctx, self.setup, self.threads)
         self.workers.append(worker)
         return worker
 

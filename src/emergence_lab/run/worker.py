@@ -27,6 +27,12 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PRELOAD = ["__main__", "torch", "torch._dynamo", "emergence_lab.run.pipeline"]
 
 
+def thread_share(workers: int) -> int:
+    """The threads each of `workers` processes sharing this machine's cores takes (as joblib's
+    loky workers share them)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def worker_context(threads: int) -> multiprocessing.context.BaseContext:
     """Workers are forked from a fork server that has imported PRELOAD (never from this
     process, which holds threads and store connections); spawned where there is none. The

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # mlflow is imported where a store is used: a config error ne
     from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 # The layout of what this code writes; older experiments are brought up to it by
@@ -96,7 +97,7 @@ def _write_ahead_log(path: Path) -> None:
     finally:
         con.close()
     if mode != "wal":
-        logging.getLogger(__name__).warning(
+        log.warning(
             "the store %s stays in journal mode %s (write-ahead log not enabled)", path, mode)
 
 
