@@ -53,3 +53,30 @@ def test_a_config_error_is_reported_without_importing_mlflow(tmp_path):
                 if line.startswith("import time:")]
     assert "torch" in imported  # the check itself is real: imports are listed
     assert not [m for m in imported if m.split(".")[0] == "mlflow"]
+
+
+def test_a_stop_signal_during_a_store_call_is_raised_when_the_call_returns():
+    """Raised inside SQLAlchemy, KeyboardInterrupt could leave a pooled connection holding
+    SQLite's lock; a stop that comes during a store call surfaces right after it instead."""
+    import signal
+
+    from emergence_lab import procs
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    procs.stop_requested.clear()
+    procs.stop_on_signals()
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with procs.store_call():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs between these bytecodes
+                    sum(range(100))
+                finished.append(True)
+        assert finished == [True]  # the call ran to its end
+        with procs.store_call():  # later calls are not interrupted again
+            pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        procs.stop_requested.clear()

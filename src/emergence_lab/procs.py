@@ -7,10 +7,12 @@ had been sent SIGTERM, so its run ends KILLED and can be resumed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,45 @@ stop_requested = threading.Event()
 stopped_run_closed = threading.Event()  # ... and the run it was training has been closed
 
 
+_store_calls = 0  # the main thread's store calls in progress (see store_call)
+_deferred: list[str] = []  # a stop that came during one, raised when it returns
+
+
+@contextlib.contextmanager
+def store_call() -> Iterator[None]:
+    """A call into the store that a stop signal must not cut in half. Raised inside SQLAlchemy,
+    KeyboardInterrupt can leave a pooled connection in an open transaction that holds SQLite's
+    lock for as long as the process lives: the run's own closing, and the launcher's, then wait
+    on it (seen: a sweep given SIGTERM that did not return in 60 s). The stop is raised when the
+    call returns instead. Other threads' calls are not counted (the signal goes to the main one)."""
+    global _store_calls
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _store_calls += 1
+    try:
+        yield
+    finally:
+        _store_calls -= 1
+        if _store_calls == 0 and _deferred:
+            raise KeyboardInterrupt(_deferred.pop())  # as if it came just after the call
+
+
 def stop_on_signals() -> None:
     """SIGINT and SIGTERM stop this process's job: the first raises KeyboardInterrupt (its run
-    ends KILLED, resumable); later ones are ignored while the run is being closed (Ctrl-C in a
-    terminal reaches a worker twice: itself, and forwarded by its launcher). Main thread only."""
+    ends KILLED, resumable), at once or, during a store call, when that returns; later ones are
+    ignored while the run is being closed (Ctrl-C in a terminal reaches a worker twice: itself,
+    and forwarded by its launcher). Main thread only."""
 
     def interrupt(signum: int, frame: Any) -> None:
         if stop_requested.is_set():
             return
         stop_requested.set()
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        reason = f"signal {signal.Signals(signum).name}"
+        if _store_calls:
+            _deferred.append(reason)
+            return
+        raise KeyboardInterrupt(reason)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)

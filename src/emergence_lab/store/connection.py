@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, TypeVar
 # Artifact downloads here are small JSON files: no progress bar in the report's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from emergence_lab.procs import store_call  # noqa: E402
+
 if TYPE_CHECKING:  # mlflow is imported where a store is used: a config error needs none of it
     from mlflow.tracking import MlflowClient
 
@@ -58,7 +60,8 @@ def retry(fn: Callable[[], T], attempts: int = 8) -> T:
     as sqlalchemy's OperationalError while a store object checks its schema)."""
     for i in range(attempts):
         try:
-            return fn()
+            with store_call():  # a stop signal waits for the call to return
+                return fn()
         except Exception as exc:
             if "locked" not in str(exc).lower() or i == attempts - 1:
                 raise
