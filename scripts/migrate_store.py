@@ -11,8 +11,8 @@ store version. A second run changes nothing.
 """
 
 import argparse
-import sys
 
+from emergence_lab import procs
 from emergence_lab.registry import load_plugins
 from emergence_lab.run.migrate import apply, plan_migration
 
@@ -36,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    procs.run_and_exit(main)

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from emergence_lab import procs
 from emergence_lab.errors import one_line
 from emergence_lab.measure.setting import Setting
 from emergence_lab.registry import load_plugins
@@ -91,4 +92,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    procs.run_and_exit(main)

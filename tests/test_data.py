@@ -1,6 +1,7 @@
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,27 @@ def test_digits_split_is_fixed_and_disjoint():
     assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
     other = data.load_dataset(SimpleNamespace(name="digits", split_seed=1, test_fraction=0.2))
     assert not torch.equal(a.x_test, other.x_test) and a.digest != other.digest
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The file is read directly (importing scikit-learn costs every worker a second), and
+    the arrays are load_digits' own, so the data's digest, and every run's identity, stay."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from emergence_lab.data.digits import read_digits
+
+    images, labels = read_digits()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(labels, ref.target)
+    assert images.dtype == ref.images.dtype and labels.dtype == ref.target.dtype
+    code = ("import sys; from emergence_lab import data; from types import SimpleNamespace as N;"
+            "data.load_dataset(N(name='digits', split_seed=0, test_fraction=0.2));"
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_probe_is_a_fixed_seeded_subset_of_the_training_set():

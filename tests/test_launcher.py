@@ -80,3 +80,81 @@ def test_a_stop_signal_during_a_store_call_is_raised_when_the_call_returns():
         for s, h in old.items():
             signal.signal(s, h)
         procs.stop_requested.clear()
+
+
+def _python(code, cwd=None):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+TEARDOWN = """
+import atexit, sys, threading, time
+class Late:
+    def __del__(self):
+        print("teardown", flush=True)
+kept = Late()  # freed only by the interpreter's teardown
+atexit.register(lambda: print("atexit", flush=True))
+"""
+
+
+def test_a_command_line_ends_with_its_code_its_exit_handlers_and_no_teardown():
+    """procs.run_and_exit (scripts/*.py): what the interpreter's exit does that a caller can
+    see (threads waited for, atexit handlers, flushed output, the exit code), less the teardown
+    that costs a torch-holding process seconds."""
+    code = TEARDOWN + """
+from emergence_lab import procs
+def main():
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread", end=" "))).start()
+    print("out", end=" ")  # left in the buffer
+    return 3
+procs.run_and_exit(main)
+"""
+    proc = _python(code)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.split() == ["out", "thread", "atexit"]  # and no "teardown"
+    for raised, rc, err in (("SystemExit(4)", 4, ""), ("SystemExit('no such store')", 1, "no such store"),
+                            ("SystemExit(None)", 0, "")):
+        proc = _python(TEARDOWN + f"from emergence_lab import procs\n"
+                                  f"def main():\n    raise {raised}\nprocs.run_and_exit(main)\n")
+        assert (proc.returncode, proc.stdout.split(), proc.stderr.strip()) == (rc, ["atexit"], err)
+    proc = _python(TEARDOWN + "print('plain')")  # the check can fail: a plain exit tears down
+    assert proc.stdout.split() == ["plain", "atexit", "teardown"]
+
+
+def test_the_fork_server_leaves_without_the_interpreters_teardown():
+    """Imported in the server only (PRELOAD's last): its exit, once the launcher is gone, skips
+    the teardown that kept a caller reading the launcher's output waiting."""
+    assert PRELOAD[-1] == "emergence_lab.run.forkserver_exit"
+    proc = _python(TEARDOWN + "import emergence_lab.run.forkserver_exit\nraise SystemExit")
+    assert (proc.returncode, proc.stdout.split()) == (0, [])  # not even the earlier handlers
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork server on this platform (workers are spawned)")
+def test_the_fork_server_starts_early_for_this_launcher_only_and_can_be_stopped():
+    """The sweep callback starts the local launcher's fork server before its own checks (its
+    imports overlap them), and stops it when no job will run (every cell finished, a bad cell)."""
+    code = """
+import os
+from multiprocessing import forkserver
+from omegaconf import OmegaConf
+from hydra_plugins.emergence_lab_launcher.processes import ProcessLauncherConf
+from emergence_lab.run.worker import start_server, stop_server
+def server():
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    try:
+        return pid is not None and os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+start_server(OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher"
+                                           ".JoblibLauncher", "n_jobs": 2}), 4)
+print(server())
+start_server(OmegaConf.create({"_target_": ProcessLauncherConf._target_, "n_jobs": 2}), 4)
+print(server())
+stop_server()
+print(server())
+"""
+    proc = _python(code)
+    assert proc.stdout.split() == ["False", "True", "False"], proc.stderr[-2000:]

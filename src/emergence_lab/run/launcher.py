@@ -37,7 +37,7 @@ from emergence_lab import procs
 from emergence_lab.run import progress
 from emergence_lab.run.display import StatusDisplay
 from emergence_lab.run.jobs import JOBS_FILE, PARENT_FILE, command_line
-from emergence_lab.run.worker import thread_share, worker_context, worker_main
+from emergence_lab.run.worker import worker_context, worker_main, worker_threads
 from emergence_lab.store import records, sweeps
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,9 @@ class Pool:
     def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: progress.SweepStatus,
                  job_overrides: list[list[str]]) -> None:
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
-        # the cores shared among the workers, as joblib's loky workers share them
-        self.threads = thread_share(min(n_jobs, len(job_overrides)))
-        self.ctx = worker_context(self.threads)  # the fork server starts once, for every worker
+        self.threads = worker_threads(n_jobs, len(job_overrides))
+        # the fork server starts once, for every worker (or has, in start_server)
+        self.ctx = worker_context(self.threads)
         self.status, self.job_overrides = status, job_overrides
         self.returns: list[JobReturn | None] = [None] * len(job_overrides)
         self.pending = collections.deque(range(len(job_overrides)))

@@ -45,6 +45,7 @@ from emergence_lab.run.jobs import (
 )
 from emergence_lab.run.preflight import preflight
 from emergence_lab.run.progress import clock
+from emergence_lab.run.worker import start_server, stop_server
 from emergence_lab.store import artifacts, connection, ledger, sweeps
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class SweepCallback(Callback):
         try:
             self._start(config)
         except Exception as exc:
+            stop_server()
             fail(f"Sweep not started: {exc if isinstance(exc, ValueError) else one_line(exc)}")
 
     def _start(self, config: DictConfig) -> None:
@@ -93,6 +95,8 @@ class SweepCallback(Callback):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher)
         connection.check_reachable(first.uri)
+        if self.grid:  # its imports go on meanwhile
+            start_server(config.hydra.launcher, len(composed))
         self.jobs = [{"overrides": sorted(o), "config_hash": config_hash(j),
                       "epochs": j.trainer.epochs}
                      for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
@@ -132,6 +136,7 @@ class SweepCallback(Callback):
             sweeps.record_launch(first.uri, self.run_id, done, 0, done, 0, self._took())
             sweeps.end_sweep(first.uri, self.run_id, "FINISHED")
             self.run_id = None
+            stop_server()
             print(f"{done} of {done} cells already finished (force=true reruns them): the report "
                   f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
                   flush=True)

@@ -8,6 +8,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # What every worker imports: started once in the fork server, so that a worker starts in a
 # fraction of a second instead of importing torch, MLflow and Hydra again (seconds of CPU each).
 # torch._dynamo: the optimizer's first step imports it. No CUDA is initialised by importing.
-PRELOAD = ["__main__", "torch", "torch._dynamo", "emergence_lab.run.pipeline"]
+# The server alone imports forkserver_exit: it exits without the interpreter's teardown.
+PRELOAD = ["__main__", "torch", "torch._dynamo", "emergence_lab.run.pipeline",
+           "emergence_lab.run.forkserver_exit"]
 
 
 def thread_share(workers: int) -> int:
@@ -54,6 +57,34 @@ def worker_context(threads: int) -> multiprocessing.context.BaseContext:
             else:
                 os.environ[var] = value
     return ctx
+
+
+def worker_threads(n_jobs: int, jobs: int) -> int:
+    """Each worker's threads, for `jobs` jobs on n_jobs workers (-1: one per CPU)."""
+    return thread_share(min(n_jobs if n_jobs > 0 else os.cpu_count() or 1, jobs))
+
+
+def start_server(launcher_config: Any, jobs: int) -> None:
+    """For a sweep of `jobs` jobs on this launcher (hydra/launcher=local): start its workers'
+    fork server now, while the sweep's checks and its store's set-up go on in this process, so
+    that its imports (seconds) no longer hold up the first job. Other launchers: nothing."""
+    from hydra_plugins.emergence_lab_launcher.processes import ProcessLauncherConf
+
+    if launcher_config.get("_target_") == ProcessLauncherConf._target_ and jobs:
+        worker_context(worker_threads(int(launcher_config.get("n_jobs", 1)), jobs))
+
+
+def stop_server() -> None:
+    """Stop this process's fork server, if it started one (a sweep that ends before any job,
+    on a bad cell or with every cell finished): mid-import, it would go on for seconds holding
+    this process's output open."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
