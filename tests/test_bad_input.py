@@ -1,13 +1,17 @@
 """Bad input fails before any run starts, with a message that names it, and the store is left
-as it was. Each case runs the real command line against a store that already holds a run."""
+as it was. Each case runs scripts/train.py against a store that already holds a run: the
+single-run cases as plain command lines, the sweep cases each in its own process forked after
+the script's imports (tests/fixtures/forked_cli.py)."""
 
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,29 +116,53 @@ def workdir(tmp_path_factory):
     return d
 
 
-def run_case(workdir, case, mode):
-    """(return code, output, seconds) of the command line with one case's overrides."""
-    started = time.monotonic()
+def case_args(case, mode):
+    """The command line's arguments for one case."""
     base = [a for a in BASE if a != "-m" or mode == "sweep"]
     if any(o.startswith("model=") for o in CASES[case][0]):  # another model: not the MLP's widths
         base = [a for a in base if not a.startswith("model.hidden")]
+    return [*base, "tracking.uri=sqlite:///x.db", *CASES[case][0]]
+
+
+def run_case(workdir, case, mode):
+    """(return code, output, seconds) of `python scripts/train.py` with one case's overrides."""
+    started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *base, "tracking.uri=sqlite:///x.db",
-         *CASES[case][0]], cwd=workdir, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *case_args(case, mode)], cwd=workdir,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     return proc.returncode, proc.stderr + proc.stdout, time.monotonic() - started
+
+
+def forked_cases(workdir, outdir, runs):
+    """The same for many cases, each run as scripts/train.py's own process forked after its
+    imports (tests/fixtures/forked_cli.py): the interpreter's start and torch's import, most of
+    a failing command line's CPU, are paid once."""
+    jobs = [{"args": case_args(case, mode), "cwd": str(workdir), "env": {"HYDRA_FULL_ERROR": "0"},
+             "out": str(outdir / f"{i}.txt")} for i, (case, mode) in enumerate(runs)]
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fixtures" / "forked_cli.py"),
+                           str(ROOT / "scripts" / "train.py"), "3"], input=json.dumps(jobs),
+                          capture_output=True, text=True, timeout=600, cwd=outdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [(r["code"], Path(j["out"]).read_text(), r["seconds"])
+            for r, j in zip(json.loads(proc.stdout), jobs, strict=True)]
 
 
 RUNS = [(c, "sweep") for c in CASES] + [(c, "single run") for c in SINGLE_RUN]
 
 
 @pytest.fixture(scope="module")
-def results(workdir):
-    """Every case's outcome, the cases run three at a time (each is mostly start-up), and the
-    store's digest before and after all of them."""
+def results(workdir, tmp_path_factory):
+    """Every case's outcome and the store's digest before and after all of them. The sweep
+    cases run forked three at a time (each is mostly start-up); the single-run ones as plain
+    command lines, meanwhile."""
     before = digest(workdir / "x.db")
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        outcomes = dict(zip(RUNS, pool.map(lambda r: run_case(workdir, *r), RUNS), strict=True))
+    sweep = [r for r in RUNS if r[1] == "sweep"]
+    single = [r for r in RUNS if r[1] != "sweep"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        plain = pool.map(lambda r: run_case(workdir, *r), single)
+        outcomes = dict(zip(sweep, forked_cases(workdir, tmp_path_factory.mktemp("out"), sweep),
+                            strict=True))
+        outcomes.update(zip(single, plain, strict=True))
     return outcomes, before, digest(workdir / "x.db")
 
 
