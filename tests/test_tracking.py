@@ -15,6 +15,47 @@ def test_relative_sqlite_uri_is_resolved_and_its_folder_created(tmp_path, monkey
     assert connection.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+def _schema(path):
+    """An SQLite store's schema: its tables and indexes (a table's clauses as a set: MLflow's
+    own migrations order its constraints differently from one process to the next), schema
+    version and experiments."""
+    with sqlite3.connect(path) as db:
+        objects = sorted((kind, name, frozenset(line.strip().rstrip(",") for line in sql.splitlines())
+                          if sql else None)
+                         for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master"))
+        version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        experiments = db.execute("SELECT experiment_id, name, artifact_location FROM experiments"
+                                 ).fetchall()
+    return objects, version, experiments
+
+
+def test_a_new_store_is_a_copy_of_the_empty_schema_and_the_same_as_one_migrated(
+        tmp_path, monkeypatch):
+    """A new embedded store copies an empty schema made once per MLflow version instead of
+    running MLflow's migrations (1.6 s of CPU each): the same tables, indexes, schema version
+    and Default experiment (its artifact folder this store's own) as a store MLflow made."""
+    from mlflow.store.db import utils
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    template = connection.schema_template()
+    assert template.parent == tmp_path / "cache" / "emergence-lab" and not template.exists()
+    migrated = tmp_path / "migrated" / "x.db"
+    with monkeypatch.context() as m:  # no template can be made here: MLflow makes the store
+        m.setenv("XDG_CACHE_HOME", "/proc/emergence-lab-cache")
+        connection.get_client(f"sqlite:///{migrated}")
+    assert not template.exists()
+    first = tmp_path / "first" / "x.db"
+    connection.get_client(f"sqlite:///{first}")  # makes the template, then copies it
+    assert template.is_file()
+    monkeypatch.setattr(utils, "_upgrade_db", lambda engine: pytest.fail("migrations ran"))
+    second = tmp_path / "second" / "x.db"
+    connection.get_client(f"sqlite:///{second}")  # a copy: no migration runs
+    assert _schema(first) == _schema(second) == _schema(migrated)
+    assert _schema(second)[2] == [(0, "Default", str(tmp_path / "mlruns" / "0"))]
+    assert not list(tmp_path.glob("**/*.partial"))
+
+
 @pytest.mark.parametrize("exc, status", [(RuntimeError("boom"), "FAILED"),
                                          (KeyboardInterrupt(), "KILLED")])
 def test_run_status_on_exception(store, exc, status):
