@@ -153,8 +153,11 @@ start_server(OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.
 print(server())
 start_server(OmegaConf.create({"_target_": ProcessLauncherConf._target_, "n_jobs": 2}), 4)
 print(server())
+pid = forkserver._forkserver._forkserver_pid
 stop_server()
 print(server())
+stop_server()  # again: nothing left to stop
+print(os.path.exists(f"/proc/{pid}"))
 """
     proc = _python(code)
-    assert proc.stdout.split() == ["False", "True", "False"], proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "True", "False", "False"], proc.stderr[-2000:]

@@ -78,8 +78,10 @@ class SweepCallback(Callback):
         # SystemExit passes through it, so a bad sweep stops here, before any run exists.
         try:
             self._start(config)
-        except Exception as exc:
-            stop_server()
+        except BaseException as exc:
+            stop_server()  # no job will run
+            if not isinstance(exc, Exception):
+                raise
             fail(f"Sweep not started: {exc if isinstance(exc, ValueError) else one_line(exc)}")
 
     def _start(self, config: DictConfig) -> None:
@@ -136,7 +138,6 @@ class SweepCallback(Callback):
             sweeps.record_launch(first.uri, self.run_id, done, 0, done, 0, self._took())
             sweeps.end_sweep(first.uri, self.run_id, "FINISHED")
             self.run_id = None
-            stop_server()
             print(f"{done} of {done} cells already finished (force=true reruns them): the report "
                   f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
                   flush=True)

@@ -80,11 +80,14 @@ def stop_server() -> None:
     this process's output open."""
     from multiprocessing import forkserver
 
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if pid:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):  # reaps it and forgets it (its pid, socket, pipe)
+        server._stop()
 
 
 def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
