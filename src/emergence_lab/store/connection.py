@@ -77,12 +77,12 @@ def _schema_ready(uri: str) -> None:
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
-    store = local_store_dir(uri)
-    with FileLock(str(store / ".schema.lock")):
-        _from_template(Path(uri[len("sqlite:///"):]))
+    path = Path(uri[len("sqlite:///"):])
+    with FileLock(str(path.parent / ".schema.lock")):
+        _from_template(path)
         # another process writing (a sweep beside this one) can hold the lock for a moment
         retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
-        _write_ahead_log(Path(uri[len("sqlite:///"):]))
+        _write_ahead_log(path)
 
 
 def schema_template() -> Path:
