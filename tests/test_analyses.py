@@ -75,6 +75,7 @@ def test_sensitivity_recomputes_the_E_claims_at_each_threshold():
             per_run.append({"run_id": rid, "group": "g", "seed": seed, "level": level,
                             "strategy": "control" if level == 0 else "magnitude",
                             "label": "control" if level == 0 else "50%", "prune_epoch": 1,
+                            "final_from": 1,
                             "final_acc": 0.8, "epochs_to_common_target": 2.0})
             # at theta 0.1 pruning lowers E by about half; at theta 0 it raises it
             low = [10, 10, 5 + seed * 0.1, 5] if level else [10, 10, 10 + seed * 0.3, 10]
@@ -88,9 +89,8 @@ def test_sensitivity_recomputes_the_E_claims_at_each_threshold():
     lowers = t[t.claim == "lowers_E"].set_index("setting")
     assert lowers.loc["mean θ=0.1", "verdict"] == "supported"
     assert lowers.loc["mean θ=0", "verdict"] == "contradicted"
-    # the geometric mean of (E + 1) / (E_control + 1) over epochs 2 and 3, per seed, then over
-    # seeds on the log scale, as % change
-    logs = [(math.log(6 + s * 0.1) - math.log(11 + s * 0.3) + math.log(6) - math.log(11)) / 2
-            for s in range(3)]
+    # the ratio of E summed over epochs 2 and 3 (+1), pruned over control, per seed, then the
+    # mean over seeds on the log scale, as % change
+    logs = [math.log(5 + s * 0.1 + 5 + 1) - math.log(10 + s * 0.3 + 10 + 1) for s in range(3)]
     assert lowers.loc["mean θ=0.1", "mean"] == pytest.approx(100 * math.expm1(sum(logs) / 3))
     assert not math.isnan(lowers.loc["mean θ=0", "ci_low"])

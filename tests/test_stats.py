@@ -95,10 +95,12 @@ def test_claims_pair_by_seed_and_test_across_levels_on_seed_means():
                          "final_acc": 0.80 + 0.01 * seed - cost - 0.001 * seed ** 2,
                          "epochs_to_99pct_final": 5.0, "prune_epoch": 1,
                          "order": (True, "magnitude", level)})
-    per_run = pd.DataFrame(rows)
-    hist = pd.DataFrame(columns=["run_id", "key", "step", "value"])
+    per_run = pd.DataFrame(rows).assign(final_from=1)
+    # the test accuracy ends at final_acc (the mean of its last epochs is that value)
+    hist = pd.DataFrame([(r.run_id, "test/acc", step, r.final_acc) for r in per_run.itertuples()
+                         for step in range(1, 14)], columns=["run_id", "key", "step", "value"])
     t = verdicts.claim_tests(per_run, hist, which=["costs_accuracy"]).set_index("scope")
-    assert list(t.n) == [3, 3, 3]
+    assert list(t.n) == [3, 3, 3]  # (two levels: no dose-response row)
     # across levels: seed s loses (2 + 4) / 2 + 0.1 s^2 points
     expected = stats.paired_test([-3.0, -3.1, -3.4])
     assert t.loc["all levels", "mean"] == pytest.approx(expected.mean)

@@ -124,7 +124,7 @@ def test_relative_e_explained_says_when_the_rise_is_the_parameter_count(tmp_path
                                                    * (1 + rel["parameters %"] / 100))
     assert rel["parameters %"] == pytest.approx(-50, abs=1)
     text = (out / "report.md").read_text()
-    assert "Here: the rise in relative E is the parameter count's" in text
+    assert "the rise in relative E is the parameter count's" in text  # beside its table
 
 
 def test_a_control_only_sweep_says_nothing_was_pruned(tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report import tidy, verdicts
+from emergence_lab.report import decompose, tidy, verdicts
 from emergence_lab.report.analyses import (
     calibration,
     stopping_comparison,
@@ -161,4 +161,4 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
                   calibration(per_run), stop_rule, ui, setting.describe(),
                   tidy.to_table(per_run, stored),
-                  verdicts.relative_e_explained(per_run, stored, _countings(setting)))
+                  decompose.relative_e_explained(per_run, stored, _countings(setting)))

@@ -40,6 +40,7 @@ class Paired:
     ci_high: float = math.nan
     p: float = math.nan
     sd: float = math.nan
+    censored: float = math.nan  # target times censored (time-to-event claims), else NaN
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -92,6 +92,19 @@ def _last(series: pd.Series) -> float:
     return float(series.iloc[-1]) if len(series) else math.nan
 
 
+def design_axes(run: pd.Series) -> dict[str, float]:
+    """The design axes some claims compare along (claims/designs.py): the emergence-promoting
+    initialization's α (1 for the standard initialization) and whether the network was
+    pretrained; a tidy table's runs carry them as columns (init_alpha, pretrained)."""
+    if "init_alpha" in run or "pretrained" in run:
+        return {"init_alpha": float(run.get("init_alpha", 1.0)),
+                "pretrained": float(run.get("pretrained", 0.0))}
+    emergence = str(run.get("init.name", "standard")) == "emergence"
+    alpha = pd.to_numeric(run.get("init.alpha", 1.0), errors="coerce") if emergence else 1.0
+    epochs = pd.to_numeric(run.get("pretrain.epochs", 0), errors="coerce")
+    return {"init_alpha": float(alpha), "pretrained": float(bool(epochs and epochs > 0))}
+
+
 def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False) -> pd.DataFrame:
     """One row per FINISHED run: its labels and run_stats, plus paired comparisons. `labelled`:
     the runs already carry group, base_group, level, strategy, seed, prune_epoch, final_from
@@ -110,7 +123,7 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False
              "experiment_id": r.get("experiment_id"), "level": r.level,
              "strategy": r.strategy, "seed": r.seed, "prune_epoch": r.prune_epoch, "final_from": r.final_from,
              "dataset": r.get("dataset.name"), "model": r.get("model.name"),
-             "paper_protocol": paper_protocol(r), **run_stats(r, hist)}
+             "paper_protocol": paper_protocol(r), **design_axes(r), **run_stats(r, hist)}
             for _, r in done.iterrows()]
     table = pd.DataFrame(rows)
     if table.empty:

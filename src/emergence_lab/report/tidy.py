@@ -14,7 +14,9 @@ Columns (more are allowed):
 | n_params | surviving parameters at that epoch |
 | E, relative_E | emergence in the default setting, and E / n_params |
 
-Optional: `group` (default: one group), `val_acc`, and any numeric column (E under another
+Optional: `group` (default: one group), `val_acc`, `train_loss`, the design axes `init_alpha`
+(the emergence-promoting initialization's α, 1 for the standard one) and `pretrained` (1 or 0),
+and any numeric column (E under another
 setting, named as its metric key, e.g. `emergence/E/dormant/0.1/edges`). A report writes it as
 `epochs.csv`; `scripts/report.py --from-table FILE.csv` builds the whole report from one, with
 no MLflow store. Pure functions on pandas; reading and writing files is the caller's.
@@ -31,8 +33,10 @@ from emergence_lab.measure import keys as mk
 REQUIRED = ("run_id", "seed", "strategy", "amount", "prune_epoch", "epoch", "train_acc",
             "test_acc", "n_params", "E", "relative_E")
 METRICS = {"train_acc": mk.TRAIN_ACC, "test_acc": mk.TEST_ACC, "n_params": mk.PARAMS,
-           "E": mk.E, "relative_E": mk.RELATIVE, "val_acc": mk.VAL_ACC}
-LABELS = ("run_id", "seed", "strategy", "amount", "prune_epoch", "epoch", "group")
+           "E": mk.E, "relative_E": mk.RELATIVE, "val_acc": mk.VAL_ACC,
+           "train_loss": mk.TRAIN_LOSS}
+AXES = {"init_alpha": 1.0, "pretrained": 0.0}  # per-run design axes and their defaults
+LABELS = ("run_id", "seed", "strategy", "amount", "prune_epoch", "epoch", "group", *AXES)
 CONTROL = "none"  # the table's strategy of a control; the report's is "control"
 
 
@@ -45,17 +49,19 @@ def to_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     columns, the group, and every other E setting the runs logged."""
     extra = sorted(k for k in hist.key.unique() if k not in (mk.E, mk.RELATIVE) and k.startswith(
         (mk.E, mk.RELATIVE, "sparsity/")))  # other settings, the θ grid, the baselines
-    wanted = [mk.TRAIN_ACC, mk.TEST_ACC, mk.PARAMS, mk.E, mk.RELATIVE, mk.VAL_ACC, *extra]
+    wanted = [mk.TRAIN_ACC, mk.TEST_ACC, mk.PARAMS, mk.E, mk.RELATIVE, mk.VAL_ACC, mk.TRAIN_LOSS,
+              *extra]
     h = hist[hist.key.isin(wanted) & hist.run_id.isin(per_run.run_id) & (hist.step >= 1)]
     wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value",
                          aggfunc="last").reset_index().rename(columns={"step": "epoch"})
     wide = wide.rename(columns={v: k for k, v in METRICS.items()})
-    labels = per_run[["run_id", "seed", "strategy", "level", "prune_epoch", "group"]].rename(
+    axes = [a for a in AXES if a in per_run and per_run[a].nunique() > 1]  # only where they vary
+    labels = per_run[["run_id", "seed", "strategy", "level", "prune_epoch", "group", *axes]].rename(
         columns={"level": "amount"})
     labels = labels.assign(strategy=[CONTROL if lv == 0 else st for st, lv in
                                      zip(labels.strategy, labels.amount, strict=True)])
     out = labels.merge(wide, on="run_id")
-    front = [c for c in (*REQUIRED, "group", "val_acc") if c in out]
+    front = [c for c in (*REQUIRED, "group", *AXES, "val_acc") if c in out]
     return out[front + [c for c in out.columns if c not in front]].sort_values(
         ["group", "run_id", "epoch"]).reset_index(drop=True)
 
@@ -99,7 +105,9 @@ def from_table(table: pd.DataFrame, source: str = "the table"
         "base_group": first.group.to_numpy(), "level": first.amount.astype(float).to_numpy(),
         "strategy": strategy, "seed": first.seed.astype(int).to_numpy(),
         "prune_epoch": first.prune_epoch.astype(int).to_numpy(),
-        "final_from": first.prune_epoch.astype(int).to_numpy(), "lr_after": math.nan})
+        "final_from": first.prune_epoch.astype(int).to_numpy(), "lr_after": math.nan,
+        **{a: first[a].fillna(d).astype(float).to_numpy() if a in first else d
+           for a, d in AXES.items()}})
     controls = {(g, s) for g, s, lv in zip(runs.group, runs.seed, runs.level, strict=True)
                 if lv == 0}
     unpaired = [f"{r.run_id} (group {r.group}, seed {r.seed}): no control (amount 0) of its "

@@ -15,15 +15,17 @@ import pandas as pd
 from emergence_lab.measure import keys as mk
 from emergence_lab.report import stats
 from emergence_lab.report.claims import (  # noqa: F401 - the claims' measures, re-exported
+    ALL_LEVELS,
+    ALL_RUNS,
     CLAIMS,
-    E_CLAIMS,
     HOLM_FAMILY,
-    log_ratio_after_prune,
+    TREND,
     near_zero_epoch,
     never_near_zero,
     plateau_effects,
     vs_control,
 )
+from emergence_lab.report.claims.designs import families
 
 SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
                  mk.dormant_frac(0.025), mk.dormant_frac(0.1))
@@ -31,9 +33,10 @@ SPARSITY_KEYS = (mk.DEAD_FRAC, mk.ZERO_FRAC, mk.dormant_frac(0),
 
 def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
                      controls: Sequence[str] = ()) -> pd.Series:
-    """Each run's (partial) Spearman correlation of a metric at an epoch with the test accuracy
+    """Each run's partial Spearman correlation of a metric at an epoch with the test accuracy
     still to come, over its epochs after pruning (the last epoch has nothing to come), the
-    controls' ranks partialled out."""
+    ranks of the epoch and of the controls partialled out: within a run both fall with the
+    epoch, so a signal that is only the epoch number says nothing here (NaN)."""
     wide = hist[hist.key.isin([key, mk.TEST_ACC, *controls])].pivot_table(
         index=["run_id", "step"], columns="key", values="value")
     out = {}
@@ -44,9 +47,9 @@ def run_correlations(per_run: pd.DataFrame, hist: pd.DataFrame, key: str = mk.E,
         to_come = w[mk.TEST_ACC].iloc[-1] - w[mk.TEST_ACC] if len(w) else w[mk.TEST_ACC]
         sel = (w.index > max(pe, 0)) & (w.index < w.index.max())
         w, to_come = w[sel], to_come[sel]
-        if len(w) < 3 + len(controls):
+        if len(w) < 4 + len(controls):
             continue
-        ctrl = w[list(controls)] if controls else None
+        ctrl = w[list(controls)].assign(epoch=w.index.to_numpy())
         out[rid] = stats.partial_spearman(w[key], to_come, ctrl)
     return per_run.run_id.map(out).astype(float)
 
@@ -66,38 +69,42 @@ def _correct(table: pd.DataFrame, directions: Sequence[int]) -> None:
                         zip(table["mean"], table.p_holm, directions, strict=True)]
 
 
-def _row(group: str, claim: str, strategy: str, scope: str, test: stats.Paired) -> dict:
+def _row(group: str, claim: str, item: tuple) -> dict:
+    strategy, scope, test, *unit = item
+    claim_unit = CLAIMS[claim].unit + (" per 10 % pruned" if scope == TREND else "")
     return {"group": group, "claim": claim, "strategy": strategy, "scope": scope,
-            "unit": CLAIMS[claim].unit, **test.as_dict()}
+            "unit": unit[0] if unit else claim_unit, **test.as_dict()}
+
+
+def _rows(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str, rel_key: str,
+          which: Sequence[str]) -> list[dict]:
+    """Each claim's tests: within each group, or (a claim with an axis) within each family of
+    groups that differ only in that axis."""
+    rows = []
+    for name in which:
+        claim = CLAIMS[name]
+        split = per_run.group if claim.axis is None else families(per_run, claim.axis)
+        if claim.axis is not None and (claim.axis not in per_run
+                                       or per_run[claim.axis].nunique() < 2):
+            continue  # nothing varies along its axis: the claim has no data here
+        for group, g in per_run.groupby(split, sort=True):
+            rows += [_row(group, name, item) for item in claim.rows(g, hist, e_key, rel_key)]
+    return rows
 
 
 def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
                 rel_key: str = mk.RELATIVE, which: Sequence[str] = tuple(CLAIMS.names())
                 ) -> pd.DataFrame:
     """One row per (group, claim, strategy, scope): scope is a pruning level (its paired test
-    over seeds) or "all levels" (the paired test of each seed's mean effect over the levels).
-    Holm's correction runs over every test of a group; then the verdict, and for an
-    inconclusive test the seeds that would detect its effect at 80 % power."""
-    rows = []
-    for group, g in per_run.groupby("group", sort=True):
-        pruned = g[g.level > 0]
-        for name in which:
-            claim = CLAIMS[name]
-            effect = claim.measure(g, hist, e_key, rel_key)
-            if not claim.per_level:
-                rows.append(_row(group, name, "", "all runs",
-                                 stats.paired_test(_by_seed(g, effect))))
-                continue
-            for strategy, s in pruned.groupby("strategy", sort=True):
-                for label, cell in s.groupby("label", sort=False):
-                    rows.append(_row(group, name, strategy, label,
-                                     stats.paired_test(effect[cell.index])))
-                if s.level.nunique() > 1:
-                    rows.append(_row(group, name, strategy, "all levels",
-                                     stats.paired_test(_by_seed(s, effect[s.index]))))
-    table = pd.DataFrame(rows)
+    over seeds), "all levels" (the paired test of each seed's mean effect over the levels), the
+    dose-response over the levels, "all runs", or a claim's own scopes. Holm's correction runs
+    over every test of a group; then the verdict, and for an inconclusive test the seeds that
+    would detect its effect at 80 % power. Claims in `which` with no data in these runs (no
+    random arm, no α axis) have no row."""
+    table = pd.DataFrame(_rows(per_run, hist, e_key, rel_key, which))
     if table.empty:
         return table
+    table = table.sort_values("group", kind="stable").reset_index(drop=True)
     _correct(table, [CLAIMS[c].direction for c in table.claim])
     # the seeds to detect the effect at the strictest level Holm could ask of it (alpha / m)
     family = table.groupby("group").p.transform(lambda p: p.notna().sum()).clip(lower=1)
@@ -108,38 +115,8 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
     for col in ("mean", "ci_low", "ci_high"):  # tested on log ratios, read as % change
         table.loc[logs, col] = 100 * np.expm1(table.loc[logs, col].astype(float))
     table["caveat"] = table.claim.map(lambda c: CLAIMS[c].caveat)
+    table["reads"] = table.claim.map(lambda c: CLAIMS[c].reads)
     return table
-
-
-def relative_e_explained(per_run: pd.DataFrame, hist: pd.DataFrame,
-                         countings: dict[str, tuple[str, str]]) -> pd.DataFrame:
-    """Beside the change in relative E, the change in E and in parameters, per group, strategy
-    and level, paired by seed: log((E+1)/n) ratio = log(E+1) ratio - log(n) ratio, each as a %
-    change with its 95 % interval; countings maps a label (units, edges) to its (E key,
-    relative E key). The note
-    says when the rise is the parameter count's (E's change is within its interval of 0)."""
-    rows = []
-    for counting, (e_key, rel_key) in countings.items():
-        if not hist.key.eq(e_key).any() or not hist.key.eq(rel_key).any():
-            continue
-        for group, g in per_run.groupby("group", sort=True):
-            e = log_ratio_after_prune(g, hist, e_key)
-            rel = log_ratio_after_prune(g, hist, rel_key, params=True)
-            n = e - rel
-            for (strategy, label), cell in g[g.level > 0].groupby(["strategy", "label"], sort=False):
-                tests = {k: stats.paired_test(v[cell.index]) for k, v in
-                         (("E", e), ("parameters", n), ("relative E", rel))}
-                row = {"counting": counting, "group": group, "strategy": strategy, "pruned": label}
-                for k, t in tests.items():
-                    row[f"{k} %"] = 100 * math.expm1(t.mean) if not math.isnan(t.mean) else math.nan
-                    row[f"{k} CI"] = (100 * math.expm1(t.ci_low), 100 * math.expm1(t.ci_high))
-                te, tr = tests["E"], tests["relative E"]
-                e_zero = not (te.ci_low > 0 or te.ci_high < 0)
-                rel_up = tr.ci_low > 0
-                row["note"] = ("the rise in relative E is the parameter count's: E's change is "
-                               "within its interval of 0" if e_zero and rel_up else "")
-                rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def headline(tests: pd.DataFrame) -> pd.DataFrame:
@@ -185,7 +162,8 @@ def sensitivity(per_run: pd.DataFrame, hist: pd.DataFrame, keys: dict[str, tuple
         s = mk.setting_of(e_key)
         # the whole family (every claim of the group), as in the main table: one test, one p_holm
         every = claim_tests(per_run, hist, e_key, rel_key)
-        t = headline(every[every.claim.isin(E_CLAIMS)]) if not every.empty else every
+        t = headline(every[every.claim.map(lambda c: CLAIMS[c].reads_e)]) if not every.empty \
+            else every
         for _, r in t.iterrows():
             rows.append({"setting": label, "rule": s.rule, "theta": s.theta,
                          "counting": s.counting, "group": r.group, "strategy": r.strategy,

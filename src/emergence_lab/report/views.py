@@ -109,7 +109,7 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
 
 
 def _rel_note(rel: pd.DataFrame | None, r: pd.Series) -> str:
-    if rel is None or rel.empty or r.claim != "raises_relative_E":
+    if rel is None or rel.empty or r.claim != "relative_E_vs_random":
         return ""
     here = rel[(rel.group == r.group) & (rel.strategy == r.strategy) & (rel.counting == "units")
                & rel.note.astype(bool)]
