@@ -147,7 +147,7 @@ def _plateau_runs(e_at_own_plateau: bool) -> pd.DataFrame:
     """Two arms whose accuracy plateaus at different epochs; E reaches zero at each run's own
     plateau, or at epoch PE + 1 while the accuracy still climbs."""
     t = runs({("magnitude", 0.5): vary(CONTROL, tau=1.0)}, noise=0.0005)
-    for rid, r in t.groupby("run_id"):
+    for _, r in t.groupby("run_id"):
         fast = r.strategy.iloc[0] == "magnitude"
         stop = (PE + 4 if fast else PE + 14) if e_at_own_plateau else PE + 1
         t.loc[r.index, "E"] = np.maximum(0, 1000.0 * (stop - r.epoch))

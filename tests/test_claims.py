@@ -139,3 +139,16 @@ def test_the_papers_own_number_stands_beside_costs_accuracy():
     assert got[("g", "30%")] == "+0.7 points" and got[("g", "70%")] == "-0.1 points"
     assert got[("g", "all levels")] == "+0.3 points"
     assert not any(k[0] == "h" for k in got)  # not the paper's protocol: nothing beside it
+
+
+def test_the_papers_cnn_number_stands_beside_ours_and_what_the_layers_allow():
+    from emergence_lab.report.views import paper_cnn_table
+
+    per_run = pd.DataFrame([{"group": "g", "model": "cnn", "dataset": "cifar10", "E_epoch_1": e,
+                             "E_max": 270_336.0} for e in (1000.0, 1200.0)])
+    row = paper_cnn_table(per_run, "g").iloc[0]
+    assert row["E at epoch 1 (paper)"] == "634,398"
+    assert row["largest E these counted layers allow"] == "270,336"
+    assert row["E at epoch 1 (ours)"].startswith("1100 ± ")
+    assert "more than these layers allow" in row.note
+    assert paper_cnn_table(per_run.assign(model="mlp"), "g").empty

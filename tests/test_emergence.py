@@ -127,3 +127,21 @@ def test_sparsity_baselines_by_hand():
     assert out["sparsity/dormant_frac/0.7"] == 2 / 4
     with pytest.raises(ValueError, match="samples, units"):
         sparsity_baselines({"a": torch.zeros(3)})
+
+
+def test_the_largest_e_layers_allow_is_the_brute_force_maximum():
+    """Over every choice of active counts (E is linear in each, so all-or-nothing layers
+    suffice, checked here against every count on the smallest cases too)."""
+    from emergence_lab.measure.formula import max_emergence
+
+    assert max_emergence([32, 64, 128]) == 270_336  # the paper's CNN as we assume it
+    assert max_emergence([4, 3, 2]) == max(
+        emergence([4, 3, 2], a) for a in itertools.product(range(5), range(4), range(3)))
+    rng = random.Random(0)
+    for _ in range(200):
+        n = [rng.randint(0, 9) for _ in range(rng.randint(2, 7))]
+        brute = max(emergence(n, [x * k for x, k in zip(c, n, strict=True)])
+                    for c in itertools.product([0, 1], repeat=len(n)))
+        assert max_emergence(n) == brute, n
+    with pytest.raises(ValueError, match="at least 2"):
+        max_emergence([5])

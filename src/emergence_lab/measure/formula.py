@@ -38,6 +38,42 @@ def emergence(sizes: Sequence[int], active: Sequence[int]) -> int:
     return total
 
 
+def _upper_envelope(lines: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The lines (slope, intercept) that are the maximum somewhere on S >= 0, by slope."""
+    best: dict[int, int] = {}
+    for a, b in lines:
+        best[a] = max(b, best.get(a, b))
+    hull: list[tuple[int, int]] = []
+    for a3, b3 in sorted(best.items()):
+        while len(hull) >= 2:
+            (a1, b1), (a2, b2) = hull[-2], hull[-1]
+            if (b3 - b1) * (a2 - a1) >= (b2 - b1) * (a3 - a1):  # the middle line is never above
+                hull.pop()
+            else:
+                break
+        hull.append((a3, b3))
+    while len(hull) >= 2 and hull[1][1] >= hull[0][1]:  # steeper and no lower at S = 0
+        hull.pop(0)
+    return hull
+
+
+def max_emergence(sizes: Sequence[int]) -> int:
+    """The largest E these counted layers allow, over every choice of active counts (what E
+    can be at most; the paper's numbers are compared with it). E is linear in each a_j, so the
+    maximum has every layer all active or all inactive; with S the paths into layer j from
+    inactive units before it, the best E from layer j on is a maximum of lines in S, kept as
+    their upper envelope from the last layer back (exact integers; layers ~ dozens)."""
+    sizes = [int(n) for n in sizes]
+    if len(sizes) < 2 or min(sizes) < 0:
+        raise ValueError(f"max_emergence needs at least 2 layer sizes >= 0, got {sizes}")
+    lines = {(0, 0)}  # the best E from past the last layer on: 0 whatever S is
+    for n in reversed(sizes):
+        # all active: gains n S, then S n flows on; all inactive: gains 0, then S n + n
+        lines = set(_upper_envelope({(n + a * n, b) for a, b in lines}
+                                    | {(a * n, a * n + b) for a, b in lines}))
+    return max(b for _, b in lines)  # S = 0 before the first layer
+
+
 def relative_emergence(e: int, n_params: int) -> float:
     """Emergence per surviving parameter (unpruned weights plus biases)."""
     if n_params <= 0:

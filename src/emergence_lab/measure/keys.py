@@ -16,6 +16,7 @@ TEST_LOSS, TEST_ACC = "test/loss", "test/acc"
 VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # with dataset.val_fraction > 0
 ACC_CHANGE = "test/acc_change"  # the report's derived series: test accuracy minus its last
 E, RELATIVE = "emergence/E", "emergence/relative"
+E_MAX = "emergence/E_max"  # the largest E the counted layers allow (formula.max_emergence)
 E_AFTER, RELATIVE_AFTER = "pruning/E_after", "pruning/relative_after"
 TEST_ACC_AFTER, SPARSITY_AFTER = "pruning/test_acc_after", "pruning/sparsity_after"
 SPARSITY, PARAMS = "pruning/sparsity", "params/nonzero"

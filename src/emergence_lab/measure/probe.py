@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from emergence_lab.measure import keys
 from emergence_lab.measure.counting import COUNTINGS, connections_of
-from emergence_lab.measure.formula import relative_emergence
+from emergence_lab.measure.formula import max_emergence, relative_emergence
 from emergence_lab.measure.graph import UNIT_LAYER_KINDS, UnitGraph, cached_unit_graph
 from emergence_lab.measure.ops import Op
 from emergence_lab.measure.rules import RULES
@@ -207,8 +207,11 @@ def measure_emergence(model: nn.Module, probe_x: torch.Tensor, theta: float = 0.
 
 
 def counts_metrics(m: Emergence) -> dict[str, float]:
-    """The logged emergence metrics: E, relative E and the active fraction of each layer."""
+    """The logged emergence metrics: E, relative E, the largest E the paper's (chain) formula
+    allows over these layer sizes, and the active fraction of each layer."""
     out = {keys.E: float(m.E), keys.RELATIVE: m.relative}
+    if len(m.layers) >= 2:
+        out[keys.E_MAX] = float(max_emergence([n for n, _ in m.layers.values()]))
     for name, (n, a) in m.layers.items():
         out[keys.active_frac(name)] = a / n if n else 0.0
     return out

@@ -24,7 +24,7 @@ from emergence_lab.report.table import per_run_table, summary_table
 from emergence_lab.store import ledger, records
 
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
-               mk.RELATIVE, mk.E_AFTER, mk.RELATIVE_AFTER,
+               mk.RELATIVE, mk.E_MAX, mk.E_AFTER, mk.RELATIVE_AFTER,
                mk.TEST_ACC_AFTER, mk.PARAMS, mk.SPARSITY, mk.EPOCH_TIME,
                *verdicts.SPARSITY_KEYS]
 

@@ -19,6 +19,7 @@ from emergence_lab.report.views import (
     OVERVIEW,
     display_table,
     lr_table,
+    paper_cnn_table,
     paper_numbers,
     paper_table,
     rel_table,
@@ -95,6 +96,9 @@ def group_sections(rep: Report, group: str) -> list[Section]:
     paper = paper_table(rep.summary, group)
     if not paper.empty:
         out.append((4, "The paper's accuracies beside ours (train and test)", paper, False))
+    cnn = paper_cnn_table(rep.per_run, group)
+    if not cnn.empty:
+        out.append((4, "The paper's CNN: E at epoch 1 beside its 634,398", cnn, False))
     rel = rel_table(rep.rel_explained, group)
     if not rel.empty:
         out.append((4, "Relative E explained: the change in E and in parameters (their "
@@ -120,8 +124,9 @@ def sections(rep: Report) -> list[Section]:
     out: list[Section] = [(0, "", one_sentence(rep), False),
                           (0, "", f"E is read in the setting {rep.setting}"
                            + (" (the paper's; `--setting` reads another)." if rep.setting ==
-                              Setting().describe() else ".") + " Convergence, the plateau claim and "
-                           "the patience stopper read " + (
+                              Setting().describe() else ".") + " Speed (trainability) reads the "
+                           "training accuracy, the level the test accuracy (each verdict says "
+                           "what it reads); the plateau claims and the patience stopper read " + (
                                "validation accuracy (dataset.val_fraction)." if not rep.per_run.empty
                                and (rep.per_run.selection_key == mk.VAL_ACC).all() else
                                "test accuracy: the runs have no validation split "
@@ -172,7 +177,8 @@ def markdown(rep: Report) -> str:
             lines += [f"![{stem}]({stem}.png)" for stem in body] + [""]
         elif body:
             lines += [f"- {item}" for item in body] + [""]
-    claims = [f"- {c.name}: {c.statement} Compared: {c.comparison}; test: {c.test}."
+    claims = [f"- {c.name}: {c.statement}. Reads: {c.reads or 'the per-run table'}; the paper, "
+              f"read as: {c.reading or '–'}; compared: {c.comparison}; test: {c.test}."
               for c in verdicts.CLAIMS]
     return "\n".join(lines + ["## Notes", "", NOTES, "", "The claims:", "", *claims, ""])
 

@@ -30,6 +30,38 @@ def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:
     return float(later.index[0] - after) if len(later) else math.nan
 
 
+TAIL = 3  # epochs: "the end" of a curve is the mean of its last TAIL epochs (see tail_len)
+
+
+def tail_len(after: int) -> int:
+    """How many last epochs make "the end" of a curve with `after` epochs after pruning: TAIL,
+    but never more than a quarter of them (at least the last one), so that a short run's end
+    is not its climb."""
+    return max(1, min(TAIL, after // 4))
+
+
+GAIN = 0.9  # epochs to this share of the run's own gain after pruning (speeds_convergence)
+
+
+def own_gain_epochs(acc: pd.Series, after: int, share: float = GAIN) -> float:
+    """Epochs after `after` until the curve first reaches `share` of its own gain, from its
+    value at `after` to its plateau (the mean of its last epochs, tail_len), interpolated
+    linearly between epochs; NaN when it gains nothing (it ends at or below where it started)."""
+    post = acc[acc.index >= after].dropna()
+    tail = tail_len(len(post) - 1)
+    if len(post) < 2:
+        return math.nan
+    start, plateau = float(post.iloc[0]), float(post.iloc[-tail:].mean())
+    if plateau - start <= 1e-9:
+        return math.nan
+    target = start + share * (plateau - start)
+    i = int(np.argmax(post.to_numpy() >= target - 1e-12))  # one of the last epochs is >= plateau
+    if i == 0:
+        return 0.0
+    (x0, x1), (y0, y1) = post.index[i - 1:i + 1], post.to_numpy()[i - 1:i + 1]
+    return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0) - after)
+
+
 COMMON_TARGET = 0.99  # of the paired control's final accuracy: the target both must reach
 
 
@@ -74,7 +106,9 @@ def run_stats(run: pd.Series, hist: pd.DataFrame) -> dict[str, float]:
         "acc_at_prune": float(acc.get(pe, math.nan)), "acc_after_prune": float(acc_after),
         "epochs_to_99pct_final": epochs_to_reach(acc, 0.99 * final, pe),
         "auc_after_prune": float(np.trapezoid(area_y, area_x)) if len(area_y) > 1 else math.nan,
-        "E_init": float(e.get(0, math.nan)), "E_before": e_before, "E_after": float(e_after),
+        "E_init": float(e.get(0, math.nan)), "E_epoch_1": float(e.get(1, math.nan)),
+        "E_max": _last(curve(hist, rid, mk.E_MAX)),
+        "E_before": e_before, "E_after": float(e_after),
         "E_final": float(e.iloc[-1]) if len(e) else math.nan,
         "E_change_pct": 100 * (e_after - e_before) / e_before if e_before else math.nan,
         "relE_before": float(rel.get(pe, math.nan)), "relE_after": float(rel_after),
@@ -154,6 +188,9 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False
                                             table.last_epoch, strict=True)]
     table["epochs_to_common_target"] = [t for t, _ in common]
     table["censored_common_target"] = [c for _, c in common]
+    table["epochs_to_own_plateau"] = [own_gain_epochs(curve(hist, rid, mk.TRAIN_ACC), pe)
+                                      for rid, pe in zip(table.run_id, table.final_from,
+                                                         strict=True)]
     return table.sort_values(["group", "order", "seed"]).reset_index(drop=True)
 
 
@@ -174,6 +211,7 @@ SUMMARY_COLUMNS = [
     "acc_epoch_1", "acc_epoch_5", "final_acc", "best_acc", "d_final_acc", "train_acc_epoch_5",
     "train_final_acc",
     "epochs_to_99pct_final", "epochs_to_control_final", "epochs_to_common_target",
+    "epochs_to_own_plateau",
     "auc_after_prune", "E_init", "E_before", "E_after", "E_final", "E_change_pct", "relE_before",
     "relE_after", "relE_final", "params_surviving", "sparsity", "s_per_epoch",
 ]
@@ -190,6 +228,7 @@ def summary_table(per_run: pd.DataFrame) -> pd.DataFrame:
             mean, half, n = mean_ci(cell[col].tolist())
             row[col], row[f"{col}_ci"] = mean, half
         row["never_reached_control"] = int(cell["epochs_to_control_final"].isna().sum())
+        row["censored_common"] = int(cell["censored_common_target"].astype(bool).sum())
         paper = PAPER.get(str(cell["dataset"].iloc[0]), {}) if cell.paper_protocol.all() else {}
         row["paper_final_acc"] = paper.get("final", {}).get(round(level, 2), math.nan) / 100
         row["paper_acc_epoch_5"] = paper.get("after5", math.nan) / 100

@@ -8,6 +8,8 @@ import math
 import pandas as pd
 
 from emergence_lab.report import verdicts
+from emergence_lab.report.groups import PAPER_CNN
+from emergence_lab.report.table import mean_ci
 from emergence_lab.store import links
 
 
@@ -26,6 +28,7 @@ COLUMNS = [  # (summary column, header, format)
     ("epochs_to_99pct_final", "epochs to 99 % of final", "f"),
     ("epochs_to_control_final", "epochs to control's final", "f"),
     ("epochs_to_common_target", "epochs to 99 % of control's final (censored)", "f"),
+    ("epochs_to_own_plateau", "epochs to 90 % of own gain (train)", "f"),
     ("auc_after_prune", "AUC acc after pruning", "f"), ("E_init", "E init", "e"),
     ("E_before", "E before", "e"),
     ("E_after", "E after", "e"), ("E_final", "E end", "e"), ("E_change_pct", "ΔE at pruning %", "f"),
@@ -53,13 +56,16 @@ def display_table(summary: pd.DataFrame, group: str | None = None,
             row[header] = _fmt(r[col], r.get(f"{col}_ci", math.nan), kind)
         if r.never_reached_control and "epochs to control's final" in row:
             row["epochs to control's final"] += f" (never: {int(r.never_reached_control)})"
+        header = "epochs to 99 % of control's final (censored)"
+        if header in row:
+            row[header] += f" ({int(r.get('censored_common', 0))} of {int(r.n)} censored)"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 TOP_COLUMNS = [  # (header, summary columns, format): at most 8 columns per group
     ("final acc %", ["final_acc"], "pct"), ("Δ vs control (pts)", ["d_final_acc"], "pct"),
-    ("epochs to converge", ["epochs_to_common_target"], "f"),
+    ("epochs to 90 % of own gain (train)", ["epochs_to_own_plateau"], "f"),
     ("E before → after → end", ["E_before", "E_after", "E_final"], "e"),
     ("relative E end", ["relE_final"], "e")]
 
@@ -96,6 +102,7 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
         claim = verdicts.CLAIMS[r.claim] if r.claim in verdicts.CLAIMS else None
         if explain and claim is not None:
             row["meaning"] = claim.meaning
+            row["reads"] = claim.reads
         row |= {"pruned": scope, "verdict": verdicts.verdict_text(r),
                 "effect [95 % CI]": verdicts.effect_text(r), "n seeds": int(r.n),
                 "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
@@ -159,6 +166,28 @@ def paper_table(summary: pd.DataFrame, group: str) -> pd.DataFrame:
              "test final %": _fmt(r.final_acc, r.final_acc_ci, "pct")}
             for _, r in cells.iterrows()]
     return pd.DataFrame(rows)
+
+
+def paper_cnn_table(per_run: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The paper's CNN E at epoch 1 (634,398) beside ours and beside the largest E our counted
+    layers allow, for a group of the CNN (its architecture is our assumption)."""
+    g = per_run[(per_run.group == group) & (per_run.model == PAPER_CNN["model.name"])]
+    if g.empty:
+        return pd.DataFrame()
+    ours, half, n = mean_ci(g.E_epoch_1.tolist())
+    most = float(g.E_max.max()) if g.E_max.notna().any() else math.nan
+    paper = PAPER_CNN["E_epoch_1"]
+    note = ("the paper's number is more than these layers allow: its CNN (not given in its text) "
+            "must differ from ours (conv 32, conv 64, dense 128)" if paper > most else
+            "within what these layers allow; the architecture is our assumption")
+    return pd.DataFrame([{"data set": g.dataset.iloc[0], "n": n,
+                          "E at epoch 1 (ours)": _fmt(ours, half, "int"),
+                          "E at epoch 1 (paper)": f"{paper:,}",
+                          "largest E these counted layers allow": "–" if math.isnan(most)
+                          else f"{most:,.0f}",
+                          "note": note if not math.isnan(most) else
+                          "the runs did not log emergence/E_max; the architecture is our "
+                          "assumption"}])
 
 
 def sensitivity_table(sens: pd.DataFrame, group: str) -> pd.DataFrame:

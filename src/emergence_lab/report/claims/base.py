@@ -20,6 +20,7 @@ import pandas as pd
 
 from emergence_lab.registry import Registry
 from emergence_lab.report import stats
+from emergence_lab.report.table import TAIL, tail_len  # noqa: F401 - claims read it here
 
 HOLM_FAMILY = ("every test of one group in one analysis setting: each claim at each pruning "
                "level, across levels and its dose-response")  # the one definition every table uses
@@ -28,7 +29,6 @@ WITHIN = "within each run, against a clock at the same mean budget; mean per see
 T_TEST = "one-sample t-test of the per-seed effects against 0 (scipy), Holm-corrected"
 TREND = "dose-response (per 10 % pruned)"  # the scope of a claim's trend over the levels
 ALL_LEVELS, ALL_RUNS = "all levels", "all runs"
-TAIL = 3  # epochs: "the end" of a curve is the mean of its last TAIL epochs (see tail_len)
 
 Measure = Callable[[pd.DataFrame, pd.DataFrame, str, str], "pd.Series | pd.DataFrame"]
 Test = Callable[["pd.Series | pd.DataFrame"], stats.Paired]
@@ -161,13 +161,6 @@ def wide(hist: pd.DataFrame, key: str, run_ids: pd.Series) -> pd.DataFrame:
         return pd.DataFrame(index=pd.Index([], name="step"), columns=list(run_ids), dtype=float)
     return h.pivot_table(index="step", columns="run_id", values="value", aggfunc="last"
                          ).reindex(columns=list(run_ids)).sort_index()
-
-
-def tail_len(after: int) -> int:
-    """How many last epochs make "the end" of a curve with `after` epochs after pruning: TAIL,
-    but never more than a quarter of them (at least the last one), so that a short run's end
-    is not its climb."""
-    return max(1, min(TAIL, after // 4))
 
 
 def end_value(hist: pd.DataFrame, runs: pd.DataFrame, key: str) -> pd.Series:

@@ -25,29 +25,10 @@ from emergence_lab.report.claims.base import (
     vs_reference,
     wide,
 )
+from emergence_lab.report.table import GAIN, own_gain_epochs
 
-GAIN = 0.9  # speeds_convergence: epochs to this share of the run's own gain after pruning
 LADDER = (0.5, 0.75, 0.9)  # reaches_targets_sooner: shares of the gain both arms reach
 EARLY = 3  # faster_but_lower: "ahead" is the mean over this many epochs after pruning
-
-
-def own_gain_epochs(acc: pd.Series, after: int, share: float = GAIN) -> float:
-    """Epochs after `after` until the curve first reaches `share` of its own gain, from its
-    value at `after` to its plateau (the mean of its last epochs, tail_len), interpolated
-    linearly between epochs; NaN when it gains nothing (it ends at or below where it started)."""
-    post = acc[acc.index >= after].dropna()
-    tail = tail_len(len(post) - 1)
-    if len(post) < 2:
-        return math.nan
-    start, plateau = float(post.iloc[0]), float(post.iloc[-tail:].mean())
-    if plateau - start <= 1e-9:
-        return math.nan
-    target = start + share * (plateau - start)
-    i = int(np.argmax(post.to_numpy() >= target - 1e-12))  # one of the last epochs is >= plateau
-    if i == 0:
-        return 0.0
-    (x0, x1), (y0, y1) = post.index[i - 1:i + 1], post.to_numpy()[i - 1:i + 1]
-    return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0) - after)
 
 
 def convergence_epochs(g: pd.DataFrame, hist: pd.DataFrame, key: str = mk.TRAIN_ACC
