@@ -8,7 +8,7 @@ from emergence_lab.report.assemble import Report
 from emergence_lab.report.sections import one_sentence
 from emergence_lab.report.views import verdict_table
 
-CAVEAT_CHARS = 70  # the caveat's first words; the report holds all of it
+MEANING_CHARS = 62  # the claim's meaning in one line; the report holds its caveat too
 
 
 def _short(text: str, n: int) -> str:
@@ -26,14 +26,14 @@ def launch_line(launch: dict) -> str:
 
 def verdict_lines(rep: Report) -> str:
     """The report's verdict table (views.verdict_table) in plain text, cut to what a terminal
-    shows: claim, pruned, verdict, effect, the caveat's start."""
+    shows: claim, pruned, verdict, effect, the claim's meaning in one line."""
     table = verdict_table(verdicts.headline(rep.tests), len(rep.figures) > 1, explain=True)
     if table.empty:
         return "(no verdicts: see the report's Completeness section)"
-    keep = [c for c in ("group", "claim", "pruned", "verdict", "effect [95 % CI]", "caveat")
+    keep = [c for c in ("group", "claim", "pruned", "verdict", "effect [95 % CI]", "meaning")
             if c in table]
     table = table[keep].assign(verdict=table.verdict.map(lambda v: _short(v, 40)),
-                               caveat=table.caveat.map(lambda v: _short(v, CAVEAT_CHARS)))
+                               meaning=table.meaning.map(lambda v: _short(v, MEANING_CHARS)))
     return table.to_markdown(index=False, tablefmt="simple")
 
 

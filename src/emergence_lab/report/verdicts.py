@@ -133,7 +133,9 @@ def effect_text(row: pd.Series, digits: int = 2) -> str:
     if math.isnan(row["mean"]):
         return "–"
     ci = "" if math.isnan(row.ci_low) else f" [{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
-    return f"{row['mean']:+.{digits}f} {row.unit}{ci}"
+    censored = row.get("censored", math.nan)
+    note = f" ({censored:.0f} target times censored)" if pd.notna(censored) and censored else ""
+    return f"{row['mean']:+.{digits}f} {row.unit}{ci}{note}"
 
 
 def verdict_text(row: pd.Series) -> str:

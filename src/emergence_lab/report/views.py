@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from emergence_lab.report import verdicts
-from emergence_lab.report.groups import PAPER_CNN
+from emergence_lab.report.groups import PAPER_CNN, PAPER_STRATEGIES
 from emergence_lab.report.table import mean_ci
 from emergence_lab.store import links
 
@@ -108,8 +108,8 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
                 "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
         if explain and claim is not None:
             if paper:
-                row["paper"] = paper.get((r.group, r.scope), "–") if r.claim == "costs_accuracy" \
-                    else "–"
+                ours = r.claim == "costs_accuracy" and r.strategy in PAPER_STRATEGIES
+                row["paper"] = paper.get((r.group, r.scope), "–") if ours else "–"
             row["caveat"] = claim.caveat + _rel_note(rel, r)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -91,7 +91,7 @@ CLAIMS.add(Claim(
     "Pruning lowers absolute emergence E: E summed over the epochs after pruning, pruned over "
     "its paired control (log of the ratio of the sums, +1 path each; as % change)", -1,
     "% change in E", lambda g, h, e, r: summed_log_ratio(g, h, e),
-    "E of the pruned network below its control's after pruning",
+    "less E than its control after pruning",
     "a ratio of sums weighs the epochs where E is large: a handful of paths left where the "
     "control has none barely moves it; under the paper's counting routes through pruned "
     "weights still count (edges: the settings table)", log_scale=True, trend=True,
@@ -102,7 +102,7 @@ CLAIMS.add(Claim(
     "removing as many parameters at random does: summed over the epochs after pruning, "
     "against random pruning at the same amount, group and seed (as % change)", +1,
     "% change in rel. E vs random", lambda g, h, e, r: summed_log_ratio(g, h, r, RANDOM, True),
-    "E per parameter above that of a random mask of the same sparsity",
+    "more E per parameter than random pruning at the same sparsity",
     "the matched null: the same parameter count, so the parameter ratio cancels (against the "
     "unpruned control relative E rises by the ratio alone: 'Relative E explained'); needs a "
     "random arm at the same amounts (pruning=random)",
@@ -123,7 +123,7 @@ CLAIMS.add(Claim(
     f"Higher E goes with a better network: between runs, E at the first epoch after pruning "
     f"predicts the final test accuracy (mean of the last {TAIL} epochs) beyond the test "
     f"accuracy at that epoch (partial Spearman correlation)", +1, "partial ρ",
-    meaning="E early says more about the end than the accuracy early does",
+    meaning="E early predicts the final accuracy beyond early accuracy",
     caveat="between networks (n = runs, not seeds); a clock is the same in every run at one "
            "epoch and cannot support it", per_level=False, evaluate=predicts_accuracy,
     comparison="between runs of a group at one epoch", reads="E and test accuracy",

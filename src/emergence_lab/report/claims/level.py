@@ -149,7 +149,7 @@ CLAIMS.add(Claim(
     f"(epochs from the pruning epoch until the training accuracy has made {GAIN:.0%} of its own "
     f"gain, plateau = the mean of its last {TAIL} epochs; pruned minus control)", -1, "epochs",
     lambda g, h, e, r: vs_reference(g, convergence_epochs(g, h)),
-    "the pruned run reaches its own plateau sooner than its control reaches its own",
+    "rises to its own plateau sooner (training accuracy)",
     "a lower plateau is reached sooner for the same curve shape (reaches_targets_sooner and "
     "faster_but_lower are not fooled by it)", trend=True, reads="training accuracy",
     reading="B3 'pruning leads to faster convergence': the rate to each run's own plateau"))
@@ -159,7 +159,7 @@ CLAIMS.add(Claim(
     "statsmodels) to a ladder of training-accuracy targets that both arms reach "
     f"({', '.join(f'{s:.0%}' for s in LADDER)} of the gain from the pruning epoch to the lower "
     "of the two plateaus), pruned minus control; a target not reached is censored", -1, "epochs",
-    lambda g, h, e, r: target_ladder(g, h), "the pruned run gets to the shared targets first",
+    lambda g, h, e, r: target_ladder(g, h), "reaches targets both arms reach sooner (training acc.)",
     "a curve that is its control's cut off lower reaches every shared target at the same "
     "epoch: never sooner", trend=True, reads="training accuracy",
     test="paired t-test over seeds and a paired bootstrap (scipy, percentile): decided when "
@@ -169,14 +169,14 @@ CLAIMS.add(Claim(
     "costs_accuracy",
     f"Pruning costs final accuracy (test accuracy, the mean of the last {TAIL} epochs, pruned "
     "minus control)", -1, "points", _test_acc_vs_control,
-    "the pruned run ends below its control on held-out data", trend=True,
+    "ends lower (test accuracy)", trend=True,
     reads=f"test accuracy (mean of the last {TAIL} epochs)",
     reading="B4 'a reduction in final accuracy'"))
 CLAIMS.add(Claim(
     "faster_but_lower",
     f"Pruned networks converge faster but end lower: ahead of the control over the {EARLY} "
     f"epochs after pruning (training accuracy) and below it at the end (test accuracy, last "
-    f"{TAIL} epochs), both at once", +1, "points (the part that binds)",
+    f"{TAIL} epochs), both at once", +1, "points (weaker part)",
     lambda g, h, e, r: early_and_end(g, h), "ahead early and lower at the end, both",
     "an intersection-union test: its effect is the weaker part's, ahead early (points) or "
     "lower at the end (points)", test="intersection-union: both paired t-tests, p the larger; "
@@ -188,13 +188,13 @@ CLAIMS.add(Claim(
     f"last {TAIL} epochs, pruned minus control)", -1, "points",
     lambda g, h, e, r: vs_reference(g, end_value(h, g, mk.TRAIN_ACC) - end_value(
         h, g, mk.TEST_ACC), scale=100),
-    "the pruned run's train-test gap below its control's", reads="training and test accuracy",
+    "a smaller train-test gap at the end", reads="training and test accuracy",
     reading="B8 'enhance their learning and generalization capabilities'"))
 CLAIMS.add(Claim(
     "higher_final_train_loss",
     f"The unpruned network finds lower minima: the pruned run ends at a higher training loss "
     f"(the mean of its last {TAIL} epochs, pruned minus control)", +1, "loss",
     lambda g, h, e, r: vs_reference(g, end_value(h, g, mk.TRAIN_LOSS)),
-    "the pruned run's final training loss above its control's",
+    "ends at a higher training loss",
     "needs the training loss (train/loss; the tidy table's optional train_loss column)",
     reads="training loss", reading="C4 'the nonpruned network would find a lower minima'"))
