@@ -240,3 +240,32 @@ def test_the_report_script_reads_the_cases_from_a_table(tmp_path):
         got = claims[claims.strategy.fillna("").isin(["magnitude", ""])].set_index("claim").verdict
         assert {k: got[k] for k in expected} == expected
     assert EPOCHS > PE
+
+
+def test_the_offset_and_the_summary_are_shown_beside_the_verdicts_sum():
+    """E 35 % lower where large, 3 paths left where the control's E has decayed to 0: the sum
+    reads about -35 %; the geometric mean of the epochs' (E + 1) ratios reads the leftover
+    paths as a rise (log 4 at every late epoch)."""
+    from emergence_lab.report.decompose import e_summaries
+
+    table = runs({("magnitude", 0.5): CONTROL})
+    control_e = np.maximum(0.0, 2e4 * (14 - table.epoch) / 9).round() * (1 + 0.01 * table.seed)
+    pruned = (table.strategy == "magnitude") & (table.epoch > PE)
+    table["E"] = np.where(pruned, (0.65 * control_e).round() + 3 * (control_e == 0), control_e)
+    table["relative_E"] = table.E / table.n_params
+    runs_, hist, _ = tidy.from_table(table)
+    row = e_summaries(per_run_table(runs_, hist, labelled=True), hist).iloc[0]
+    ours = float(row["ratio of sums, +1 path (the verdict's)"].split(" %")[0])
+    geometric = float(row["geometric mean of the epochs' ratios, +1 path"].split(" %")[0])
+    assert -45 < ours < -20 and geometric > 0, row.to_dict()
+    assert verdict(table, "lowers_E", "50%") == "supported"
+
+
+def test_the_sparsity_table_reads_nothing_into_a_clock():
+    """E that is the same function of the epoch in every run: within a run the accuracy still
+    to come also falls with the epoch, but with the epoch partialled out nothing is left."""
+    runs_, hist, _ = tidy.from_table(runs(levels(CONTROL), e_noise=0.0))
+    per_run = per_run_table(runs_, hist, labelled=True)
+    assert verdicts.run_correlations(per_run, hist).isna().all()
+    table = verdicts.sparsity_controls(per_run, hist)
+    assert set(table[table.signal == "E"].verdict) == {"not enough data"}

@@ -60,6 +60,7 @@ class Report:
     setting: str = Setting().describe()  # the analysis setting E is read in
     epochs: pd.DataFrame | None = None  # the tidy table (tidy.py): one row per run and epoch
     rel_explained: pd.DataFrame | None = None  # relative E = E's change minus the parameters'
+    e_summaries: pd.DataFrame | None = None  # lowers_E under other summaries and offsets
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -161,4 +162,5 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   stopping_comparison(finished, hist, *stop_rule), verdicts.best_lr(per_run),
                   calibration(per_run), stop_rule, ui, setting.describe(),
                   tidy.to_table(per_run, stored),
-                  decompose.relative_e_explained(per_run, stored, _countings(setting)))
+                  decompose.relative_e_explained(per_run, stored, _countings(setting)),
+                  decompose.e_summaries(per_run, hist))

@@ -12,19 +12,21 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.report import stats
+from emergence_lab.report.claims.emergence import summed_log_ratio
 
 
 def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
-                          params: bool = False) -> pd.Series:
-    """Per run, the mean over the epochs after pruning of log(v + 1) - log(v_control + 1), the
-    control being the amount-0 run of its group and seed, epoch by epoch; `params` (v is
-    relative E): of log(v + 1 / n_params), i.e. log((E + 1) / n_params), so that the
-    log-ratios of E, of the parameters and of relative E add up. NaN without a control."""
+                          params: bool = False, offset: float = 1.0) -> pd.Series:
+    """Per run, the mean over the epochs after pruning of log(v + offset) - log(v_control +
+    offset), the control being the amount-0 run of its group and seed, epoch by epoch (a
+    geometric mean of the ratios); `params` (v is relative E): of log(v + 1 / n_params), i.e.
+    log((E + 1) / n_params), so that the log-ratios of E, of the parameters and of relative E
+    add up. NaN without a control."""
     def logs(k: str) -> pd.Series:
         h = hist[hist.key == k].drop_duplicates(["run_id", "step"], keep="last")
         return h.set_index(["run_id", "step"])["value"]
 
-    values = np.log(logs(key) + 1 / logs(mk.PARAMS)) if params else np.log(logs(key) + 1)
+    values = np.log(logs(key) + 1 / logs(mk.PARAMS)) if params else np.log(logs(key) + offset)
     ctrl = per_run[per_run.level == 0].drop_duplicates(["group", "seed"]).set_index(
         ["group", "seed"]).run_id
     out = {}
@@ -70,4 +72,32 @@ def relative_e_explained(per_run: pd.DataFrame, hist: pd.DataFrame,
                 row["note"] = ("the rise in relative E is the parameter count's: E's change is "
                                "within its interval of 0" if e_zero and rel_up else "")
                 rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# lowers_E's summary (the ratio of sums, +1 path) beside the summaries it was chosen over
+SUMMARIES = {"ratio of sums, +1 path (the verdict's)": ("sum", 1.0),
+             "ratio of sums, no offset": ("sum", 0.0),
+             "geometric mean of the epochs' ratios, +1 path": ("geometric", 1.0),
+             "geometric mean of the epochs' ratios, +100 paths": ("geometric", 100.0)}
+
+
+def e_summaries(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E) -> pd.DataFrame:
+    """The offset's and the summary's effect on lowers_E: per group, strategy and level, the %
+    change in E pruned against control (mean over seeds on the log scale, 95 % interval) under
+    each of SUMMARIES. A handful of paths where the control has none moves the geometric means
+    (every epoch weighs alike, and log(3 + 1) - log(0 + 1) is large) but barely the sums."""
+    rows = []
+    for group, g in per_run.groupby("group", sort=True):
+        effects = {name: summed_log_ratio(g, hist, e_key, offset=off) if kind == "sum"
+                   else log_ratio_after_prune(g, hist, e_key, offset=off)
+                   for name, (kind, off) in SUMMARIES.items()}
+        for (strategy, label), cell in g[g.level > 0].groupby(["strategy", "label"], sort=False):
+            row = {"group": group, "strategy": strategy, "pruned": label}
+            for name, eff in effects.items():
+                t = stats.paired_test(eff[cell.index].groupby(cell.seed).mean().dropna().tolist())
+                row[name] = "–" if math.isnan(t.mean) else (
+                    f"{100 * math.expm1(t.mean):+.1f} %" + ("" if math.isnan(t.ci_low) else
+                    f" [{100 * math.expm1(t.ci_low):+.1f}, {100 * math.expm1(t.ci_high):+.1f}]"))
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -74,6 +74,8 @@ def write(rep: Report, out: Path) -> None:
     rep.sparsity.to_csv(out / "sparsity.csv", index=False)
     if rep.rel_explained is not None:
         rep.rel_explained.to_csv(out / "relative_E.csv", index=False)
+    if rep.e_summaries is not None:
+        rep.e_summaries.to_csv(out / "E_summaries.csv", index=False)
     rep.stopping.to_csv(out / "stopping.csv", index=False)
     for name, table in (("lr.csv", rep.lr), ("calibration.csv", rep.calibration)):
         if not table.empty:

@@ -99,6 +99,11 @@ def group_sections(rep: Report, group: str) -> list[Section]:
     cnn = paper_cnn_table(rep.per_run, group)
     if not cnn.empty:
         out.append((4, "The paper's CNN: E at epoch 1 beside its 634,398", cnn, False))
+    if rep.e_summaries is not None and not rep.e_summaries.empty:
+        summ = rep.e_summaries[rep.e_summaries.group == group].drop(columns="group")
+        if not summ.empty:
+            out.append((4, "lowers_E under other summaries: the offset's and the summary's "
+                           "effect (% change in E, pruned against control)", summ, True))
     rel = rel_table(rep.rel_explained, group)
     if not rel.empty:
         out.append((4, "Relative E explained: the change in E and in parameters (their "

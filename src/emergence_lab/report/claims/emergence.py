@@ -20,12 +20,12 @@ RANDOM = "random"  # the matched null of relative E: random pruning at the same 
 
 
 def summed_log_ratio(g: pd.DataFrame, hist: pd.DataFrame, key: str, against: str = "control",
-                     per_param: bool = False) -> pd.Series:
-    """Per run, log of (its key summed over the epochs after pruning + 1) over the same sum of
-    its reference run (`references`), over the epochs both logged. A sum is dominated by the
-    epochs where E is large, so a handful of paths left where the reference has none barely
-    moves it; the +1 (one path; with `per_param`, one path per parameter) only keeps an
-    all-zero sum defined. NaN without a reference or when both sums are 0."""
+                     per_param: bool = False, offset: float = 1.0) -> pd.Series:
+    """Per run, log of (its key summed over the epochs after pruning + offset) over the same
+    sum of its reference run (`references`), over the epochs both logged. A sum is dominated by
+    the epochs where E is large, so a handful of paths left where the reference has none barely
+    moves it; the offset (one path; with `per_param`, one path per parameter) only keeps an
+    all-zero sum defined. NaN without a reference or when a sum is 0."""
     w = wide(hist, key, g.run_id)
     n = wide(hist, mk.PARAMS, g.run_id) if per_param else None
     out = []
@@ -36,7 +36,7 @@ def summed_log_ratio(g: pd.DataFrame, hist: pd.DataFrame, key: str, against: str
         both = w[[rid, ref]].dropna()
         both = both[both.index > pe]
         off = [1.0 / float(n[c].dropna().iloc[-1]) if per_param and n[c].notna().any() else
-               (0.0 if per_param else 1.0) for c in (rid, ref)]
+               (0.0 if per_param else offset) for c in (rid, ref)]
         a, b = float(both[rid].sum()) + off[0], float(both[ref].sum()) + off[1]
         out.append(math.log(a / b) if len(both) and a > 0 and b > 0 else math.nan)
     return pd.Series(out, index=g.index, dtype=float)
