@@ -26,7 +26,7 @@ from emergence_lab.store import ledger, records
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
                mk.RELATIVE, mk.E_MAX, mk.E_AFTER, mk.RELATIVE_AFTER,
                mk.TEST_ACC_AFTER, mk.PARAMS, mk.SPARSITY, mk.EPOCH_TIME,
-               *verdicts.SPARSITY_KEYS]
+               *verdicts.SPARSITY_KEYS, *mk.LANDSCAPE_KEYS]
 
 
 GRID_PREFIXES = (*THETA_KEYS.values(), *RELATIVE_THETA_KEYS.values(), mk.E + "/",

@@ -21,7 +21,7 @@ from emergence_lab.prune.base import STRATEGIES, describe
 NOT_GROUPING = {"trainer.seed", "trainer.device", "trainer.num_threads", "trainer.checkpoints"}
 
 
-NOT_GROUPING_PREFIXES = ("tracking.", "pruning.")
+NOT_GROUPING_PREFIXES = ("tracking.", "pruning.", "landscape.")  # landscape: an analysis setting
 
 
 GROUPING = {"pruning.epoch"}

@@ -26,6 +26,7 @@ from emergence_lab.prune.base import STRATEGIES, PruningConfig
 from emergence_lab.registry import check as _check
 from emergence_lab.registry import load_plugins
 from emergence_lab.run.execution import CHOICES, PRECISIONS
+from emergence_lab.run.landscape import LandscapeConfig
 from emergence_lab.store.connection import check_scheme
 
 
@@ -170,6 +171,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init: Any = field(default_factory=InitConfig)  # the settings of an INITS entry
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)  # analysis, not identity
     force: bool = False  # rerun as a new run even if this configuration has a FINISHED run
 
     def __post_init__(self) -> None:
@@ -215,7 +217,7 @@ def register_configs() -> None:
     for group, node in (("dataset", DatasetConfig), ("pruning", PruningConfig),
                         ("init", InitConfig), ("threshold", ThresholdConfig),
                         ("trainer", TrainerConfig), ("tracking", TrackingConfig),
-                        ("pretrain", PretrainConfig)):
+                        ("pretrain", PretrainConfig), ("landscape", LandscapeConfig)):
         cs.store(group=f"{SCHEMA_GROUP}/{group}", name="base", node=node)
 
 

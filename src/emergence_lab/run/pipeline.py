@@ -23,7 +23,7 @@ from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
-from emergence_lab.run import progress, remeasure
+from emergence_lab.run import landscape, progress, remeasure
 from emergence_lab.run.config import Config
 from emergence_lab.run.execution import prepare
 from emergence_lab.run.identity import (
@@ -39,9 +39,10 @@ from emergence_lab.store import connection, records
 log = logging.getLogger(__name__)
 
 
-def _remeasure(c: Config, run: Any, name: str) -> None:
+def _remeasure(c: Config, run: Any, name: str, data: TensorData) -> None:
     """A finished cell: add the configured analysis setting's series from its stored
-    measurements (no training)."""
+    measurements, and the landscape's from its kept weights (no training)."""
+    _relandscape(c, run, name, data)
     t = c.threshold.setting()
     wanted = [t.with_counting(k) for k in COUNTINGS.names()]
     lacking = [s.describe() for s in wanted if keys.setting_keys(s)[0] not in run.data.metrics]
@@ -55,6 +56,21 @@ def _remeasure(c: Config, run: Any, name: str) -> None:
                  "training)", name, run.info.run_id, " and ".join(lacking))
     else:
         log.info("%s: skipped, FINISHED as run %s (force=true reruns it)", name, run.info.run_id)
+
+
+def _relandscape(c: Config, run: Any, name: str, data: TensorData) -> None:
+    def build() -> torch.nn.Module:
+        return build_network(c, tuple(data.x_train.shape[1:]), data.num_classes).to(
+            data.x_train.device)
+
+    done = landscape.add_landscape(c, run, data, build)
+    if done == "unweighted":
+        _tell(f"{name}: run {run.info.run_id} did not keep its weights at the landscape's epochs "
+              f"{landscape.epochs_of(c)} (trained with landscape.keep_weights=false, or before "
+              f"runs kept them): its landscape needs retraining (force=true)")
+    elif done == "added":
+        log.info("%s: FINISHED as run %s; added the landscape (%s) from its kept weights (no "
+                 "training)", name, run.info.run_id, ", ".join(c.landscape.measures))
 
 
 def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
@@ -97,7 +113,7 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     tags = plan.tags(data_digest=data.digest, dataset_label=data.label)
     got = ownership.acquire(plan.cell(tags), notify=_tell)
     if got.state == "skip":
-        _remeasure(c, got.run, plan.name)
+        _remeasure(c, got.run, plan.name, data)
         progress.emit("end", status="skipped")
         return dict(got.run.data.metrics)
     if got.state == "taken":

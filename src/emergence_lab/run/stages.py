@@ -27,6 +27,7 @@ from emergence_lab.run.execution import Execution
 from emergence_lab.run.identity import (
     prefix_key,
 )
+from emergence_lab.run.landscape import LandscapeHook
 from emergence_lab.run.logger import EpochLogger, numbers
 from emergence_lab.run.loop import Row, fit, measure
 from emergence_lab.run.preflight import build_network
@@ -152,8 +153,10 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
     """From epoch 0 (or a resumed checkpoint), prune-and-train segments (the plan's pruning
     schedule, `events`) to the last epoch."""
     c, p = s.c, s.c.pruning
+    hook = LandscapeHook(c, s.model, s.data, run, logger.workdir)
     if resume is None:
         epoch, done = _start_fresh(s, events, device, run, logger), 0
+        hook(epoch)  # the pruning epoch's state (or the initialization's), before any pruning
     else:
         epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
         restore_state(resume, s.model, s.opt)
@@ -161,7 +164,16 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
         logger.pruning_steps = done
         if done:
             _after_prune_lr(s.opt, c)
-    before_final = lambda e, m: logger(e, m, checkpoint="last")  # noqa: E731 - not best.pt yet
+    def before_final(e: int, m: dict[str, Any]) -> bool:
+        stop = logger(e, m, checkpoint="last")  # not best.pt yet
+        hook(e)
+        return stop
+
+    def final(e: int, m: dict[str, Any]) -> bool:
+        stop = logger(e, m)
+        hook(e)
+        return stop
+
     for i in range(done, len(events)):
         at, rate = events[i]
         if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final,
@@ -183,4 +195,4 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
         if c.trainer.checkpoints:
             logger.checkpoint(at, after[keys.TEST_ACC], best=i + 1 == len(events))
     logger.stopper_armed = True  # only once the network is final
-    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, logger, s.ex)
+    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, final, s.ex)

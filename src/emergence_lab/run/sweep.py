@@ -149,7 +149,8 @@ class SweepCallback(Callback):
 
     def _all_finished(self, jobs: list[Config]) -> int | None:
         """The number of cells when every one already has a FINISHED run holding its
-        threshold setting's series (one store query): then nothing needs a job; else None."""
+        threshold setting's series and its landscape's (one store query): then nothing needs a
+        job; else None."""
         if any(j.force for j in jobs):
             return None
         first = jobs[0].tracking
@@ -158,7 +159,7 @@ class SweepCallback(Callback):
         for job in jobs:
             run = finished.get(config_hash(job))
             wanted = [mk.setting_keys(job.threshold.setting().with_counting(k))[0]
-                      for k in ("units", "edges")]
+                      for k in ("units", "edges")] + job.landscape.metric_keys()
             if run is None or any(k not in run.data.metrics for k in wanted):
                 return None
         return len(hashes)
