@@ -6,6 +6,7 @@ report's per-run table and claim tests); the last tests run the script itself.""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -269,3 +270,58 @@ def test_the_sparsity_table_reads_nothing_into_a_clock():
     assert verdicts.run_correlations(per_run, hist).isna().all()
     table = verdicts.sparsity_controls(per_run, hist)
     assert set(table[table.signal == "E"].verdict) == {"not enough data"}
+
+
+def _with_landscape(table: pd.DataFrame, sharp, rough, density, seed: int = 0) -> pd.DataFrame:
+    """Landscape columns at the pruning epoch, the one after and the last (NaN elsewhere), from
+    functions of each row (and noise)."""
+    rng = np.random.default_rng(seed)
+    t = table.copy()
+    at = t.epoch.isin([t.prune_epoch.iloc[0], t.prune_epoch.iloc[0] + 1, t.epoch.max()])
+    noise = rng.normal(0, 1, (3, len(t)))
+    for key, f, k in (("landscape/lambda_max", sharp, 0), ("landscape/roughness", rough, 1),
+                      ("landscape/trace_per_param", density, 2)):
+        t[key] = np.where(at, [f(r) for r in t.itertuples()] + noise[k], np.nan)
+    return t
+
+
+@pytest.mark.parametrize("claim, follows, expected", [
+    ("E_tracks_sharpness", True, {"supported"}),
+    ("E_tracks_sharpness", False, {"inconclusive"}),
+    ("E_tracks_roughness", True, {"supported"}),
+    ("E_tracks_roughness", False, {"inconclusive"}),
+])
+def test_e_tracks_the_landscape_between_runs_only_when_it_does(claim, follows, expected):
+    """20 networks whose E differs (epoch 1 on): the top eigenvalue and the roughness follow
+    log E (plus noise), or are noise alone."""
+    base = _predict_table("E")
+
+    def signal(r):
+        return 10 * math.log(r.E + 1) if follows else 0.0
+
+    t = claim_tests(_with_landscape(base, signal, signal, lambda r: 0.0))
+    rows = t[t.claim == claim]
+    assert list(rows.scope) == ["epoch 1", "epoch 20"]
+    assert set(rows.verdict) <= expected and rows.verdict.iloc[-1] in expected, rows
+
+
+@pytest.mark.parametrize("extra, expected", [(6.0, "supported"), (0.0, "inconclusive")])
+def test_pruning_raises_curvature_density_only_when_it_does(extra, expected):
+    """The pruned arms' trace per surviving parameter `extra` above the control's (noise sd 1)
+    after pruning, against the control and against random pruning (which stays level)."""
+    table = runs({**levels(CONTROL), **levels(CONTROL, strategy="random")})
+
+    def density(r):
+        return 10.0 + (extra if r.strategy == "magnitude" and r.epoch > PE else 0.0)
+
+    t = claim_tests(_with_landscape(table, lambda r: 0.0, lambda r: 0.0, density))
+    head = verdicts.headline(t).set_index(["claim", "strategy"])
+    assert head.loc[("pruning_raises_curvature_density", "magnitude"), "verdict"] == expected
+    assert head.loc[("curvature_density_vs_random", "magnitude"), "verdict"] == expected
+    assert head.loc[("pruning_raises_curvature_density", "random"), "verdict"] == "inconclusive"
+
+
+def test_without_landscape_series_the_landscape_claims_have_no_row():
+    t = claim_tests(runs(levels(CONTROL)))
+    assert not t.claim.isin(["E_tracks_sharpness", "E_tracks_roughness",
+                             "pruning_raises_curvature_density"]).any()

@@ -4,6 +4,7 @@ without it trains nothing and adds the same series from the weights the runs kep
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from emergence_lab.measure import keys
@@ -60,3 +61,22 @@ def test_a_landscape_only_sweep_over_finished_cells_trains_nothing(tmp_path):
     third = run_cli([*BASE, "landscape=full", "landscape.probe_size=128",
                      "landscape.plane_points=5", "landscape.points=11"], cwd=tmp_path)
     assert third.returncode == 0 and "already finished" in third.stdout + third.stderr
+
+    # the report: the landscape's table and figures (its plane beside the control's), the
+    # landscape claims in claims.csv, all logged back to the store with the report run
+    from emergence_lab.report.build import build_report
+    from emergence_lab.store import artifacts, connection
+
+    out = build_report(uri, out=str(tmp_path / "r"))
+    md = (out / "report.md").read_text()
+    assert "The loss landscape at the measured epochs" in md
+    pngs = {p.name.split("__")[1] for p in out.glob("*.png")}
+    assert {"landscape.png", "landscape_plane.png"} <= pngs
+    claims = set(pd.read_csv(out / "claims.csv").claim)
+    assert "pruning_raises_curvature_density" in claims
+    client = connection.get_client(uri)
+    exp = client.get_experiment_by_name("emergence")
+    (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
+    logged = {a.path for a in client.list_artifacts(rep.info.run_id, "report")}
+    assert any(p.endswith("landscape_plane.png") for p in logged)
+    assert artifacts.artifact_names(uri, rep.info.run_id, "report")

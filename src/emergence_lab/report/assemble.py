@@ -12,7 +12,7 @@ import pandas as pd
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report import decompose, tidy, verdicts
+from emergence_lab.report import decompose, landscape, tidy, verdicts
 from emergence_lab.report.analyses import (
     calibration,
     stopping_comparison,
@@ -61,6 +61,7 @@ class Report:
     epochs: pd.DataFrame | None = None  # the tidy table (tidy.py): one row per run and epoch
     rel_explained: pd.DataFrame | None = None  # relative E = E's change minus the parameters'
     e_summaries: pd.DataFrame | None = None  # lowers_E under other summaries and offsets
+    landscape: dict[str, pd.DataFrame] | None = None  # group -> the measures per arm and epoch
 
 
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -154,6 +155,7 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}
+    tables = _landscape(per_run, hist, figures)
     for g, fig in sensitivity_figure(sens).items():
         figures.setdefault(g, {})["theta_sensitivity"] = fig
     return Report(name, per_run, summary_table(per_run), verdicts.claim_tests(per_run, hist), gaps,
@@ -163,4 +165,18 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                   calibration(per_run), stop_rule, ui, setting.describe(),
                   tidy.to_table(per_run, stored),
                   decompose.relative_e_explained(per_run, stored, _countings(setting)),
-                  decompose.e_summaries(per_run, hist))
+                  decompose.e_summaries(per_run, hist), tables)
+
+
+def _landscape(per_run: pd.DataFrame, hist: pd.DataFrame, figures: dict
+               ) -> dict[str, pd.DataFrame]:
+    """The landscape's table per group, its lines added to the group's figures (its planes, in
+    the store, are build_report's)."""
+    tables = {}
+    for g, p in per_run.groupby("group"):
+        table = landscape.landscape_table(p, hist)
+        if table.empty:
+            continue
+        tables[g] = table
+        figures[g]["landscape"] = landscape.landscape_figure(p, hist, g)
+    return tables

@@ -15,6 +15,7 @@ from emergence_lab.measure.setting import Setting
 from emergence_lab.report import tidy
 from emergence_lab.report.assemble import ReportError, build, load_runs
 from emergence_lab.report.ending import ending
+from emergence_lab.report.landscape import load_planes, plane_figure
 from emergence_lab.report.page import write
 from emergence_lab.report.sections import folder_name, parent_note
 from emergence_lab.store import artifacts, connection, links, records, sweeps
@@ -87,6 +88,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     address = links.ui_address(uri, ui)
     rep = build(name, runs_df, hist, expected, stop_rule, address, setting,
                 include_collapsed=include_collapsed)
+    _add_planes(rep, uri)
     launch = json.loads(parent.data.tags.get(sweeps.LAUNCH_TAG, "null")) if parent_id else None
     sweep_url = links.run_page(address, parent.info.experiment_id, parent_id) if parent_id else None
     write(rep, out_dir)
@@ -101,6 +103,15 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             compare = links.metric_page("", exp_id, list(rep.per_run.run_id), [mk.E, mk.TEST_ACC])
             records.set_note(uri, parent_id, parent_note(rep, link, compare))
     return out_dir
+
+
+def _add_planes(rep, uri: str) -> None:
+    """The landscape planes of the runs that stored one (landscape=full), as a figure per
+    group beside the landscape's lines."""
+    if rep.landscape:
+        for group, planes in load_planes(uri, rep.per_run[rep.per_run.group.isin(
+                list(rep.landscape))]).items():
+            rep.figures[group]["landscape_plane"] = plane_figure(planes, group)
 
 
 def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[float, int] = (

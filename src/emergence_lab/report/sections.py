@@ -96,6 +96,10 @@ def group_sections(rep: Report, group: str) -> list[Section]:
     paper = paper_table(rep.summary, group)
     if not paper.empty:
         out.append((4, "The paper's accuracies beside ours (train and test)", paper, False))
+    if rep.landscape and group in rep.landscape:
+        out.append((4, "The loss landscape at the measured epochs (top Hessian eigenvalue and "
+                       "trace on the surviving weights; filter-normalized slices)",
+                    rep.landscape[group], False))
     cnn = paper_cnn_table(rep.per_run, group)
     if not cnn.empty:
         out.append((4, "The paper's CNN: E at epoch 1 beside its 634,398", cnn, False))

@@ -17,7 +17,8 @@ Columns (more are allowed):
 Optional: `group` (default: one group), `val_acc`, `train_loss`, the design axes `init_alpha`
 (the emergence-promoting initialization's α, 1 for the standard one) and `pretrained` (1 or 0),
 and any numeric column (E under another
-setting, named as its metric key, e.g. `emergence/E/dormant/0.1/edges`). A report writes it as
+setting, named as its metric key, e.g. `emergence/E/dormant/0.1/edges`; the landscape's
+`landscape/lambda_max`, ... at the epochs it was measured, empty elsewhere). A report writes it as
 `epochs.csv`; `scripts/report.py --from-table FILE.csv` builds the whole report from one, with
 no MLflow store. Pure functions on pandas; reading and writing files is the caller's.
 """
@@ -48,7 +49,8 @@ def to_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     """The report's runs as a tidy table: one row per run and epoch >= 1, the required
     columns, the group, and every other E setting the runs logged."""
     extra = sorted(k for k in hist.key.unique() if k not in (mk.E, mk.RELATIVE) and k.startswith(
-        (mk.E, mk.RELATIVE, "sparsity/")))  # other settings, the θ grid, the baselines
+        (mk.E, mk.RELATIVE, "sparsity/", "landscape/")))  # other settings, the θ grid, the
+    # baselines, the landscape (at the epochs it was measured)
     wanted = [mk.TRAIN_ACC, mk.TEST_ACC, mk.PARAMS, mk.E, mk.RELATIVE, mk.VAL_ACC, mk.TRAIN_LOSS,
               *extra]
     h = hist[hist.key.isin(wanted) & hist.run_id.isin(per_run.run_id) & (hist.step >= 1)]

@@ -2,7 +2,7 @@
 registers its own, so adding a claim is one `CLAIMS.add(...)` in a new module here."""
 
 # isort: off
-from emergence_lab.report.claims import level, emergence, plateau, designs  # noqa: F401 - table order
+from emergence_lab.report.claims import level, emergence, plateau, designs, landscape  # noqa: F401,E501 - table order
 # isort: on
 from emergence_lab.registry import import_submodules
 from emergence_lab.report.claims.base import (  # noqa: F401 - the claims' interface

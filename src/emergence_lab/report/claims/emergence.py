@@ -55,21 +55,25 @@ def e_trend(g: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
     return pd.Series(out, index=g.index, dtype=float)
 
 
-def partial_rank_test(x: pd.Series, y: pd.Series, z: pd.Series) -> stats.Paired:
+def partial_rank_test(x: pd.Series, y: pd.Series, z: pd.Series | None) -> stats.Paired:
     """Does x go with y beyond z, between runs? The partial Spearman correlation (ranks, z
     partialled out; statsmodels OLS), its p from the OLS t-test of rank(x) in rank(y) ~ rank(z)
-    + rank(x) (the same test), and a Fisher-z 95 % interval. n = runs."""
-    ok = x.notna() & y.notna() & z.notna()
-    x, y, z = x[ok], y[ok], z[ok]
-    n = len(x)
+    + rank(x) (the same test), and a Fisher-z 95 % interval. n = runs. Without z (None, or
+    not logged): the plain Spearman correlation and the same test without it."""
+    z = z if z is not None and z.notna().any() else None
+    ok = x.notna() & y.notna() & (z.notna() if z is not None else True)
+    x, y = x[ok], y[ok]
+    z = z[ok] if z is not None else None
+    n, k = len(x), 1 if z is not None else 0
     if n < 5 or np.ptp(x.to_numpy()) == 0 or np.ptp(y.to_numpy()) == 0:
         return stats.Paired(n=n)
-    rho = stats.partial_spearman(x, y, pd.DataFrame({"z": z.to_numpy()}))
+    rho = stats.partial_spearman(x, y, pd.DataFrame({"z": z.to_numpy()}) if k else None)
     if math.isnan(rho):
         return stats.Paired(n=n)
-    design = add_constant(np.column_stack([sps.rankdata(z), sps.rankdata(x)]), has_constant="add")
+    ranks = [sps.rankdata(z)] if k else []
+    design = add_constant(np.column_stack([*ranks, sps.rankdata(x)]), has_constant="add")
     p = float(OLS(sps.rankdata(y), design).fit().pvalues[-1])
-    half = sps.norm.ppf(1 - stats.ALPHA / 2) / math.sqrt(max(n - 4, 1))
+    half = sps.norm.ppf(1 - stats.ALPHA / 2) / math.sqrt(max(n - 3 - k, 1))
     at = math.atanh(max(min(rho, 0.999999), -0.999999))
     return stats.Paired(n, rho, math.tanh(at - half), math.tanh(at + half), p, math.nan)
 
