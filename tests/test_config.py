@@ -96,7 +96,8 @@ def test_unknown_option_lists_the_valid_ones():
 
 EXPERIMENTS = {"paper_fmnist": 8, "paper_mnist": 4, "paper_transfer": 4, "paper_cnn": 2,
                "emergence_init": 4, "pruning_strategies": 6, "paper_fmnist_random": 4,
-               "paper_fmnist_lr": 16, "paper_calibration": 96, "later_pruning": 12}  # cells per seed
+               "paper_fmnist_lr": 16, "paper_calibration": 96, "later_pruning": 12,
+               "paper_landscape": 8}  # cells per seed
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -119,7 +120,7 @@ def test_every_experiment_sweep_validates(experiment):
     assert len({config_hash(c) for c in checked}) == len(checked) - shared
 
 
-SHARED_CONTROLS = {"paper_fmnist": ("magnitude", "random")}  # strategies whose amount 0 is one cell
+SHARED_CONTROLS = {"paper_fmnist": ("magnitude", "random"), "paper_landscape": ("magnitude", "random")}  # strategies whose amount 0 is one cell
 
 
 def test_a_command_line_value_narrows_an_experiments_sweep_as_hydra_does():

@@ -17,16 +17,18 @@ BASE = ["-m", "dataset=digits", "pruning=magnitude", "pruning.amount=0,0.5", "pr
         "trainer.epochs=4", "model.hidden=[32,16]", "tracking.uri=sqlite:///x.db",
         "hydra.launcher.n_jobs=2"]
 CURVATURE = (keys.LAMBDA_MAX, keys.TRACE, keys.TRACE_PER_PARAM)
+FIVE = (*CURVATURE, keys.SLICE_MINIMA, keys.ROUGHNESS)
 
 
-def test_a_curvature_sweep_logs_its_keys_at_the_pruning_epoch_the_next_and_the_last(tmp_path):
+def test_a_curvature_sweep_logs_the_five_keys_at_the_pruning_epoch_the_next_and_the_last(
+        tmp_path):
     uri = f"sqlite:///{tmp_path / 'x.db'}"
     proc = run_cli([*BASE, "landscape=curvature", "landscape.probe_size=128"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _runs(uri)
     assert len(runs) == 2
     for run in runs.values():
-        for key in CURVATURE:
+        for key in FIVE:
             assert [s for s, _ in _history(uri, run, key)] == [1, 2, 4], key
         trace = dict(_history(uri, run, keys.TRACE))
         per = dict(_history(uri, run, keys.TRACE_PER_PARAM))
@@ -54,7 +56,7 @@ def test_a_landscape_only_sweep_over_finished_cells_trains_nothing(tmp_path):
     assert {r.info.run_id for r in after.values()} == {r.info.run_id for r in before.values()}
     for name, run in after.items():
         assert _history(uri, run, keys.TRAIN_LOSS) == steps[name]  # not one more training step
-        for key in (*CURVATURE, keys.SLICE_MINIMA, keys.ROUGHNESS):
+        for key in FIVE:
             assert [s for s, _ in _history(uri, run, key)] == [1, 2, 4], key
 
     # a third sweep: everything is there, nothing to do (the launcher's check, one query)
