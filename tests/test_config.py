@@ -120,7 +120,8 @@ def test_every_experiment_sweep_validates(experiment):
     assert len({config_hash(c) for c in checked}) == len(checked) - shared
 
 
-SHARED_CONTROLS = {"paper_fmnist": ("magnitude", "random"), "paper_landscape": ("magnitude", "random")}  # strategies whose amount 0 is one cell
+# strategies whose amount 0 is one cell
+SHARED_CONTROLS = {e: ("magnitude", "random") for e in ("paper_fmnist", "paper_landscape")}
 
 
 def test_a_command_line_value_narrows_an_experiments_sweep_as_hydra_does():
