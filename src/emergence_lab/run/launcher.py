@@ -166,10 +166,12 @@ class Pool:
             self.status.update(job, msg[1])
             return
         if kind == "done":
-            completed, value = msg[1], msg[2]
+            completed, value, rest = msg[1], msg[2], msg[3]
             self.returns[job] = JobReturn(
                 overrides=self.job_overrides[job], _return_value=value,
-                status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
+                status=JobStatus.COMPLETED if completed else JobStatus.FAILED,
+                cfg=_config(rest["cfg"]), hydra_cfg=_config(rest["hydra_cfg"]),
+                working_dir=rest["working_dir"], task_name=rest["task_name"])
             state = self.status.jobs[job]
             if state.state in ("waiting", "running"):  # it ended before its run did (an error)
                 state.state = "finished" if completed else "failed"
@@ -233,6 +235,13 @@ class Pool:
                 f"{s.count('interrupted', 'running')} interrupted (KILLED, resumable), "
                 f"{s.count('failed')} failed, {len(s.jobs) - started} never started. "
                 f"Resume with: {command_line()}")
+
+
+def _config(text: str | None) -> Any:
+    """A job's config back from the YAML its worker sent (None stays None)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(text) if text is not None else None
 
 
 def _log_tail(path: str, lines: int = 8) -> list[str]:

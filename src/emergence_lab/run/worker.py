@@ -174,14 +174,20 @@ def _output_to(path: Path) -> Iterator[None]:
             os.close(copy)
 
 
-def _result(ret: Any) -> tuple[bool, Any]:
-    """(whether the job completed, its return value or its exception): what the launcher
-    needs of the JobReturn, whose configs hold classes that only Hydra's plugin scan knows."""
+def _result(ret: Any) -> tuple[bool, Any, dict[str, Any]]:
+    """(whether the job completed, its return value or its exception, the rest of its
+    JobReturn): the job's config and Hydra config as YAML (their nodes may be typed by classes
+    only this process's plugin scan imported), its working dir and task name, so that the
+    launcher's JobReturn carries what Hydra's launchers return."""
     from hydra.core.utils import JobStatus
+    from omegaconf import OmegaConf
 
     value = ret._return_value
     try:
         pickle.dumps(value)
     except Exception:
         value = RuntimeError(f"{type(value).__name__}: {value}")
-    return ret.status == JobStatus.COMPLETED, value
+    rest = {"cfg": OmegaConf.to_yaml(ret.cfg) if ret.cfg is not None else None,
+            "hydra_cfg": OmegaConf.to_yaml(ret.hydra_cfg) if ret.hydra_cfg is not None else None,
+            "working_dir": ret.working_dir, "task_name": ret.task_name}
+    return ret.status == JobStatus.COMPLETED, value, rest
