@@ -151,7 +151,7 @@ def server():
 start_server(OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher"
                                            ".JoblibLauncher", "n_jobs": 2}), 4)
 print(server())
-start_server(OmegaConf.create({"_target_": ProcessLauncherConf._target_, "n_jobs": 2}), 4)
+start_server(OmegaConf.structured(ProcessLauncherConf(n_jobs=2)), 4)
 print(server())
 pid = forkserver._forkserver._forkserver_pid
 stop_server()

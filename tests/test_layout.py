@@ -61,6 +61,14 @@ def test_the_rule_has_no_cycle():
         visit(u, ())
 
 
+def test_nothing_in_emergence_lab_imports_the_hydra_plugin():
+    paths = {_module_name(p): p for root in ROOTS for p in root.rglob("*.py")}
+    known = set(paths)
+    bad = {m for m, p in paths.items() if m.startswith("emergence_lab")
+           and any(d.startswith("hydra_plugins") for d in _all_imports(p, known))}
+    assert not bad, sorted(bad)
+
+
 def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from emergence_lab.report import claims\n"
@@ -68,29 +76,33 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert _imports(bad) == {"report", "procs", "files"}
 
 
+ROOTS = (SRC, SRC.parent / "hydra_plugins")  # the project's two import roots under src/
+
+
 def _module_name(path: Path) -> str:
-    parts = ["emergence_lab", *path.relative_to(SRC).with_suffix("").parts]
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path, known: set[str]) -> set[str]:
-    """The emergence_lab modules a module imports when it is imported (module level)."""
+def _all_imports(path: Path, known: set[str]) -> set[str]:
+    """The project's modules a module imports anywhere in it, function-level imports too."""
     out = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emergence_lab"):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             subs = {f"{node.module}.{a.name}" for a in node.names} & known
             out |= subs or {node.module}
         elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("emergence_lab.")}
+            out |= {a.name for a in node.names}
     return out & known
 
 
 def test_no_module_import_cycle():
-    """Between modules, not only packages: a package's __init__ importing its own options
+    """Between modules, not only packages, over emergence_lab and the Hydra plugin and with
+    function-level imports: a package's __init__ importing its own options
     (import_submodules) is the one edge allowed back."""
-    paths = {_module_name(p): p for p in SRC.rglob("*.py")}
+    paths = {_module_name(p): p for root in ROOTS for p in root.rglob("*.py")}
     known = set(paths)
-    graph = {m: {d for d in _top_level_imports(p, known) if not m.startswith(d + ".")}
+    graph = {m: {d for d in _all_imports(p, known) if not m.startswith(d + ".")}
              for m, p in paths.items()}
     done: set[str] = set()
 

@@ -65,12 +65,11 @@ def worker_threads(n_jobs: int, jobs: int) -> int:
 
 
 def start_server(launcher_config: Any, jobs: int) -> None:
-    """For a sweep of `jobs` jobs on this launcher (hydra/launcher=local): start its workers'
-    fork server now, while the sweep's checks and its store's set-up go on in this process, so
-    that its imports (seconds) no longer hold up the first job. Other launchers: nothing."""
-    from hydra_plugins.emergence_lab_launcher.processes import ProcessLauncherConf
-
-    if launcher_config.get("_target_") == ProcessLauncherConf._target_ and jobs:
+    """For a sweep of `jobs` jobs on a launcher whose workers fork from this fork server (its
+    config says `fork_server: true`, as hydra/launcher=local's does): start it now, while the
+    sweep's checks and its store's set-up go on in this process, so that its imports (seconds)
+    no longer hold up the first job. Other launchers: nothing."""
+    if launcher_config.get("fork_server", False) and jobs:
         worker_context(worker_threads(int(launcher_config.get("n_jobs", 1)), jobs))
 
 

@@ -18,6 +18,7 @@ class ProcessLauncherConf:
     _target_: str = "hydra_plugins.emergence_lab_launcher.processes.ProcessLauncher"
     n_jobs: int = 2  # jobs at once (-1: one per CPU)
     stop_timeout_s: float = 4.0  # after a signal, how long a job gets to close its run
+    fork_server: bool = True  # its workers fork from emergence_lab's fork server (started early)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessLauncherConf,
@@ -25,7 +26,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="processes", node=Proc
 
 
 class ProcessLauncher(Launcher):
-    def __init__(self, n_jobs: int = 2, stop_timeout_s: float = 4.0) -> None:
+    def __init__(self, n_jobs: int = 2, stop_timeout_s: float = 4.0,
+                 fork_server: bool = True) -> None:
         self.n_jobs, self.stop_timeout_s = n_jobs, stop_timeout_s
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
