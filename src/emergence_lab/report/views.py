@@ -72,7 +72,7 @@ TOP_COLUMNS = [  # (header, summary columns, format): at most 8 columns per grou
 
 def paper_numbers(summary: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(group, scope) -> the paper's own change in final accuracy (points, its table), where the
-    group follows its protocol: what costs_accuracy is beside."""
+    group follows its protocol: what a claim with beside="paper accuracy" stands beside."""
     out: dict[tuple[str, str], str] = {}
     if summary.empty or "paper_final_acc" not in summary:
         return out
@@ -108,7 +108,7 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
                 "Holm p": "–" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}"}
         if explain and claim is not None:
             if paper:
-                ours = r.claim == "costs_accuracy" and r.strategy in PAPER_STRATEGIES
+                ours = claim.beside == "paper accuracy" and r.strategy in PAPER_STRATEGIES
                 row["paper"] = paper.get((r.group, r.scope), "–") if ours else "–"
             row["caveat"] = claim.caveat + _rel_note(rel, r)
         rows.append(row)
@@ -116,7 +116,8 @@ def verdict_table(tests: pd.DataFrame, several_groups: bool, explain: bool = Fal
 
 
 def _rel_note(rel: pd.DataFrame | None, r: pd.Series) -> str:
-    if rel is None or rel.empty or r.claim != "relative_E_vs_random":
+    claim = verdicts.CLAIMS[r.claim] if r.claim in verdicts.CLAIMS else None
+    if rel is None or rel.empty or claim is None or claim.beside != "relative E explained":
         return ""
     here = rel[(rel.group == r.group) & (rel.strategy == r.strategy) & (rel.counting == "units")
                & rel.note.astype(bool)]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from emergence_lab.models import INITS, MODELS
-from emergence_lab.prune.base import RESETS, STRATEGIES, PruningConfig, describe
+from emergence_lab.prune.base import CONTROL_IDENTITY, RESETS, STRATEGIES, PruningConfig, describe
 from emergence_lab.run.config import Config, ThresholdConfig, TrainerConfig
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
@@ -49,7 +49,7 @@ def _canonical(c: Config, threshold: ThresholdConfig | None = None) -> dict[str,
         if c.trainer.lr_after_prune == c.trainer.lr else c.trainer
     pruning = c.pruning
     if pruning.amount == 0 and STRATEGIES[pruning.name].prunes:
-        pruning = PruningConfig(name="magnitude", epoch=pruning.epoch)
+        pruning = PruningConfig(name=CONTROL_IDENTITY, epoch=pruning.epoch)
     return {"model": c.model, "dataset": c.dataset, "trainer": trainer, "pruning": pruning,
             "threshold": threshold or identity_threshold(c), "init": c.init,
             "pretrain": c.pretrain}

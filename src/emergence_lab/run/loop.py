@@ -73,9 +73,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / x.shape[0], correct.item() / x.shape[0]
 
 
-GRID_RULES = ("mean", "fraction")  # the rules threshold.grid logs at every θ
-
-
 def emergence_metrics(m: Measurement, c: Config) -> dict[str, float]:
     """E in the paper's setting (emergence/E) with the active share of each layer; E in the
     configured setting and both countings of each under their own keys; the θ grid."""
@@ -89,7 +86,7 @@ def emergence_metrics(m: Measurement, c: Config) -> dict[str, float]:
         e = m.at(s)
         k_e, k_rel = keys.setting_keys(s)
         out[k_e], out[k_rel] = float(e.E), e.relative
-    for rule in GRID_RULES:
+    for rule in keys.THETA_KEYS:  # the rules whose θ grid has keys of its own (metric-key schema)
         for theta in t.grid:
             e = m.at(Setting(rule, theta, "units", t.min_fraction, layers))
             out[f"{keys.THETA_KEYS[rule]}{theta:g}"] = float(e.E)

@@ -67,6 +67,8 @@ class Claim:
     seed_test: Test = t_test
     evaluate: Callable[[Claim, pd.DataFrame, pd.DataFrame, str, str], Rows] | None = None
     axis: str | None = None
+    beside: str = ""  # what the verdict table puts beside it: "paper accuracy" (the paper's own
+    # change in final accuracy), "relative E explained" (the decomposition's note)
 
     @property
     def reads_e(self) -> bool:

@@ -112,6 +112,7 @@ CLAIMS.add(Claim(
     "random arm at the same amounts (pruning=random)",
     log_scale=True, against=RANDOM, comparison="pruned minus random pruning at the same amount "
     "(same group and seed), paired by seed", reads="relative E after pruning",
+    beside="relative E explained",
     reading="B2 'relative emergence tends to be larger in pruned networks', against a null "
             "that has the same parameters"))
 CLAIMS.add(Claim(
