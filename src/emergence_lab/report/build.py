@@ -91,12 +91,13 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     _add_planes(rep, uri)
     launch = json.loads(parent.data.tags.get(sweeps.LAUNCH_TAG, "null")) if parent_id else None
     sweep_url = links.run_page(address, parent.info.experiment_id, parent_id) if parent_id else None
-    write(rep, out_dir)
-    (out_dir / ENDING_FILE).write_text(ending(rep, str(out_dir), launch, sweep_url) + "\n")
+    files = write(rep, out_dir)
+    files.append(out_dir / ENDING_FILE)
+    files[-1].write_text(ending(rep, str(out_dir), launch, sweep_url) + "\n")
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id
         report_id = artifacts.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
-                                        out_dir, {"report_of": name}, of=parent_id)
+                                        files, {"report_of": name}, of=parent_id)
         if parent_id:  # the sweep's page says what it found and where the report is
             # links relative to the UI that shows the note, whatever its host and port
             link = links.run_page("", exp_id, report_id, "artifactPath/report/report.html")

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from emergence_lab.report import verdicts
+from emergence_lab.report import safe, verdicts
 from emergence_lab.report.assemble import Report
 from emergence_lab.report.sections import NOTES, markdown, sections, slug
 
@@ -21,13 +21,10 @@ def _img(path: Path) -> str:
 
 
 def _html_table(body: pd.DataFrame) -> str:
+    """Every value escaped (a run renamed to a script stays text); run pages as links."""
     if body.empty:
         return "<p>(none)</p>"
-    if "run page" in body and body["run page"].astype(str).str.startswith("http").any():
-        body = body.assign(**{"run page": [f'<a href="{html.escape(u)}">open</a>'
-                                           for u in body["run page"]]})
-        return body.to_html(index=False, border=0, escape=False)
-    return body.to_html(index=False, border=0)
+    return safe.html_table(body, {"run page": "open"})
 
 
 def html_page(rep: Report, out: Path) -> str:
@@ -49,7 +46,8 @@ def html_page(rep: Report, out: Path) -> str:
         else:
             parts += ([f"<h{level}>{html.escape(title)}</h{level}>"] if title else []) + inner
     parts.append(f"<h2>Notes</h2><p>{html.escape(NOTES)}</p><ul>" + "".join(
-        f"<li>{c.name}: {html.escape(c.statement)}</li>" for c in verdicts.CLAIMS) + "</ul>")
+        f"<li>{html.escape(c.name)}: {html.escape(c.statement)}</li>" for c in verdicts.CLAIMS)
+        + "</ul>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
              "font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}"
              "summary{font-weight:bold;margin:1em 0;cursor:pointer}")
@@ -57,28 +55,26 @@ def html_page(rep: Report, out: Path) -> str:
            f"<body>{''.join(parts)}</body></html>"
 
 
-def write(rep: Report, out: Path) -> None:
-    """report.md, report.html, the CSV tables and the PNGs into out."""
+def write(rep: Report, out: Path) -> list[Path]:
+    """report.md, report.html, the CSV tables and the PNGs into out; returns the files it wrote
+    (what the report uploads: nothing else in `out`)."""
     out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     for group, figs in rep.figures.items():
         for stem, fig in figs.items():
-            fig.savefig(out / f"{slug(group)}__{stem}.png", dpi=110)
+            written.append(out / f"{slug(group)}__{stem}.png")
+            fig.savefig(written[-1], dpi=110)
             plt.close(fig)
-    rep.summary.to_csv(out / "summary.csv", index=False)
-    rep.tests.to_csv(out / "claims.csv", index=False)
-    if rep.epochs is not None:
-        rep.epochs.to_csv(out / "epochs.csv", index=False)
-    rep.per_run.to_csv(out / "runs.csv", index=False)
-    rep.thetas.to_csv(out / "thetas.csv", index=False)
-    rep.sensitivity.to_csv(out / "theta_verdicts.csv", index=False)
-    rep.sparsity.to_csv(out / "sparsity.csv", index=False)
-    if rep.rel_explained is not None:
-        rep.rel_explained.to_csv(out / "relative_E.csv", index=False)
-    if rep.e_summaries is not None:
-        rep.e_summaries.to_csv(out / "E_summaries.csv", index=False)
-    rep.stopping.to_csv(out / "stopping.csv", index=False)
-    for name, table in (("lr.csv", rep.lr), ("calibration.csv", rep.calibration)):
-        if not table.empty:
-            table.to_csv(out / name, index=False)
-    (out / "report.md").write_text(markdown(rep))
-    (out / "report.html").write_text(html_page(rep, out))
+    tables = {"summary.csv": rep.summary, "claims.csv": rep.tests, "epochs.csv": rep.epochs,
+              "runs.csv": rep.per_run, "thetas.csv": rep.thetas,
+              "theta_verdicts.csv": rep.sensitivity, "sparsity.csv": rep.sparsity,
+              "relative_E.csv": rep.rel_explained, "E_summaries.csv": rep.e_summaries,
+              "stopping.csv": rep.stopping, "lr.csv": rep.lr, "calibration.csv": rep.calibration}
+    for name, table in tables.items():
+        if table is not None and not (name in ("lr.csv", "calibration.csv") and table.empty):
+            written.append(out / name)
+            safe.write_csv(table, written[-1])
+    written += [out / "report.md", out / "report.html"]
+    written[-2].write_text(markdown(rep))
+    written[-1].write_text(html_page(rep, out))
+    return written

@@ -9,7 +9,7 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report import verdicts
+from emergence_lab.report import safe, verdicts
 from emergence_lab.report.analyses import (
     stopping_by_run,
     stopping_summary,
@@ -175,17 +175,18 @@ def sections(rep: Report) -> list[Section]:
 
 def markdown(rep: Report) -> str:
     """The report as Markdown."""
-    lines = [f"# Pruning versus convergence: {rep.name}", ""]
+    lines = [f"# Pruning versus convergence: {safe.md_text(rep.name)}", ""]
     for level, title, body, _ in sections(rep):
-        lines += [f"{'#' * level} {title}", ""] if title else []
+        lines += [f"{'#' * level} {safe.md_text(title)}", ""] if title else []
         if isinstance(body, pd.DataFrame):
-            lines += [body.to_markdown(index=False) if not body.empty else "(none)", ""]
+            lines += [safe.for_markdown(body).to_markdown(index=False) if not body.empty
+                      else "(none)", ""]
         elif isinstance(body, str):
-            lines += [body, ""]
+            lines += [safe.md_text(body), ""]
         elif level < 0:
             lines += [f"![{stem}]({stem}.png)" for stem in body] + [""]
         elif body:
-            lines += [f"- {item}" for item in body] + [""]
+            lines += [f"- {safe.md_text(item)}" for item in body] + [""]
     claims = [f"- {c.name}: {c.statement}. Reads: {c.reads or 'the per-run table'}; the paper, "
               f"read as: {c.reading or '–'}; compared: {c.comparison}; test: {c.test}."
               for c in verdicts.CLAIMS]
@@ -199,7 +200,8 @@ def parent_note(rep: Report, report_link: str, compare_link: str | None = None) 
     compare = [f"[Compare emergence/E and test/acc across the runs]({compare_link}) (one curve "
                f"a run; the run names say the pruning level)"] if compare_link else []
     return "\n\n".join([f"**{one_sentence(rep)}**",
-                         table.to_markdown(index=False) if not table.empty else "(no verdicts)",
+                         safe.for_markdown(table).to_markdown(index=False) if not table.empty
+                         else "(no verdicts)",
                          *compare,
                          f"Full report: [report.html]({report_link}) (artifact report/ of run "
                          f"report-{rep.name})"])

@@ -59,8 +59,9 @@ REPORT_HISTORY = ("report.md", "claims.csv", "summary.csv")  # kept of every ear
 
 
 def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str],
-               out_dir: Path, tags: Mapping[str, str], of: str | None = None) -> str:
-    """Record a report as a run (tag kind=report) with its files as artifacts under report/;
+               files: list[Path], tags: Mapping[str, str], of: str | None = None) -> str:
+    """Record a report as a run (tag kind=report) with its files (those the report wrote, never
+    anything else in its folder) as artifacts under report/;
     returns its id. `of` (a sweep's parent run id) makes it that sweep's one report run: a later
     report of the sweep is logged into it again (report/ holds the latest; history/v<n>/ the
     text of each version, tag report_version = n), never as a second run."""
@@ -73,11 +74,11 @@ def log_report(uri: str, experiment_id: str, name: str, source_run_ids: list[str
     retry(lambda: client.log_batch(rid, tags=[
         RunTag("source_run_ids", ",".join(source_run_ids)[:5000]),
         RunTag("report_version", str(version)), RunTag("report_updated_at", f"{time.time():.0f}")]))
-    retry(lambda: client.log_artifacts(rid, str(out_dir), "report"))
-    for file in REPORT_HISTORY:
-        if (out_dir / file).is_file():
-            retry(lambda file=file: client.log_artifact(rid, str(out_dir / file),
-                                                        f"history/v{version}"))
+    for path in files:
+        retry(lambda path=path: client.log_artifact(rid, str(path), "report"))
+    for path in files:
+        if path.name in REPORT_HISTORY:
+            retry(lambda path=path: client.log_artifact(rid, str(path), f"history/v{version}"))
     retry(lambda: client.set_terminated(rid, "FINISHED"))
     return rid
 

@@ -1,0 +1,62 @@
+"""Outputs that cannot be turned against their reader, and a report that uploads only what it
+wrote: a run named as a script, a group label that is a spreadsheet formula with a newline and a
+heading in it, and a report folder that already holds someone's secrets."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from emergence_lab.report import safe
+from emergence_lab.report.build import build_report, build_report_from_table
+from emergence_lab.store import connection, sweeps
+from tests.fixtures.tables import CONTROL, levels, runs
+
+SCRIPT = "<img src=x onerror=alert(1)>"
+FORMULA = "=HYPERLINK(\"http://x\")|calc\n# injected heading"
+
+
+def test_a_hostile_run_name_and_group_stay_text_in_html_csv_and_markdown(tmp_path):
+    table = runs(levels(CONTROL), seeds=2)
+    table["run_id"] = table.run_id.str.replace("s0", SCRIPT, regex=False)
+    table["group"] = FORMULA
+    path = tmp_path / "hostile.csv"
+    table.to_csv(path, index=False)
+    out = build_report_from_table(str(path), str(tmp_path / "r"))
+    page = (out / "report.html").read_text()
+    assert SCRIPT not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    md = (out / "report.md").read_text()
+    assert "\n# injected" not in md and SCRIPT not in md
+    for name in ("runs.csv", "claims.csv", "summary.csv"):
+        cells = pd.read_csv(out / name, dtype=str).stack()
+        assert not cells.str.match(r"^[=@]").any(), name  # neutralized, not executable
+        assert cells.str.startswith("'=HYPERLINK").any(), name
+
+
+def test_cells_are_neutralized_only_where_a_spreadsheet_would_run_them():
+    assert safe.csv_cell("=1+1") == "'=1+1" and safe.csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert safe.csv_cell("+cmd") == "'+cmd" and safe.csv_cell("-cmd") == "'-cmd"
+    assert safe.csv_cell("-0.84 points [-0.88, -0.81]") == "-0.84 points [-0.88, -0.81]"
+    assert safe.csv_cell("+4.80 epochs") == "+4.80 epochs" and safe.csv_cell(-3.2) == -3.2
+    assert safe.md_cell("a|b\n# c") == "a\\|b # c"
+
+
+def test_the_report_uploads_only_the_files_it_wrote(store, tmp_path):
+    from emergence_lab.report.synthetic import branch, params, write_run
+
+    parent = sweeps.start_sweep(store, "synthetic", "s", {})
+    curve = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1] * 5, pe=2)
+    for seed in (0, 1):
+        write_run(store, parent, f"c{seed}", params(0.0, seed), curve)
+        write_run(store, parent, f"p{seed}", params(0.5, seed), curve)
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / ".env").write_text("SECRET=1\n")
+    (folder / "big.bin").write_bytes(b"x" * 1000)
+    build_report(store, sweep=parent, out=str(folder))
+    assert (folder / ".env").read_text() == "SECRET=1\n"  # kept, untouched
+    client = connection.get_client(store)
+    exp = client.get_experiment_by_name("synthetic")
+    (rep,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'report'")
+    uploaded = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(rep.info.run_id, "report")}
+    assert {"report.html", "claims.csv", "ending.txt"} <= uploaded
+    assert not uploaded & {".env", "big.bin"}
