@@ -43,6 +43,9 @@ ui: $(STAMP)  ## browse the runs: prints the latest sweep's URLs, then the MLflo
 	$(PY) scripts/ui.py --tracking-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
 
 server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT), artifacts in mlruns/server-artifacts
+	@case "$(HOST)" in 127.*|localhost|::1) ;; *) echo "make server: HOST=$(HOST) lets anyone who \
+		reaches it read and write every run; run MLflow's basic auth instead (mlflow server \
+		--app-name basic-auth; the clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)" >&2;; esac
 	$(VENV)/bin/mlflow server --backend-store-uri $$(scripts/postgres.sh start $(PGDATA) $(PGPORT)) \
 		--artifacts-destination ./mlruns/server-artifacts --host $(HOST) --port $(PORT)
 

@@ -4,6 +4,13 @@
 #   scripts/postgres.sh stop DIR
 # DIR must lie where the postgres user can reach it (e.g. under /tmp); as root the server runs
 # as that user, since PostgreSQL refuses to run as root.
+#
+# Nobody logs in without a password: TCP logins use scram-sha-256, the socket in DIR only peer
+# authentication (the OS user that owns the cluster). MLflow's role `mlflow` is no superuser: it
+# owns the `mlflow` database and nothing else. Its password is $EMERGENCE_LAB_PG_PASSWORD, or one
+# generated at the first start (kept in DIR/mlflow.password, mode 600); the printed URI carries
+# no password: libpq reads it from ~/.pgpass (a line written here, mode 600), so it is never on a
+# command line.
 set -euo pipefail
 cmd=${1:?start or stop}
 dir=$(realpath -m "${2:?data directory}")
@@ -17,17 +24,50 @@ if [ -z "$(bindir)" ]; then  # one installer at a time (parallel tests, two term
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }'
 fi
 bin=$(bindir)
+sql() { as_pg "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d postgres -tA; }
 
 case "$cmd" in
   start)
+    if [ -f "$dir/PG_VERSION" ] && grep -Eq '^[^#]*[[:space:]]trust([[:space:]]|$)' "$dir/pg_hba.conf"; then
+      echo "postgres.sh: $dir was made by an older postgres.sh (logins without a password, mlflow a" \
+           "superuser); make a new one: scripts/postgres.sh stop $dir && rm -rf $dir" >&2
+      exit 2
+    fi
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     chmod 700 "$dir"
     if [ ! -f "$dir/PG_VERSION" ]; then
-      as_pg "$bin/initdb" -D "$dir" -A trust -U mlflow >/dev/null
+      as_pg "$bin/initdb" -D "$dir" --auth-local=peer --auth-host=scram-sha-256 >/dev/null
     fi
     as_pg "$bin/pg_ctl" -D "$dir" -o "-h 127.0.0.1 -p $port -k $dir" -l "$dir/server.log" -w start >/dev/null
-    as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U mlflow mlflow 2>/dev/null || true
+    secret="$dir/mlflow.password"
+    if [ -n "${EMERGENCE_LAB_PG_PASSWORD:-}" ]; then
+      pass=$EMERGENCE_LAB_PG_PASSWORD
+    elif [ -f "$secret" ]; then
+      pass=$(cat "$secret")
+    else
+      pass=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+    fi
+    (umask 077 && printf '%s' "$pass" > "$secret")
+    if [ "$(id -u)" = 0 ]; then chown postgres "$secret"; fi
+    if [ -z "$(echo "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'" | sql)" ]; then
+      echo "CREATE ROLE mlflow LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" | sql
+    fi
+    # the password through standard input, never a command line
+    printf "ALTER ROLE mlflow PASSWORD '%s'" "$pass" | sql
+    if [ -z "$(echo "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | sql)" ]; then
+      echo "CREATE DATABASE mlflow OWNER mlflow" | sql
+    fi
+    pgpass="${PGPASSFILE:-$HOME/.pgpass}"
+    (
+      flock 9
+      umask 077
+      touch "$pgpass"
+      grep -v "^127.0.0.1:$port:mlflow:mlflow:" "$pgpass" > "$pgpass.new" || true
+      printf '127.0.0.1:%s:mlflow:mlflow:%s\n' "$port" "$pass" >> "$pgpass.new"
+      mv "$pgpass.new" "$pgpass"
+      chmod 600 "$pgpass"
+    ) 9>"/tmp/emergence-lab-pgpass.lock"
     echo "postgresql://mlflow@127.0.0.1:$port/mlflow"
     ;;
   stop)

@@ -79,3 +79,33 @@ def test_sweep_against_a_tracking_server(server, tmp_path):
     assert any((srv_dir / "srv-artifacts").rglob("last.pt"))  # stored by the server
     out = build_report(uri, out=str(tmp_path / "report"))
     assert (out / "report.html").is_file()
+
+
+def test_the_postgresql_store_lets_no_one_in_without_the_password_and_mlflow_is_no_superuser(
+        tmp_path):
+    """scripts/postgres.sh: scram-sha-256 on TCP, the password from a file libpq reads (never a
+    command line), the role `mlflow` owning only its database."""
+    import os
+
+    import psycopg
+
+    pgdata = tempfile.mkdtemp(prefix="emergence-lab-pg-", dir="/tmp")
+    script = str(ROOT / "scripts" / "postgres.sh")
+    port = str(free_port())
+    try:
+        uri = subprocess.run([script, "start", pgdata, port], capture_output=True, text=True,
+                             timeout=600, check=True).stdout.strip()
+        assert uri == f"postgresql://mlflow@127.0.0.1:{port}/mlflow"  # no password in it
+        conninfo = f"host=127.0.0.1 port={port} dbname=mlflow user=mlflow"
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(conninfo, passfile=os.devnull, connect_timeout=10).close()
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:  # ~/.pgpass has it
+            row = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                               "WHERE rolname = 'mlflow'").fetchone()
+            assert row == (False, False, False)
+            owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE "
+                                 "datname = 'mlflow'").fetchone()
+            assert owner == ("mlflow",)
+    finally:
+        subprocess.run([script, "stop", pgdata], timeout=120)
+        shutil.rmtree(pgdata, ignore_errors=True)
