@@ -234,8 +234,12 @@ def experiment_runs(uri: str, experiment: str) -> list[Any]:
     return [r for r in runs if r.data.tags.get("kind") not in ("sweep", "report", "claims")]
 
 
+FETCH_WORKERS = 8  # below MLflow's SQLAlchemy pool (5 + 10 overflow): 16 threads exhausted it
+# on a report of 1,000 runs ("QueuePool limit of size 5 overflow 10 reached")
+
+
 def metric_histories(uri: str, run_ids: list[str], keys: list[str],
-                     workers: int = 16) -> list[tuple[str, str, int, float]]:
+                     workers: int = FETCH_WORKERS) -> list[tuple[str, str, int, float]]:
     """(run_id, key, step, value) of many runs and metrics, fetched concurrently."""
     client = get_client(uri)
 
