@@ -206,7 +206,7 @@ def test_pretraining_raises_e_and_accuracy_in_the_transfer_2x2(gain, expected):
     assert set(rows.verdict) == {expected}, rows[["mean", "p_holm", "verdict"]]
 
 
-NULL_TABLES = 20
+NULL_TABLES = 12
 
 
 def test_tables_with_no_effect_decide_at_most_the_tests_level():
