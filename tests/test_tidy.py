@@ -131,3 +131,24 @@ def test_a_control_only_sweep_says_nothing_was_pruned(tmp_path):
     out = build_report_from_table(_table(tmp_path, lambda d: d[d.amount == 0]), str(tmp_path / "c"))
     text = (out / "report.md").read_text()
     assert "nothing pruned (controls only)" in text and "pruned after epoch" not in text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.assign(seed=t.seed.astype(object).where(t.index != 3, 10 ** 30)),
+     "seed must be an integer below"),
+    (lambda t: t.assign(E=t.E.where(t.index != 4, float("inf"))), "a value is infinite"),
+    (lambda t: t.assign(test_acc=t.test_acc.where(t.index != 5)), "test_acc is empty"),
+    (lambda t: pd.concat([t, t.iloc[[6]]], ignore_index=True), "a second row for the same run"),
+    (lambda t: t.assign(epoch=t.epoch.where(t.index != 0, -1)), "epoch must be >= 1"),
+    (lambda t: t.assign(E=t.E.where(t.index != 2, -5)), "E and relative_E must be >= 0"),
+    (lambda t: t.assign(amount=t.amount.where(t.index != 7, 1.5)), "amount must be a fraction"),
+    (lambda t: t.assign(prune_epoch=t.prune_epoch.where(t.index != 1, 99)),
+     "prune_epoch is after the run's last epoch"),
+])
+def test_a_table_is_validated_whole_and_the_error_names_the_row(change, message):
+    from emergence_lab.report.tidy import TableError, from_table
+    from tests.fixtures.tables import CONTROL, levels, runs
+
+    table = change(runs(levels(CONTROL), seeds=2, epochs=6, pe=2))
+    with pytest.raises(TableError, match=rf"row \d+: {message}.*\(run '.+', epoch"):
+        from_table(table)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from emergence_lab.measure import keys as mk
@@ -68,6 +69,37 @@ def to_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
         ["group", "run_id", "epoch"]).reset_index(drop=True)
 
 
+MEASURED = ("train_acc", "test_acc", "n_params", "E", "relative_E")  # a value at every epoch
+RULES = (  # (what must hold, a mask of the rows that break it, from the table)
+    ("seed must be an integer below 2**31 in size (a replicate's number)",
+     lambda t: t.seed.abs() >= 2 ** 31),
+    ("epoch must be >= 1 (epoch 0 is the initialization, not a row)", lambda t: t.epoch < 1),
+    ("amount must be a fraction in [0, 1)", lambda t: ~t.amount.between(0, 1, inclusive="left")),
+    ("prune_epoch must be >= 0", lambda t: t.prune_epoch < 0),
+    ("n_params must be > 0", lambda t: t.n_params <= 0),
+    ("E and relative_E must be >= 0", lambda t: (t.E < 0) | (t.relative_E < 0)),
+)
+
+
+def _check_whole(table: pd.DataFrame, source: str) -> None:
+    """The table as a whole: measured values present and finite, every rule of RULES, one row
+    per run and epoch, each run's prune_epoch within its epochs; a TableError names the row."""
+    def fail(mask: pd.Series, what: str) -> None:
+        if mask.any():
+            row = int(mask.idxmax())
+            raise TableError(f"{source}: row {row + 2}: {what} (run {table.run_id[row]!r}, "
+                             f"epoch {table.epoch[row]})")
+    numeric = table.select_dtypes("number")
+    fail(numeric.isin([np.inf, -np.inf]).any(axis=1), "a value is infinite")
+    for col in MEASURED:
+        fail(table[col].isna(), f"{col} is empty (every run has it at every epoch)")
+    for what, broken in RULES:
+        fail(broken(table), what)
+    fail(table.duplicated(["run_id", "epoch"]), "a second row for the same run and epoch")
+    last = table.groupby("run_id").epoch.transform("max")
+    fail(table.prune_epoch > last, "prune_epoch is after the run's last epoch")
+
+
 def from_table(table: pd.DataFrame, source: str = "the table"
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(runs labelled as the report's per_run_table takes them, hist, unpaired runs) from a
@@ -81,6 +113,8 @@ def from_table(table: pd.DataFrame, source: str = "the table"
     numeric = [c for c in table.columns if c not in ("run_id", "strategy", "group")]
     for col in numeric:
         values = pd.to_numeric(table[col], errors="coerce")
+        if values.dtype == object:  # integers past int64 (a seed of 10**30): as floats
+            values = values.astype(float)
         bad = values.isna() & table[col].notna()
         if bad.any():
             row = int(bad.idxmax())
@@ -97,6 +131,7 @@ def from_table(table: pd.DataFrame, source: str = "the table"
             row = int((~table[col].between(0, 1)).idxmax())
             raise TableError(f"{source}: row {row + 2}: {col}={table[col][row]} is not a "
                              f"fraction in [0, 1]")
+    _check_whole(table, source)
     first = table.groupby("run_id").first()
     strategy = ["control" if (st == CONTROL or am == 0) else str(st)
                 for st, am in zip(first.strategy, first.amount, strict=True)]
