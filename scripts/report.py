@@ -76,6 +76,10 @@ def main() -> int:
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print(f"report: interrupted; the previous report{' in ' + args.out if args.out else ''} "
+              "is as it was (the new one is written aside, then moved in)", file=sys.stderr)
+        return 130
     except Exception as exc:  # a store that breaks mid-way, a full disk: one line, not SQL
         if os.environ.get("EMERGENCE_LAB_TRACEBACK"):
             raise

@@ -60,3 +60,24 @@ def test_the_report_uploads_only_the_files_it_wrote(store, tmp_path):
     uploaded = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(rep.info.run_id, "report")}
     assert {"report.html", "claims.csv", "ending.txt"} <= uploaded
     assert not uploaded & {".env", "big.bin"}
+
+
+def test_a_report_stopped_while_it_writes_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import pytest
+
+    from emergence_lab.report import build as build_module
+
+    path = tmp_path / "t.csv"
+    runs(levels(CONTROL), seeds=2).to_csv(path, index=False)
+    out = build_report_from_table(str(path), str(tmp_path / "r"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = build_module.write
+
+    def stopped(rep, folder):
+        real(rep, folder)
+        raise KeyboardInterrupt  # Ctrl-C once every file is written, before any is moved in
+
+    monkeypatch.setattr(build_module, "write", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build_report_from_table(str(path), str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder left

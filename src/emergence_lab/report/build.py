@@ -4,6 +4,7 @@ tidy table, assemble it, write its files and log it back to the store as a repor
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -91,9 +92,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
     _add_planes(rep, uri)
     launch = json.loads(parent.data.tags.get(sweeps.LAUNCH_TAG, "null")) if parent_id else None
     sweep_url = links.run_page(address, parent.info.experiment_id, parent_id) if parent_id else None
-    files = write(rep, out_dir)
-    files.append(out_dir / ENDING_FILE)
-    files[-1].write_text(ending(rep, str(out_dir), launch, sweep_url) + "\n")
+    files = _write_whole(rep, out_dir, ending(rep, str(out_dir), launch, sweep_url) + "\n")
     if log_back:
         exp_id = exp_id or runs[0].info.experiment_id
         report_id = artifacts.log_report(uri, exp_id, f"report-{name}", [r.info.run_id for r in runs],
@@ -104,6 +103,21 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             compare = links.metric_page("", exp_id, list(rep.per_run.run_id), [mk.E, mk.TEST_ACC])
             records.set_note(uri, parent_id, parent_note(rep, link, compare))
     return out_dir
+
+
+def _write_whole(rep, out_dir: Path, ending_text: str | None = None) -> list[Path]:
+    """The report's files, written into a temporary folder beside `out_dir` and then moved
+    in one by one (os.replace): stopped while it writes (Ctrl-C), the previous report stays
+    whole; other files in `out_dir` are left alone. Returns the files, in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
+        files = write(rep, Path(tmp))
+        if ending_text is not None:
+            files.append(Path(tmp) / ENDING_FILE)
+            files[-1].write_text(ending_text)
+        for f in files:
+            os.replace(f, out_dir / f.name)
+    return [out_dir / f.name for f in files]
 
 
 def _add_planes(rep, uri: str) -> None:
@@ -132,5 +146,5 @@ def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[
     _check_writable(out_dir, "--out" if out else "the report folder")
     rep = build(file.stem, runs, hist, None, stop_rule, None, setting, labelled=True,
                 unpaired=unpaired)
-    write(rep, out_dir)
+    _write_whole(rep, out_dir)
     return out_dir
