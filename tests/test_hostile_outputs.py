@@ -81,3 +81,17 @@ def test_a_report_stopped_while_it_writes_leaves_the_previous_one_whole(tmp_path
     with pytest.raises(KeyboardInterrupt):
         build_report_from_table(str(path), str(out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder left
+
+
+def test_runs_of_two_code_versions_are_named_and_an_edited_tree_is_not_its_commit():
+    from emergence_lab.report.assemble import code_versions
+    from emergence_lab.run.identity import code_state
+
+    runs_ = pd.DataFrame({"git_commit": ["a" * 40, "a" * 40, "b" * 40],
+                          "git_state": ["clean", "dirty:123456789abc", "clean"]})
+    lines = code_versions(runs_)
+    assert sorted(lines) == ["aaaaaaaaaaaa (dirty:123456789abc): 1 runs",
+                             "aaaaaaaaaaaa: 1 runs", "bbbbbbbbbbbb: 1 runs"]
+    assert code_versions(runs_.iloc[[0]]) == []
+    state = code_state()  # this checkout: clean in CI's fresh clone, dirty while editing
+    assert state == "clean" or state.startswith("dirty:")

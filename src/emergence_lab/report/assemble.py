@@ -67,7 +67,7 @@ class Report:
 def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, long metric history) of MLflow runs."""
     tags = ("error", "overrides", "dataset_label", "stopped_early_at", "config_hash",
-            mk.COLLAPSED_TAG)
+            mk.COLLAPSED_TAG, "git_commit", "git_state")
     rows = [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "start_time": r.info.start_time, "experiment_id": r.info.experiment_id,
              **{t: r.data.tags.get(t, "") for t in tags},
@@ -122,6 +122,20 @@ def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
     return pd.concat([rest, moved], ignore_index=True)
 
 
+def code_versions(runs: pd.DataFrame) -> list[str]:
+    """One line per code version when the compared runs were made by more than one (a commit,
+    and whether its tree was edited: git_state); [] when they agree or did not record it."""
+    if "git_commit" not in runs:
+        return []
+    state = runs.get("git_state", pd.Series("", index=runs.index)).fillna("").astype(str)
+    version = runs.git_commit.fillna("").astype(str).str[:12] + state.map(
+        lambda s: f" ({s})" if s and s != "clean" else "")
+    counts = version[runs.git_commit.fillna("").astype(str) != ""].value_counts()
+    if len(counts) < 2:
+        return []
+    return [f"{v}: {n} runs" for v, n in counts.items()]
+
+
 def _collapsed(runs: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, list[str]]:
     """(the runs the report counts, a line per collapsed run): collapsed runs are counted only
     when `include`."""
@@ -151,7 +165,8 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {
         "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist),
-        "unpaired": list(unpaired), "collapsed": collapsed}
+        "unpaired": list(unpaired), "collapsed": collapsed,
+        "code_versions": code_versions(runs[runs.run_id.isin(per_run.run_id)])}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))
     figures = {g: group_figures(p, hist, g) for g, p in per_run.groupby("group")}

@@ -45,6 +45,9 @@ def ending(rep: Report, out_dir: str, launch: dict | None, sweep_url: str | None
              verdict_lines(rep), ""]
     gaps = [f"{len(v)} {k.replace('_', ' ')}" for k, v in rep.gaps.items()
             if v and k in ("missing_jobs", "failed_runs", "collapsed", "duplicates")]
+    if rep.gaps.get("code_versions"):
+        lines.append(f"Warning: the runs come from {len(rep.gaps['code_versions'])} code versions "
+                     f"(the report's Completeness section)")
     if gaps:
         lines.append(f"Not counted: {', '.join(gaps)} (the report's Completeness section)")
     lines += [f"Report: {out_dir}/report.html (report.md, claims.csv, summary.csv, epochs.csv; "

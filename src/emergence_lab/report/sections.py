@@ -52,7 +52,10 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         ("Unpaired runs (no control of their seed: not compared, not guessed)",
          gaps.get("unpaired", [])),
         ("Collapsed runs (units dead, accuracy at or below chance: left out of every table and "
-         "claim unless --include-collapsed)", gaps.get("collapsed", []))) if items]
+         "claim unless --include-collapsed)", gaps.get("collapsed", [])),
+        ("Code versions: these runs were made by more than one version of the code (commit, and "
+         "the digest of an edited tree); a comparison across them may measure the code",
+         gaps.get("code_versions", []))) if items]
     return parts or [("", ["The sweep is complete: every cell has a FINISHED run."])]
 
 

@@ -196,12 +196,26 @@ def run_name(c: Config) -> str:
 
 def git_commit() -> str:
     """The commit of the code, 'unknown' outside a git checkout."""
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
+def code_state() -> str:
+    """'clean', or 'dirty:<digest>' when the checkout's tracked files differ from its commit
+    (the digest of the diff tells two edited trees apart), '' outside a git checkout: a run
+    from an edited tree must not look like its commit."""
+    if not _git("rev-parse", "HEAD"):
+        return ""
+    diff = _git("diff", "HEAD", "--", ".", strip=False)
+    return f"dirty:{hashlib.sha1(diff.encode()).hexdigest()[:12]}" if diff else "clean"
+
+
+def _git(*args: str, strip: bool = True) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        out = subprocess.run(["git", *args], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        return (out.stdout.strip() if strip else out.stdout) if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return ""
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

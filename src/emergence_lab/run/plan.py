@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.prune.schedules import schedule
 from emergence_lab.run.config import Config, validate
-from emergence_lab.run.identity import config_hash, git_commit, run_name
+from emergence_lab.run.identity import code_state, config_hash, git_commit, run_name
 from emergence_lab.store.cells import Cell
 
 # Device names that stand for another: auto is cuda when there is one, else the cpu.
@@ -50,12 +50,14 @@ class RunPlan:
     events: tuple[tuple[int, float], ...]  # the pruning schedule: (epoch, rate) steps
     overrides: tuple[str, ...]
     parent_run_id: str | None
+    code_state: str = ""  # identity.code_state: clean, or dirty and the diff's digest
 
     def tags(self, **data: Any) -> dict[str, Any]:
         """The run's tags; `data` adds what is known once the data is loaded."""
         c = self.config
         return {"config_hash": self.identity, "git_commit": self.commit,
-                "mlflow.source.git.commit": self.commit, "dataset": c.dataset.name,
+                "mlflow.source.git.commit": self.commit, "git_state": self.code_state,
+                "dataset": c.dataset.name,
                 "model": c.model.name, "pruning": c.pruning.name, "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
                 "overrides": " ".join(self.overrides)[:5000], **data}
@@ -81,4 +83,4 @@ def make_plan(cfg: DictConfig, parent_run_id: str | None = None,
     resolved.pop("hydra", None)
     return RunPlan(c, resolved, config_hash(c), run_name(c), git_commit(),
                    resolve_device(c.trainer.device), tuple(schedule(c.pruning)),
-                   tuple(overrides or ()), parent_run_id)
+                   tuple(overrides or ()), parent_run_id, code_state())
