@@ -57,12 +57,14 @@ def landscape_figure(per_run: pd.DataFrame, hist: pd.DataFrame, title: str) -> p
 
 
 def load_planes(uri: str, per_run: pd.DataFrame) -> dict[str, dict[str, dict]]:
-    """Per group: the last measured plane of the lowest seed's control and of its most pruned
-    arm (by label), where the runs stored planes (landscape=full)."""
+    """Per group: the last measured plane of the lowest seed's control and of each strategy's
+    most pruned arm, where the runs stored planes (landscape=full)."""
     out: dict[str, dict[str, dict]] = {}
     for group, g in per_run.groupby("group"):
         seed = g[g.seed == g.seed.min()].sort_values("order")
-        picks = [seed.iloc[0], seed.iloc[-1]] if len(seed) > 1 else [seed.iloc[0]]
+        pruned = seed[seed.level > 0]
+        picks = [r for _, r in seed[seed.level == 0].head(1).iterrows()] + [
+            s.sort_values("level").iloc[-1] for _, s in pruned.groupby("strategy", sort=True)]
         for r in picks:
             names = sorted(n for n in artifacts.artifact_names(uri, r.run_id, FOLDER)
                            if n.startswith("plane_"))

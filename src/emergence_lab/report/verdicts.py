@@ -120,22 +120,26 @@ def claim_tests(per_run: pd.DataFrame, hist: pd.DataFrame, e_key: str = mk.E,
 
 
 def headline(tests: pd.DataFrame) -> pd.DataFrame:
-    """The verdicts a reader sees first: each claim across levels (or at the only level)."""
+    """The verdicts a reader sees first: each claim across levels or over all runs; a claim
+    with scopes of its own (measured epochs, design arms) shows each of them."""
     if tests.empty:
         return tests
-    levels = tests.groupby(["group", "claim", "strategy"]).scope.transform("nunique")
-    keep = tests.scope.isin(["all levels", "all runs"]) | (levels == 1)
-    return tests[keep].reset_index(drop=True)
+    keys = [tests.group, tests.claim, tests.strategy.fillna("")]
+    summary = tests.scope.isin([ALL_LEVELS, ALL_RUNS])
+    has_summary = summary.groupby(keys).transform("any")
+    return tests[summary | ~has_summary].reset_index(drop=True)
 
 
 def effect_text(row: pd.Series, digits: int = 2) -> str:
     """'-12.3 % of control E [-15.0, -9.6]' (the 95 % t-interval), or '–'."""
     if math.isnan(row["mean"]):
         return "–"
-    ci = "" if math.isnan(row.ci_low) else f" [{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
+    big = max(abs(row["mean"]), 0 if math.isnan(row.ci_high) else abs(row.ci_high))
+    fmt = f"+.{digits}f" if big >= 0.1 or big == 0 else "+.3g"  # small units keep 3 digits
+    ci = "" if math.isnan(row.ci_low) else f" [{row.ci_low:{fmt}}, {row.ci_high:{fmt}}]"
     censored = row.get("censored", math.nan)
     note = f" ({censored:.0f} target times censored)" if pd.notna(censored) and censored else ""
-    return f"{row['mean']:+.{digits}f} {row.unit}{ci}{note}"
+    return f"{row['mean']:{fmt}} {row.unit}{ci}{note}"
 
 
 def verdict_text(row: pd.Series) -> str:
