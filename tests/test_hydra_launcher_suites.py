@@ -18,6 +18,19 @@ from hydra_plugins.emergence_lab_launcher.processes import ProcessLauncher
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _hydra_as_a_fresh_process_has_it():
+    """The suites assume Hydra's version base unset, as in a process of their own (then a job
+    runs in its output folder); the project's tests that ran before in this process set it to
+    1.3 (hydra.job.chdir false)."""
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    base = VersionBase.instance()
+    saved, base.version_base = base.version_base, _UNSPECIFIED_
+    yield
+    base.version_base = saved
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _no_fork_server_left():
     """The launcher's fork server (started with this process's thread settings) goes with the
