@@ -17,7 +17,7 @@ import pytest
 from emergence_lab.report import tidy, verdicts
 from emergence_lab.report.table import per_run_table
 from tests.conftest import ROOT
-from tests.fixtures.tables import CONTROL, EPOCHS, PE, levels, runs, vary
+from tests.fixtures.tables import CONTROL, EPOCHS, PARAMS, PE, levels, runs, vary
 
 FAST = vary(CONTROL, tau=1.0)  # rises 4x faster after pruning, to the same plateau
 FAST_LOWER = vary(CONTROL, tau=1.0, plateau=CONTROL.plateau - 0.015)  # and ends 1.5 points lower
@@ -325,3 +325,40 @@ def test_without_landscape_series_the_landscape_claims_have_no_row():
     t = claim_tests(runs(levels(CONTROL)))
     assert not t.claim.isin(["E_tracks_sharpness", "E_tracks_roughness",
                              "pruning_raises_curvature_density"]).any()
+
+
+def _with_small_dense(table: pd.DataFrame, e_factor: float, group: str = "model.hidden=[256, 128]",
+                      **arm) -> pd.DataFrame:
+    """Beside `table` (one group, pruned 50 %), a dense network of the pruned size in its own
+    group (another width): as many parameters as the pruned arm keeps, E times `e_factor`."""
+    small = runs({}, control=vary(CONTROL, e0=CONTROL.e0 * e_factor, **arm), seed=7,
+                 group=group)
+    n = round(PARAMS * 0.5)
+    small = small.assign(n_params=n, relative_E=small.E / n)
+    base = table.assign(group=table.get("group", "model.hidden=[512, 256]"))
+    return pd.concat([base, small], ignore_index=True)
+
+
+@pytest.mark.parametrize("e_factor, expected", [(0.6, "supported"), (1.0, "inconclusive")])
+def test_relative_e_against_a_dense_network_of_the_pruned_size(e_factor, expected):
+    """The pruned arm keeps the control's E on half the parameters; a dense network with as
+    many parameters has 60 % of that E, or all of it."""
+    table = _with_small_dense(runs({("magnitude", 0.5): CONTROL}), e_factor)
+    t = claim_tests(table)
+    row = t[(t.claim == "relative_E_vs_dense") & (t.strategy == "magnitude")]
+    assert list(row.verdict) == [expected], t[t.claim == "relative_E_vs_dense"]
+
+
+def test_the_transfer_design_compares_the_pretrained_pruned_net_with_a_dense_one_of_its_size():
+    frames = []
+    for pre in (0.0, 1.0):
+        arm = vary(CONTROL, pretrained=pre, plateau=CONTROL.plateau + 0.01 * pre)
+        frames.append(runs({("magnitude", 0.5): arm}, control=arm, pe=0, seed=int(pre),
+                           group=f"pretrain.epochs={20 * int(pre)}")
+                      .assign(run_id=lambda d, p=pre: d.run_id + f"-p{p:g}"))
+    table = _with_small_dense(pd.concat(frames, ignore_index=True), 1.0,
+                              group="pretrain.epochs=0, model.hidden=[256, 128]")
+    t = claim_tests(table)
+    rows = t[t.claim == "pretraining_raises_E_and_accuracy"].set_index("scope")
+    assert rows.loc["pruned vs random-init dense of its size: accuracy", "verdict"] == "supported"
+    assert rows.loc["dense: accuracy", "verdict"] == "supported"  # the full-size pair only

@@ -173,6 +173,8 @@ def per_run_table(runs: pd.DataFrame, hist: pd.DataFrame, labelled: bool = False
     for col in ("final_acc", "epochs_to_99pct_final", "mean_E_after_prune",
                 "mean_relE_after_prune"):
         table[f"d_{col}"] = table[col].to_numpy() - control[col].to_numpy()
+    # an unpruned network's size (the dense network a pruned one of that size is compared with)
+    table["dense_size"] = table.params_surviving.where(table.level == 0)
     sel = selection_key(hist, table.run_id)
     table["selection_key"] = sel
     table["final_selection_acc"] = [_last(curve(hist, rid, sel)) for rid in table.run_id]

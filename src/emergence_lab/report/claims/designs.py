@@ -24,10 +24,11 @@ from emergence_lab.report.claims.base import (
     vs_reference,
     wide,
 )
+from emergence_lab.report.claims.emergence import SIZE_MATCH, dense_references
 
 # the per-run column of each axis, and the config fields in a group's label it replaces
 AXES = {"init_alpha": ("init.alpha",), "prune_epoch": ("pruning.epoch",),
-        "pretrained": ("pretrain.",)}
+        "pretrained": ("pretrain.", "model."), "dense_size": ("model.",)}
 
 
 def families(per_run: pd.DataFrame, axis: str) -> pd.Series:
@@ -35,7 +36,7 @@ def families(per_run: pd.DataFrame, axis: str) -> pd.Series:
     whose groups do not name the axis (a tidy table with one group per value, or one group)
     is one family when no family would otherwise hold two values of the axis."""
     fields = "|".join(re.escape(f) for f in AXES[axis])
-    pattern = re.compile(rf"(^|, )(?:{fields})[^,]*=[^,]*")
+    pattern = re.compile(rf"(^|, )(?!model\.name=)(?:{fields})[^=,]*=(?:\[[^\]]*\]|[^,]*)")
     fam = per_run.group.astype(str).map(lambda s: pattern.sub("", s).strip(", ") or "all runs")
     if axis in per_run and not (per_run.groupby(fam)[axis].nunique() > 1).any():
         fam = pd.Series("all runs", index=per_run.index)
@@ -67,25 +68,44 @@ def later_pruning(claim: Claim, f: pd.DataFrame, hist: pd.DataFrame, e_key: str,
                                                                 means.prune_epoch, scale=1.0))
 
 
+def _as_pct(test: stats.Paired, unit: str) -> stats.Paired:
+    if unit.startswith("%"):  # tested on log ratios, read as % change
+        for k in ("mean", "ci_low", "ci_high"):
+            setattr(test, k, 100 * math.expm1(getattr(test, k)))
+    return test
+
+
 def pretrained_vs_random(claim: Claim, f: pd.DataFrame, hist: pd.DataFrame, e_key: str,
                          rel_key: str) -> Rows:
     """At each amount (dense, pruned): pretrained minus randomly initialized, paired by seed,
-    the final test accuracy (points) and E summed over the epochs (as % change)."""
+    the final test accuracy (points) and E summed over the epochs (as % change); and where the
+    sweep has it, the pretrained pruned network minus the randomly initialized dense network
+    of its size (the paper's control "of both sizes")."""
     e = wide(hist, e_key, f.run_id)
     e_sum = f.run_id.map(lambda r: float(e[r].dropna().loc[1:].sum()) + 1 if r in e else math.nan)
     values = {"accuracy": (100 * end_value(hist, f, mk.TEST_ACC), "points"),
               "E": (np.log(e_sum.astype(float)), "% change in E")}
-    for level, cell in f.groupby("level", sort=True):
+    largest = f.dense_size.max() if "dense_size" in f else math.nan
+    small = (f.level == 0) & (f.dense_size < largest * (1 - SIZE_MATCH)) if "dense_size" in f \
+        else pd.Series(False, index=f.index)
+    for level, cell in f[~small].groupby("level", sort=True):
         name = "dense" if level == 0 else f"pruned {level:.0%}"
         for what, (v, unit) in values.items():
             mine = v.loc[cell.index]
             pre, rnd = (by_seed(cell[cell.pretrained == k], mine[cell.pretrained == k])
                         for k in (1, 0))
-            test = stats.paired_test((pre - rnd).dropna().tolist())
-            if unit.startswith("%"):  # tested on log ratios, read as % change
-                for k in ("mean", "ci_low", "ci_high"):
-                    setattr(test, k, 100 * math.expm1(getattr(test, k)))
-            yield "", f"{name}: {what}", test, unit
+            yield "", f"{name}: {what}", _as_pct(stats.paired_test((pre - rnd).dropna().tolist()),
+                                                 unit), unit
+    pairs = pd.concat([f[(f.level > 0) & (f.pretrained == 1)], f[small & (f.pretrained == 0)]])
+    refs = dense_references(pairs).dropna()
+    for what, (v, unit) in values.items():
+        if refs.empty:
+            break
+        by_id = pd.Series(v.to_numpy(), index=f.run_id.to_numpy())
+        diff = v.loc[refs.index] - refs.map(by_id).astype(float)
+        per_seed = diff.groupby(f.seed.loc[refs.index].to_numpy()).mean()
+        yield "", f"pruned vs random-init dense of its size: {what}", _as_pct(
+            stats.paired_test(per_seed.dropna().tolist()), unit), unit
 
 
 CLAIMS.add(Claim(

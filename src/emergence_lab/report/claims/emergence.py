@@ -20,16 +20,19 @@ RANDOM = "random"  # the matched null of relative E: random pruning at the same 
 
 
 def summed_log_ratio(g: pd.DataFrame, hist: pd.DataFrame, key: str, against: str = "control",
-                     per_param: bool = False, offset: float = 1.0) -> pd.Series:
+                     per_param: bool = False, offset: float = 1.0,
+                     refs: pd.Series | None = None) -> pd.Series:
     """Per run, log of (its key summed over the epochs after pruning + offset) over the same
     sum of its reference run (`references`), over the epochs both logged. A sum is dominated by
     the epochs where E is large, so a handful of paths left where the reference has none barely
     moves it; the offset (one path; with `per_param`, one path per parameter) only keeps an
-    all-zero sum defined. NaN without a reference or when a sum is 0."""
+    all-zero sum defined. NaN without a reference or when a sum is 0. `refs`: each run's
+    reference run id, given (else `references(g, against)`)."""
     w = wide(hist, key, g.run_id)
     n = wide(hist, mk.PARAMS, g.run_id) if per_param else None
     out = []
-    for rid, ref, pe in zip(g.run_id, references(g, against), g.final_from, strict=True):
+    refs = references(g, against) if refs is None else refs
+    for rid, ref, pe in zip(g.run_id, refs, g.final_from, strict=True):
         if not isinstance(ref, str) or ref not in w:
             out.append(math.nan)
             continue
@@ -40,6 +43,23 @@ def summed_log_ratio(g: pd.DataFrame, hist: pd.DataFrame, key: str, against: str
         a, b = float(both[rid].sum()) + off[0], float(both[ref].sum()) + off[1]
         out.append(math.log(a / b) if len(both) and a > 0 and b > 0 else math.nan)
     return pd.Series(out, index=g.index, dtype=float)
+
+
+SIZE_MATCH = 0.1  # a dense network "of the pruned size": surviving parameters within 10 %
+
+
+def dense_references(g: pd.DataFrame) -> pd.Series:
+    """Each pruned run's dense network of its size: the unpruned run of the same seed (in any
+    group of the family: another width) whose parameter count is closest to the pruned run's
+    surviving count, within SIZE_MATCH of it; NaN where the sweep has none."""
+    dense = g[g.level == 0]
+    out = pd.Series(math.nan, index=g.index, dtype=object)
+    for idx, r in g[g.level > 0].iterrows():
+        c = dense[dense.seed == r.seed]
+        gap = (c.params_surviving - r.params_surviving).abs() / r.params_surviving
+        if len(c) and gap.min() <= SIZE_MATCH:
+            out[idx] = c.run_id[gap.idxmin()]
+    return out
 
 
 def e_trend(g: pd.DataFrame, hist: pd.DataFrame, key: str) -> pd.Series:
@@ -115,6 +135,20 @@ CLAIMS.add(Claim(
     beside="relative E explained",
     reading="B2 'relative emergence tends to be larger in pruned networks', against a null "
             "that has the same parameters"))
+CLAIMS.add(Claim(
+    "relative_E_vs_dense",
+    "Pruning raises relative emergence beyond a dense network of the pruned size: E per "
+    "parameter summed over the epochs after pruning, against the unpruned network of the same "
+    f"seed whose parameter count is within {SIZE_MATCH:.0%} of the pruned one's (another width; "
+    "as % change)", +1, "% change in rel. E vs dense",
+    lambda g, h, e, r: summed_log_ratio(g, h, r, per_param=True, refs=dense_references(g)),
+    "more E per parameter than a dense network with as many parameters",
+    "needs unpruned networks of the pruned sizes in the sweep (experiment=paper_fmnist_dense); "
+    "the dense one trains from scratch, the pruned one from the shared prefix",
+    log_scale=True, axis="dense_size", comparison="pruned minus the dense network of its size "
+    "(same seed), paired by seed", reads="relative E after pruning",
+    reading="B2 'relative emergence ... larger in pruned networks', against a network that has "
+            "the same parameter count without being pruned"))
 CLAIMS.add(Claim(
     "E_falls_during_training",
     "E falls during training: each run's Spearman correlation of E with the epoch (a control "
