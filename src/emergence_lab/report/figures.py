@@ -8,14 +8,15 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on the machines this runs on
+matplotlib.rcParams["figure.max_open_warning"] = 0  # a report holds its figures until written
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from emergence_lab.measure import keys as mk
-from emergence_lab.report.groups import PAPER
+from emergence_lab.measure import keys as mk  # noqa: E402
+from emergence_lab.report.groups import PAPER  # noqa: E402
 from emergence_lab.report.table import mean_ci  # noqa: E402
 
 LEVEL = "pruned"

@@ -144,7 +144,9 @@ CLAIMS.add(Claim(
     lambda g, h, e, r: summed_log_ratio(g, h, r, per_param=True, refs=dense_references(g)),
     "more E per parameter than a dense network with as many parameters",
     "needs unpruned networks of the pruned sizes in the sweep (experiment=paper_fmnist_dense); "
-    "the dense one trains from scratch, the pruned one from the shared prefix",
+    "under the paper's units counting an unstructured-pruned network keeps all its units (its "
+    "paths) where the narrower dense one has fewer: the edges counting (settings table) "
+    "counts surviving connections only; the dense one trains from scratch",
     log_scale=True, axis="dense_size", comparison="pruned minus the dense network of its size "
     "(same seed), paired by seed", reads="relative E after pruning",
     reading="B2 'relative emergence ... larger in pruned networks', against a network that has "
