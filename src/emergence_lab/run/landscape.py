@@ -17,15 +17,12 @@ import torch
 from torch import nn
 
 from emergence_lab.data import TensorData
-from emergence_lab.measure import keys
 from emergence_lab.registry import check
 from emergence_lab.store import artifacts, records
 
 log = logging.getLogger(__name__)
 
 FOLDER = "landscape"  # the run's artifact folder: weights and planes by epoch
-MEASURE_KEYS = {"curvature": (keys.LAMBDA_MAX, keys.TRACE, keys.TRACE_PER_PARAM),
-                "slices": (keys.SLICE_MINIMA, keys.ROUGHNESS), "plane": ()}
 
 
 @dataclass
@@ -50,9 +47,11 @@ class LandscapeConfig:
     keep_weights: bool = True
 
     def __post_init__(self) -> None:
-        valid = sorted(MEASURE_KEYS)
+        from emergence_lab.measure.landscape import MEASURES
+
         for m in self.measures:
-            check(m in MEASURE_KEYS, f"landscape.measures must be among {valid}, got {m!r}")
+            check(m in MEASURES, f"landscape.measures must be among {sorted(MEASURES.names())}, "
+                                 f"got {m!r}")
         for name in ("probe_size", "probes", "lanczos", "slices", "plane_points"):
             check(getattr(self, name) > 0, f"landscape.{name} must be > 0, got "
                                            f"{getattr(self, name)}")
@@ -68,7 +67,9 @@ class LandscapeConfig:
                                  self.plane_points, self.seed)
 
     def metric_keys(self) -> list[str]:
-        return [k for m in self.measures for k in MEASURE_KEYS[m]]
+        from emergence_lab.measure.landscape import MEASURES
+
+        return [k for m in self.measures for k in MEASURES[m].keys]
 
 
 def default_epochs(prune_epoch: int, last: int) -> list[int]:

@@ -84,10 +84,11 @@ def problem(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss | Non
 @dataclass(frozen=True)
 class LandscapeMeasure:
     """measure(problem, settings) -> {metric key: value} (and `plane`: the 2-D grid, not a
-    metric); label: what it reports, for the README and the report."""
+    metric); keys: the metric keys it logs (measure.keys); label: what it reports."""
 
     name: str
     measure: Callable[[Problem, LandscapeSettings], dict[str, object]]
+    keys: tuple[str, ...]
     label: str
 
 

@@ -15,10 +15,6 @@ import warnings
 
 import torch
 
-with warnings.catch_warnings():  # backpack, under curvlinops, still calls torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    from curvlinops import HessianLinearOperator, SubmatrixLinearOperator, hutchpp_trace
-
 from emergence_lab.measure import keys
 from emergence_lab.measure.landscape.base import (
     MEASURES,
@@ -29,14 +25,24 @@ from emergence_lab.measure.landscape.base import (
 )
 
 
+def _curvlinops():
+    """curvlinops, imported when a curvature is measured (its import takes a second; a config
+    that names the measure need not pay it)."""
+    with warnings.catch_warnings():  # backpack, under curvlinops, still calls torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        import curvlinops
+    return curvlinops
+
+
 def hessian(pb: Problem):
     """The Hessian of the mean loss on the batch, restricted to the surviving coordinates."""
-    full = HessianLinearOperator(pb.model, pb.loss, pb.params,
+    cl = _curvlinops()
+    full = cl.HessianLinearOperator(pb.model, pb.loss, pb.params,
                                  [(pb.x, pb.y)], progressbar=False, check_deterministic=False)
     if all(m is None for m in pb.masks):
         return full
     idx = pb.surviving_index()
-    return SubmatrixLinearOperator(full, idx, idx)
+    return cl.SubmatrixLinearOperator(full, idx, idx)
 
 
 def hvp(pb: Problem):
@@ -104,7 +110,7 @@ def trace(op, settings: LandscapeSettings) -> float:
         return float(torch.trace(op @ torch.eye(n, device=op.device, dtype=op.dtype)))
     with torch.random.fork_rng(devices=[op.device] if op.device.type == "cuda" else []):
         torch.manual_seed(settings.seed)
-        return float(hutchpp_trace(op, m))
+        return float(_curvlinops().hutchpp_trace(op, m))
 
 
 def curvature(pb: Problem, settings: LandscapeSettings) -> dict[str, object]:
@@ -115,6 +121,6 @@ def curvature(pb: Problem, settings: LandscapeSettings) -> dict[str, object]:
 
 
 MEASURES.add(LandscapeMeasure(
-    "curvature", curvature,
+    "curvature", curvature, (keys.LAMBDA_MAX, keys.TRACE, keys.TRACE_PER_PARAM),
     "the top Hessian eigenvalue (Lanczos) and the trace (Hutch++), total and per surviving "
     "parameter, of the training loss on the probe batch, on the surviving weights"))

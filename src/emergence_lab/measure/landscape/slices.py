@@ -76,7 +76,8 @@ def plane(pb: Problem, settings: LandscapeSettings) -> dict[str, object]:
 
 
 MEASURES.add(LandscapeMeasure(
-    "slices", slices, "filter-normalized 1-D slices: interior local minima per slice and the "
-    "roughness (mean squared second difference of the loss)"))
+    "slices", slices, (keys.SLICE_MINIMA, keys.ROUGHNESS), "filter-normalized 1-D slices: "
+    "interior local minima per slice and the roughness (mean squared second difference of "
+    "the loss)"))
 MEASURES.add(LandscapeMeasure(
-    "plane", plane, "one filter-normalized 2-D plane of the loss (the contour figure)"))
+    "plane", plane, (), "one filter-normalized 2-D plane of the loss (the contour figure)"))
