@@ -8,16 +8,14 @@ landscape around its weights (top Hessian eigenvalue, trace, surviving parameter
 
 from __future__ import annotations
 
-__all__ = ["measure_emergence", "Emergence", "measure_landscape"]
+import importlib
+
+WHERE = {"measure_emergence": "emergence_lab.measure", "Emergence": "emergence_lab.measure",
+         "measure_landscape": "emergence_lab.measure.landscape"}  # each public name's module
+__all__ = list(WHERE)
 
 
 def __getattr__(name: str):  # imported on first use: `import emergence_lab.report` needs no torch
-    if name == "measure_landscape":
-        from emergence_lab.measure import landscape
-
-        return landscape.measure_landscape
-    if name in __all__:
-        from emergence_lab import measure
-
-        return getattr(measure, name)
+    if name in WHERE:
+        return getattr(importlib.import_module(WHERE[name]), name)
     raise AttributeError(f"module 'emergence_lab' has no attribute {name!r}")

@@ -69,9 +69,12 @@ def write(rep: Report, out: Path) -> list[Path]:
               "runs.csv": rep.per_run, "thetas.csv": rep.thetas,
               "theta_verdicts.csv": rep.sensitivity, "sparsity.csv": rep.sparsity,
               "relative_E.csv": rep.rel_explained, "E_summaries.csv": rep.e_summaries,
-              "stopping.csv": rep.stopping, "lr.csv": rep.lr, "calibration.csv": rep.calibration}
+              "stopping.csv": rep.stopping}
+    # the analyses that apply to some sweeps only: a file where they have rows
+    tables |= {n: t for n, t in (("lr.csv", rep.lr), ("calibration.csv", rep.calibration))
+               if not t.empty}
     for name, table in tables.items():
-        if table is not None and not (name in ("lr.csv", "calibration.csv") and table.empty):
+        if table is not None:
             written.append(out / name)
             safe.write_csv(table, written[-1])
     written += [out / "report.md", out / "report.html"]

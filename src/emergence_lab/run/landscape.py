@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from emergence_lab.data import TensorData
+from emergence_lab.measure.landscape import MEASURES, LandscapeSettings, measure_landscape
 from emergence_lab.registry import check
 from emergence_lab.store import artifacts, records
 
@@ -26,49 +27,28 @@ FOLDER = "landscape"  # the run's artifact folder: weights and planes by epoch
 
 
 @dataclass
-class LandscapeConfig:
+class LandscapeConfig(LandscapeSettings):
     """What is measured (measure.landscape.MEASURES: curvature, slices, plane), at which epochs
     (None: the pruning epoch, the one after it and the last), on how many training samples
-    (probe_size, a seeded subset), with how many Hutch++ products (probes), Lanczos vectors,
-    slices of how many points over [-span, span], and whether the weights at those epochs are
-    kept (what a later landscape sweep measures without training)."""
+    (probe_size, a seeded subset), how (the measures' settings, LandscapeSettings) and whether
+    the weights at those epochs are kept (what a later landscape sweep measures without
+    training)."""
 
     name: str = "none"
     measures: list[str] = field(default_factory=list)
     epochs: list[int] | None = None
-    probe_size: int = 512
-    probes: int = 30
-    lanczos: int = 20
-    slices: int = 2
-    points: int = 41
-    span: float = 1.0
-    plane_points: int = 21
-    seed: int = 0
+    probe_size: int = field(default=512, metadata={"min": 1})
     keep_weights: bool = True
 
     def __post_init__(self) -> None:
-        from emergence_lab.measure.landscape import MEASURES
-
+        super().__post_init__()
         for m in self.measures:
             check(m in MEASURES, f"landscape.measures must be among {sorted(MEASURES.names())}, "
                                  f"got {m!r}")
-        for name in ("probe_size", "probes", "lanczos", "slices", "plane_points"):
-            check(getattr(self, name) > 0, f"landscape.{name} must be > 0, got "
-                                           f"{getattr(self, name)}")
-        check(self.points >= 3, f"landscape.points must be >= 3, got {self.points}")
-        check(self.span > 0, f"landscape.span must be > 0, got {self.span}")
         check(all(e >= 0 for e in self.epochs or []),
               f"landscape.epochs must be >= 0, got {self.epochs}")
 
-    def settings(self):
-        from emergence_lab.measure.landscape import LandscapeSettings
-
-        return LandscapeSettings(self.probes, self.lanczos, self.slices, self.points, self.span,
-                                 self.plane_points, self.seed)
-
     def metric_keys(self) -> list[str]:
-        from emergence_lab.measure.landscape import MEASURES
-
         return [k for m in self.measures for k in MEASURES[m].keys]
 
 
@@ -102,11 +82,9 @@ def _name(kind: str, epoch: int, suffix: str) -> str:
 def measure(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], lc: LandscapeConfig
             ) -> tuple[dict[str, float], dict | None]:
     """(metrics, plane) of the model as it is; its train/eval mode is left as it was."""
-    from emergence_lab.measure.landscape import measure_landscape
-
     mode = model.training
     try:
-        got = measure_landscape(model, *batch, lc.measures, lc.settings())
+        got = measure_landscape(model, *batch, lc.measures, lc)
     finally:
         model.train(mode)
     return got.metrics, got.plane

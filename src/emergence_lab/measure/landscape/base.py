@@ -5,31 +5,43 @@ of the parameters, and the registry of landscape measures (one module each)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from emergence_lab.registry import Registry
+from emergence_lab.registry import Registry, check
 
 Loss = nn.Module  # (output, targets) -> the loss, with reduction "mean" (curvlinops reads it)
 
 
-@dataclass(frozen=True)
+def _at_least(low: float, default: float):
+    return field(default=default, metadata={"min": low})
+
+
+@dataclass
 class LandscapeSettings:
     """probes: Hutch++ matrix-vector products for the trace; lanczos: the Krylov space Lanczos
     uses for the top eigenvalue; slices: filter-normalized directions, `points` losses each over
     [-span, span]; plane_points: the side of the 2-D grid; seed: the random directions and
-    vectors (drawn apart from training's random state)."""
+    vectors (drawn apart from training's random state). Each bounded field says its least
+    value (metadata "min"), checked here; the run's `landscape` config group extends it."""
 
-    probes: int = 30
-    lanczos: int = 20
-    slices: int = 2
-    points: int = 41
-    span: float = 1.0
-    plane_points: int = 21
+    probes: int = _at_least(1, 30)
+    lanczos: int = _at_least(1, 20)
+    slices: int = _at_least(1, 2)
+    points: int = _at_least(3, 41)
+    span: float = _at_least(1e-9, 1.0)
+    plane_points: int = _at_least(1, 21)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            low = f.metadata.get("min")
+            if low is not None:
+                check(getattr(self, f.name) >= low,
+                      f"landscape.{f.name} must be >= {low:g}, got {getattr(self, f.name)}")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from emergence_lab.measure import keys as mk
-from emergence_lab.report.claims.base import CLAIMS, Claim, Rows, references, wide
+from emergence_lab.report.claims.base import CLAIMS, Claim, Rows, paired_rows, references, wide
 from emergence_lab.report.claims.emergence import RANDOM, partial_rank_test
 
 
@@ -58,15 +58,11 @@ def density_change(g: pd.DataFrame, hist: pd.DataFrame, against: str = "control"
     return pd.Series(out, index=g.index, dtype=float)
 
 
-def _paired_if_measured(against: str):
-    def evaluate(claim: Claim, g: pd.DataFrame, hist: pd.DataFrame, e_key: str, rel_key: str
-                 ) -> Rows:
-        if not hist.key.eq(mk.TRACE_PER_PARAM).any():
-            return
-        from emergence_lab.report.claims.base import paired_rows
-
+def paired_if_measured(claim: Claim, g: pd.DataFrame, hist: pd.DataFrame, e_key: str,
+                       rel_key: str) -> Rows:
+    """The paired tests, where the runs measured the landscape (else no row)."""
+    if hist.key.eq(mk.TRACE_PER_PARAM).any():
         yield from paired_rows(claim, g, hist, e_key, rel_key)
-    return evaluate
 
 
 SHARPNESS = "'sharpness' = the top eigenvalue of the training loss's Hessian on the probe batch"
@@ -101,7 +97,7 @@ CLAIMS.add(Claim(
     "trace per parameter", lambda g, h, e, r: density_change(g, h),
     "more curvature per surviving weight than its control",
     f"'density of local minima' read as curvature per surviving parameter; {READINGS}",
-    evaluate=_paired_if_measured("control"), reads="landscape/trace_per_param",
+    evaluate=paired_if_measured, reads="landscape/trace_per_param",
     reading="D2 'relative emergence ... the density of local minima', which pruning raises"))
 CLAIMS.add(Claim(
     "curvature_density_vs_random",
@@ -110,7 +106,7 @@ CLAIMS.add(Claim(
     lambda g, h, e, r: density_change(g, h, RANDOM),
     "more curvature per surviving weight than a random mask of the same sparsity",
     f"the matched null of pruning_raises_curvature_density; {READINGS}", against=RANDOM,
-    evaluate=_paired_if_measured(RANDOM), comparison="pruned minus random pruning at the same "
+    evaluate=paired_if_measured, comparison="pruned minus random pruning at the same "
     "amount (same group and seed), paired by seed", reads="landscape/trace_per_param",
     reading="D2, against a null with the same parameter count"))
 
