@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from emergence_lab.config import register_configs, validate
 from emergence_lab.data import load_dataset
 from emergence_lab.models import build_model
-from emergence_lab.run.config import register_configs, validate
 from emergence_lab.run.logger import EpochLogger
 from emergence_lab.run.loop import fit
 from emergence_lab.run.plan import resolve_device

@@ -22,8 +22,8 @@ import warnings
 import torch
 from hydra import compose, initialize_config_dir
 
+from emergence_lab.config import register_configs, validate
 from emergence_lab.run import loop
-from emergence_lab.run.config import register_configs, validate
 from emergence_lab.run.execution import prepare
 from emergence_lab.run.preflight import build_network
 

@@ -20,8 +20,8 @@ from epoch_overhead import ROOT, setup
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from emergence_lab.config import register_configs, validate
 from emergence_lab.models import build_model
-from emergence_lab.run.config import register_configs, validate
 from emergence_lab.run.landscape import measure, probe_batch
 from emergence_lab.run.loop import train_epoch
 

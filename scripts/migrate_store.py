@@ -4,7 +4,7 @@
     .venv/bin/python scripts/migrate_store.py                           # change it
     .venv/bin/python scripts/migrate_store.py --tracking-uri http://host:5000
 
-What it rewrites is listed in src/emergence_lab/run/migrate.py: runs tagged with a cell hash of
+What it rewrites is listed in src/emergence_lab/config/migrate.py: runs tagged with a cell hash of
 an older identity scheme are re-tagged (the old hash kept as config_hash_legacy), unfinished
 cells from before the ledger get their ledger entry, and each experiment is tagged with the
 store version. A second run changes nothing.
@@ -13,8 +13,8 @@ store version. A second run changes nothing.
 import argparse
 
 from emergence_lab import procs
+from emergence_lab.config.migrate import apply, plan_migration
 from emergence_lab.registry import load_plugins
-from emergence_lab.run.migrate import apply, plan_migration
 
 
 def main() -> int:

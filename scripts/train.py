@@ -21,11 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emergence_lab import procs
+from emergence_lab.config import register_configs
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
-from emergence_lab.run.config import register_configs
-from emergence_lab.run.jobs import job_overrides, job_parent_run_id
 from emergence_lab.run.pipeline import train
+from emergence_lab.sweep.jobs import job_overrides, job_parent_run_id
 
 register_configs()
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from emergence_lab.run.config import register_configs
-from emergence_lab.run.worker import THREAD_VARS, thread_share
+from emergence_lab.config import register_configs
+from emergence_lab.sweep.worker import THREAD_VARS, thread_share
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

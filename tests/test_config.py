@@ -2,8 +2,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from emergence_lab.run.config import Config, validate
-from emergence_lab.run.identity import config_hash
+from emergence_lab.config import Config, validate
+from emergence_lab.config.identity import config_hash
 from tests.conftest import CONF, compose_cfg
 
 
@@ -103,7 +103,7 @@ EXPERIMENTS = {"paper_fmnist": 8, "paper_mnist": 4, "paper_transfer": 4, "paper_
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_every_experiment_sweep_validates(experiment):
-    from emergence_lab.run.jobs import expand_sweep
+    from emergence_lab.sweep.jobs import expand_sweep
 
     cfg = compose_cfg([f"experiment={experiment}"], hydra=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
@@ -131,7 +131,7 @@ def test_a_command_line_value_narrows_an_experiments_sweep_as_hydra_does():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from emergence_lab.run.jobs import expand_sweep
+    from emergence_lab.sweep.jobs import expand_sweep
 
     args = ["dataset=fashion_mnist,mnist", "pruning.amount=0,0.3,0.5,0.7",
             "trainer.seed=0,1,2,3,4", "experiment=paper_fmnist", "trainer.seed=0",
@@ -172,7 +172,7 @@ def test_the_sweep_composes_each_choice_of_options_once_and_gets_hydras_configs(
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, open_dict, read_write
 
-    from emergence_lab.run.jobs import sweep_job_configs
+    from emergence_lab.sweep.jobs import sweep_job_configs
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=base, return_hydra_config=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from emergence_lab import data
+from emergence_lab.config import validate
 from emergence_lab.data import idx
-from emergence_lab.run.config import validate
 from tests.conftest import SHARED_MNIST, compose_cfg, corrupt_mnist_copy
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from emergence_lab.config import validate
 from emergence_lab.data import TensorData
 from emergence_lab.models import build_model
 from emergence_lab.models.cnn import CNNConfig
@@ -13,7 +14,6 @@ from emergence_lab.models.mlp import MLPConfig
 from emergence_lab.prune.base import PruningConfig
 from emergence_lab.prune.masks import apply_pruning, prunable_weights
 from emergence_lab.run import loop, pipeline
-from emergence_lab.run.config import validate
 from emergence_lab.run.execution import can_compile, eager, prepare, wants_compile
 from emergence_lab.store import records
 from tests.conftest import compose_cfg

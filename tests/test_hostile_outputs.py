@@ -84,8 +84,8 @@ def test_a_report_stopped_while_it_writes_leaves_the_previous_one_whole(tmp_path
 
 
 def test_runs_of_two_code_versions_are_named_and_an_edited_tree_is_not_its_commit():
+    from emergence_lab.config.identity import code_state
     from emergence_lab.report.assemble import code_versions
-    from emergence_lab.run.identity import code_state
 
     runs_ = pd.DataFrame({"git_commit": ["a" * 40, "a" * 40, "b" * 40],
                           "git_state": ["clean", "dirty:123456789abc", "clean"]})

@@ -36,7 +36,7 @@ def _no_fork_server_left():
     """The launcher's fork server (started with this process's thread settings) goes with the
     suites, so that later tests in this process start their own."""
     yield
-    from emergence_lab.run.worker import stop_server
+    from emergence_lab.sweep.worker import stop_server
 
     stop_server()
 

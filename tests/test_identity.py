@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from emergence_lab.config import validate
+from emergence_lab.config.identity import config_hash, identity_fields, v1_fields
 from emergence_lab.models import MODELS
-from emergence_lab.run.config import validate
-from emergence_lab.run.identity import config_hash, identity_fields, v1_fields
 from tests.conftest import ROOT, compose_cfg
 
 # config_hash of each configuration under the first scheme, computed by the code of 5cfacb9
@@ -52,7 +52,7 @@ def test_stored_hashes_of_every_experiment_are_kept():
 
 
 def test_the_threshold_group_is_not_part_of_identity_unless_the_stopper_reads_it():
-    from emergence_lab.run.identity import legacy_hash
+    from emergence_lab.config.identity import legacy_hash
 
     base = validate(compose_cfg(["dataset=digits"]))
     for extra in (["threshold=dormant"], ["threshold=fraction", "threshold.theta=0.2"],

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from emergence_lab.run.worker import PRELOAD, THREAD_VARS, worker_context
+from emergence_lab.sweep.worker import PRELOAD, THREAD_VARS, worker_context
 
 
 def _report(queue):
@@ -126,8 +126,8 @@ procs.run_and_exit(main)
 def test_the_fork_server_leaves_without_the_interpreters_teardown():
     """Imported in the server only (PRELOAD's last): its exit, once the launcher is gone, skips
     the teardown that kept a caller reading the launcher's output waiting."""
-    assert PRELOAD[-1] == "emergence_lab.run.forkserver_exit"
-    proc = _python(TEARDOWN + "import emergence_lab.run.forkserver_exit\nraise SystemExit")
+    assert PRELOAD[-1] == "emergence_lab.sweep.forkserver_exit"
+    proc = _python(TEARDOWN + "import emergence_lab.sweep.forkserver_exit\nraise SystemExit")
     assert (proc.returncode, proc.stdout.split()) == (0, [])  # not even the earlier handlers
 
 
@@ -140,8 +140,8 @@ def test_the_fork_server_starts_early_for_this_launcher_only_and_can_be_stopped(
 import os
 from multiprocessing import forkserver
 from omegaconf import OmegaConf
-from hydra_plugins.emergence_lab_launcher.processes import ProcessLauncherConf
-from emergence_lab.run.worker import start_server, stop_server
+from hydra_plugins.emergence_lab_launcher.config import ProcessLauncherConf
+from emergence_lab.sweep.worker import start_server, stop_server
 def server():
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     try:

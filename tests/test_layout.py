@@ -16,7 +16,10 @@ ALLOWED = {
     "data": {"registry", "files"},
     "prune": {"measure", "models", "registry"},
     "store": {"procs"},
-    "run": {"measure", "models", "data", "prune", "store", "registry", "procs", "files", "errors"},
+    "config": {"measure", "models", "data", "prune", "store", "registry"},
+    "run": {"config", "measure", "models", "data", "prune", "store", "registry", "procs", "files",
+            "errors"},
+    "sweep": {"run", "config", "measure", "data", "store", "registry", "procs", "errors"},
     "report": {"measure", "prune", "store", "registry"},
 }
 

@@ -4,10 +4,10 @@ the survivors where they belong."""
 import pytest
 import torch
 
+from emergence_lab.config import validate
 from emergence_lab.prune.base import STRATEGIES
 from emergence_lab.prune.masks import current_masks
 from emergence_lab.run import pipeline, preflight, stages
-from emergence_lab.run.config import validate
 from emergence_lab.store import connection
 from tests.conftest import ROOT, compose_cfg
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from emergence_lab.config import validate
+from emergence_lab.config.identity import config_hash, legacy_hash
 from emergence_lab.run import pipeline
-from emergence_lab.run.config import validate
-from emergence_lab.run.identity import config_hash, legacy_hash
 from emergence_lab.store import connection, ledger, records
 from emergence_lab.store.connection import STORE_VERSION_TAG
 from tests.conftest import ROOT, compose_cfg

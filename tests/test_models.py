@@ -195,9 +195,9 @@ def test_the_mlp_and_the_cnn_have_an_activation_setting():
 
 @pytest.mark.parametrize("model", _with_activation())
 def test_the_activation_is_a_yaml_setting_and_its_units_are_counted(model):
+    from emergence_lab.config import validate
+    from emergence_lab.config.identity import identity_fields
     from emergence_lab.models import ACTIVATIONS
-    from emergence_lab.run.config import validate
-    from emergence_lab.run.identity import identity_fields
     from tests.conftest import compose_cfg
 
     cfg = validate(compose_cfg(["dataset=digits", f"model={model}", "model.activation=tanh"]))

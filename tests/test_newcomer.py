@@ -15,9 +15,9 @@ import pytest
 
 from emergence_lab.report.build import ENDING_FILE, build_report
 from emergence_lab.report.synthetic import big_sweep
-from emergence_lab.run.display import StatusDisplay
-from emergence_lab.run.progress import Job, SweepStatus
 from emergence_lab.store import artifacts, connection
+from emergence_lab.sweep.display import StatusDisplay
+from emergence_lab.sweep.status import Job, SweepStatus
 from tests.conftest import ROOT
 
 

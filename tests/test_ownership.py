@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emergence_lab.run.config import validate
+from emergence_lab.config import validate
 from emergence_lab.store import cells as ownership
 from emergence_lab.store import connection, ledger, records, sweeps
 from tests.conftest import compose_cfg

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from emergence_lab.config import validate
 from emergence_lab.models.cnn import CNN
 from emergence_lab.models.mlp import MLP
 from emergence_lab.prune.base import STRATEGIES, check_ignore, prunable_modules, prunable_weights
 from emergence_lab.prune.masks import apply_pruning, current_masks, keep_top
-from emergence_lab.run.config import validate
 from emergence_lab.run.preflight import build_network
 from tests.conftest import compose_cfg
 
@@ -189,7 +189,7 @@ def test_an_ignore_pattern_that_matches_nothing_names_the_prunable_parameters():
 
 
 def test_ignore_is_checked_before_any_run_and_keeps_the_default_identity():
-    from emergence_lab.run.identity import config_hash
+    from emergence_lab.config.identity import config_hash
     from emergence_lab.run.preflight import preflight
 
     base = ["dataset=digits", "pruning=magnitude", "trainer.epochs=6"]

@@ -216,8 +216,8 @@ def test_train_epoch_reports_the_mean_loss_and_accuracy_over_every_sample(batch_
 
 
 def test_a_validation_split_is_held_out_and_read_by_the_stoppers(tiny_overrides, store):
+    from emergence_lab.config import validate
     from emergence_lab.data import load_dataset
-    from emergence_lab.run.config import validate
 
     c = validate(compose_cfg(tiny_overrides + ["dataset.val_fraction=0.1"]))
     full = load_dataset(validate(compose_cfg(tiny_overrides)).dataset)

@@ -13,15 +13,20 @@ from emergence_lab.measure.rules import RULES
 from emergence_lab.measure.stats import FRACTIONS
 
 
-@dataclass(frozen=True)
+@dataclass(unsafe_hash=True)
 class Setting:
-    rule: str = "mean"
-    theta: float = 0.05  # θ, or τ for the dormant rule
-    counting: str = "units"
-    min_fraction: float = 0.5  # the fraction rule's share of samples
-    layers: tuple[str, ...] = ("hidden",)
+    """The one schema of how E is read: the config group `threshold` extends it (with its θ
+    grid), so its fields, defaults and checks are written here once. A value: hashed, compared
+    and never changed after it is made (`layers` becomes a tuple)."""
+
+    rule: str = "mean"  # measure.rules.RULES
+    theta: float = 0.05  # θ (τ for the dormant rule): a unit is active when its statistic exceeds it
+    counting: str = "units"  # measure.counting.COUNTINGS: units (the paper's), edges
+    min_fraction: float = 0.5  # rule=fraction: active on more than this share of probe samples
+    layers: tuple[str, ...] = ("hidden",)  # measure.graph.UNIT_LAYER_KINDS: input, hidden, output
 
     def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)
         RULES[self.rule]  # noqa: B018 - an unknown name raises with the choices
         COUNTINGS[self.counting]  # noqa: B018
         symbol = RULES[self.rule].symbol
@@ -29,14 +34,17 @@ class Setting:
                 and self.theta >= 0):
             raise ValueError(f"threshold.theta ({symbol} of rule {self.rule}) must be a finite "
                              f"number >= 0, got {self.theta}")
-        if self.rule == "fraction" and not any(math.isclose(self.min_fraction, f)
-                                               for f in FRACTIONS):
+        if not any(math.isclose(self.min_fraction, f) for f in FRACTIONS):
             raise ValueError(f"threshold.min_fraction must be one of {list(FRACTIONS)} (the "
                              f"shares stored per unit), got {self.min_fraction}")
         unknown = sorted(set(self.layers) - set(UNIT_LAYER_KINDS))
         if unknown or not self.layers:
             raise ValueError(f"threshold.layers entries must be among {list(UNIT_LAYER_KINDS)}, "
                              f"got {list(self.layers)}")
+
+    def setting(self) -> Setting:
+        """The setting alone (a subclass's further fields dropped)."""
+        return Setting(self.rule, self.theta, self.counting, self.min_fraction, self.layers)
 
     def normalized(self) -> Setting:
         """The same setting with the fields its rule ignores at their defaults."""

@@ -18,7 +18,7 @@ def _short(text: str, n: int) -> str:
 
 def launch_line(launch: dict) -> str:
     """'20 cells: 16 trained in this launch, 4 already finished, 0 did not finish; the launch
-    took 11m05s', from the parent's last_launch tag (run/sweep.py writes it)."""
+    took 11m05s', from the parent's last_launch tag (sweep/callback.py writes it)."""
     return (f"{launch['cells']} cells: {launch['trained']} trained in this launch, "
             f"{launch['skipped']} already finished, {launch['failed']} did not finish; "
             f"the launch took {launch['took']}")

@@ -1,6 +1,10 @@
-"""One run and one sweep: the composed config and its checks (`config`), identity, the run
-pipeline (`pipeline`), the plain training loop (`loop`), checkpoints and the shared prefix,
-re-measuring finished runs, and the sweep's Hydra callback (`sweep`).
+"""One run: its frozen plan (`plan`), preflight, the pipeline that owns its cell and trains it
+(`pipeline`), the stages of its training (`stages`: shared prefix, pruning steps, resets), the
+plain epoch loop (`loop`) and the callbacks it hands each epoch to (`callbacks`: metrics,
+measurements, progress, checkpoints, early stop), how its steps execute (`execution`),
+checkpoints and the shared prefix (`checkpoint`), the landscape at its epochs (`landscape`),
+re-measuring a finished run (`remeasure`) and the events a launcher may listen to (`events`).
 
-May import every stage package but `report`.
+May import `config` and the stage packages (data, models, prune, measure, store); never
+`sweep`, `report` or `hydra_plugins`.
 """

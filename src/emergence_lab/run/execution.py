@@ -18,13 +18,13 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from emergence_lab.config.groups import PRECISIONS
+
 log = logging.getLogger(__name__)
 
 # trainer.compile=auto compiles a conv net that trains at least this many steps: on 2 CPU
 # cores resnet20's warm-up (about 100 s) is repaid after about 1,000 steps at 1.8x (make bench)
 COMPILE_MIN_STEPS = 2000
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-CHOICES = ("auto", "true", "false")  # of trainer.compile and trainer.channels_last
 
 
 def has_conv(model: nn.Module) -> bool:

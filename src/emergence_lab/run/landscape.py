@@ -9,47 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from emergence_lab.config.groups import LandscapeConfig
 from emergence_lab.data import TensorData
-from emergence_lab.measure.landscape import MEASURES, LandscapeSettings, measure_landscape
-from emergence_lab.registry import check
+from emergence_lab.measure.landscape import measure_landscape
 from emergence_lab.store import artifacts, records
 
 log = logging.getLogger(__name__)
 
 FOLDER = "landscape"  # the run's artifact folder: weights and planes by epoch
-
-
-@dataclass
-class LandscapeConfig(LandscapeSettings):
-    """What is measured (measure.landscape.MEASURES: curvature, slices, plane), at which epochs
-    (None: the pruning epoch, the one after it and the last), on how many training samples
-    (probe_size, a seeded subset), how (the measures' settings, LandscapeSettings) and whether
-    the weights at those epochs are kept (what a later landscape sweep measures without
-    training)."""
-
-    name: str = "none"
-    measures: list[str] = field(default_factory=list)
-    epochs: list[int] | None = None
-    probe_size: int = field(default=512, metadata={"min": 1})
-    keep_weights: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for m in self.measures:
-            check(m in MEASURES, f"landscape.measures must be among {sorted(MEASURES.names())}, "
-                                 f"got {m!r}")
-        check(all(e >= 0 for e in self.epochs or []),
-              f"landscape.epochs must be >= 0, got {self.epochs}")
-
-    def metric_keys(self) -> list[str]:
-        return [k for m in self.measures for k in MEASURES[m].keys]
 
 
 def default_epochs(prune_epoch: int, last: int) -> list[int]:

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from emergence_lab.config import Config
+from emergence_lab.config.identity import (
+    run_name,
+)
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.formula import stop_epoch
-from emergence_lab.run import progress
+from emergence_lab.run import events
 from emergence_lab.run.checkpoint import (
     save_checkpoint,
-)
-from emergence_lab.run.config import Config
-from emergence_lab.run.identity import (
-    run_name,
 )
 from emergence_lab.store import records
 
@@ -59,7 +59,7 @@ class EpochLogger:
         self.run.log_metrics(metrics, step=epoch)
         if keys.TRAIN_LOSS in metrics:  # a training epoch of the run's own data set
             self.last = metrics
-            progress.emit("epoch", epoch=epoch, loaded=loaded)
+            events.emit("epoch", epoch=epoch, loaded=loaded)
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                  acc=f"{metrics['test/acc']:.3f}")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emergence_lab.config import Config
 from emergence_lab.data import TensorData
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import sparsity_baselines
@@ -21,7 +22,6 @@ from emergence_lab.measure.probe import Measurement, counts_metrics
 from emergence_lab.measure.probe import measure as measure_units
 from emergence_lab.measure.setting import Setting
 from emergence_lab.prune.masks import sparsity
-from emergence_lab.run.config import Config
 from emergence_lab.run.execution import Execution, eager
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)

@@ -19,16 +19,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab import procs
+from emergence_lab.config import Config
+from emergence_lab.config.identity import (
+    flatten,
+)
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
-from emergence_lab.run import landscape, progress, remeasure
-from emergence_lab.run.config import Config
+from emergence_lab.run import events, landscape, remeasure
 from emergence_lab.run.execution import prepare
-from emergence_lab.run.identity import (
-    flatten,
-)
 from emergence_lab.run.logger import EpochLogger, numbers
 from emergence_lab.run.plan import RunPlan, make_plan
 from emergence_lab.run.preflight import build_network, preflight
@@ -81,7 +81,7 @@ def _load(cfg, device: torch.device) -> tuple[TensorData, torch.Tensor]:
 def _tell(message: str) -> None:
     """A warning for the job's log and, in a sweep, the launcher's terminal."""
     log.warning(message)
-    progress.emit("note", text=message)
+    events.emit("note", text=message)
 
 
 def train(cfg: DictConfig, parent_run_id: str | None = None,
@@ -97,7 +97,7 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     """
     plan = make_plan(cfg, parent_run_id, overrides)
     c = plan.config
-    progress.emit("start", name=plan.name, epochs=c.trainer.epochs)
+    events.emit("start", name=plan.name, epochs=c.trainer.epochs)
     procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
     procs.stopped_run_closed.clear()
     if c.trainer.num_threads:
@@ -114,21 +114,21 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     got = ownership.acquire(plan.cell(tags), notify=_tell)
     if got.state == "skip":
         _remeasure(c, got.run, plan.name, data)
-        progress.emit("end", status="skipped")
+        events.emit("end", status="skipped")
         return dict(got.run.data.metrics)
     if got.state == "taken":
         _tell(f"{plan.name}: skipped, run {got.run_id} is being trained by {got.owner}")
-        progress.emit("end", status="skipped")
+        events.emit("end", status="skipped")
         return {}
     try:
         metrics = _own_run(plan, got, tags, (data, probe), pretrain)
     except KeyboardInterrupt:
-        progress.emit("end", status="interrupted")
+        events.emit("end", status="interrupted")
         raise
     except Exception as exc:
-        progress.emit("end", status="failed", error=f"{type(exc).__name__}: {exc}")
+        events.emit("end", status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    progress.emit("end", status="finished")
+    events.emit("end", status="finished")
     return metrics
 
 
@@ -141,7 +141,7 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             c.tracking.uri, c.tracking.experiment, plan.name, tags, plan.parent_run_id,
             run_id=got.run_id, owner=got.owner, resumed=resumed,
             heartbeat_s=c.tracking.heartbeat_s) as run:
-        progress.emit("run", run_id=run.run_id, uri=c.tracking.uri)
+        events.emit("run", run_id=run.run_id, uri=c.tracking.uri)
         checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
             if resumed else None
         if not resumed:

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from emergence_lab.config import Config, validate
+from emergence_lab.config.identity import code_state, config_hash, git_commit, run_name
 from emergence_lab.prune.schedules import schedule
-from emergence_lab.run.config import Config, validate
-from emergence_lab.run.identity import code_state, config_hash, git_commit, run_name
 from emergence_lab.store.cells import Cell
 
 # Device names that stand for another: auto is cuda when there is one, else the cpu.

@@ -8,11 +8,11 @@ import logging
 import torch
 from torch import nn
 
+from emergence_lab.config import Config
 from emergence_lab.data import shape_of
 from emergence_lab.measure.graph import unit_graph
 from emergence_lab.models import INITS, build_model
 from emergence_lab.prune.base import check_ignore
-from emergence_lab.run.config import Config
 from emergence_lab.run.plan import resolve_device
 
 log = logging.getLogger(__name__)

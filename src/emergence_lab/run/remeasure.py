@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from emergence_lab.config.identity import stable_hash
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.setting import Setting
-from emergence_lab.run.identity import stable_hash
 from emergence_lab.store import artifacts, ledger, records
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from emergence_lab.config import Config
+from emergence_lab.config.identity import (
+    prefix_key,
+)
 from emergence_lab.data import TensorData
 from emergence_lab.measure import keys
 from emergence_lab.prune.base import RESETS
@@ -22,11 +26,7 @@ from emergence_lab.run.checkpoint import (
     restore_state,
     shared_prefix,
 )
-from emergence_lab.run.config import Config
 from emergence_lab.run.execution import Execution
-from emergence_lab.run.identity import (
-    prefix_key,
-)
 from emergence_lab.run.landscape import LandscapeHook
 from emergence_lab.run.logger import EpochLogger, numbers
 from emergence_lab.run.loop import Row, fit, measure

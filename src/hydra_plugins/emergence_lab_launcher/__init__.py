@@ -1,4 +1,3 @@
-"""emergence-lab's local launcher as a Hydra plugin (Hydra finds launchers in `hydra_plugins`).
-
-The plugin is this thin class and its config; the pool itself is `emergence_lab.run.launcher`.
-"""
+"""emergence-lab's local launcher as a Hydra plugin (Hydra finds launchers in `hydra_plugins`):
+the launcher class (`processes.py`) and its config (`config.py`); the pool itself is
+`emergence_lab.sweep.launcher`, imported when a sweep launches."""

@@ -1,28 +1,14 @@
 """`hydra/launcher=processes`: the sweep's jobs on a pool of local worker processes that a
-signal stops cleanly and a dead worker does not take down (emergence_lab.run.launcher).
-Imported by Hydra's plugin scan at every start: nothing heavy at module level."""
-
+signal stops cleanly and a dead worker does not take down. A thin class, as Hydra's own launcher
+plugins are: its config is `config.py`, its core (`emergence_lab.sweep.launcher`) is imported
+when it launches. Imported by Hydra's plugin scan at every start: nothing heavy at module level."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
-
-
-@dataclass
-class ProcessLauncherConf:
-    _target_: str = "hydra_plugins.emergence_lab_launcher.processes.ProcessLauncher"
-    n_jobs: int = 2  # jobs at once (-1: one per CPU)
-    stop_timeout_s: float = 4.0  # after a signal, how long a job gets to close its run
-    fork_server: bool = True  # its workers fork from emergence_lab's fork server (started early)
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessLauncherConf,
-                             provider="emergence_lab")
 
 
 class ProcessLauncher(Launcher):
@@ -39,6 +25,6 @@ class ProcessLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
                ) -> Sequence[JobReturn]:
-        from emergence_lab.run.launcher import launch
+        from emergence_lab.sweep.launcher import launch
 
         return launch(self, [list(o) for o in job_overrides], initial_job_idx)

@@ -34,11 +34,11 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 
 from emergence_lab import procs
-from emergence_lab.run import progress
-from emergence_lab.run.display import StatusDisplay
-from emergence_lab.run.jobs import JOBS_FILE, PARENT_FILE, command_line
-from emergence_lab.run.worker import worker_context, worker_main, worker_threads
 from emergence_lab.store import records, sweeps
+from emergence_lab.sweep.display import StatusDisplay
+from emergence_lab.sweep.jobs import JOBS_FILE, PARENT_FILE, command_line
+from emergence_lab.sweep.status import Job, SweepStatus, clock
+from emergence_lab.sweep.worker import worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _planned_epochs(sweep_dir: Path, job_overrides: list[list[str]]) -> list[int
 class Pool:
     """The launcher's loop over its workers (see the module docstring)."""
 
-    def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: progress.SweepStatus,
+    def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: SweepStatus,
                  job_overrides: list[list[str]]) -> None:
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
         self.threads = worker_threads(n_jobs, len(job_overrides))
@@ -230,7 +230,7 @@ class Pool:
         s = self.status
         name = signal.Signals(self.signals.signum).name
         started = sum(j.state != "waiting" for j in s.jobs)
-        return (f"Sweep interrupted ({name}) after {progress.clock(time.monotonic() - s.started)}: "
+        return (f"Sweep interrupted ({name}) after {clock(time.monotonic() - s.started)}: "
                 f"{s.count('finished', 'skipped')} cells finished, "
                 f"{s.count('interrupted', 'running')} interrupted (KILLED, resumable), "
                 f"{s.count('failed')} failed, {len(s.jobs) - started} never started. "
@@ -273,7 +273,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     job_overrides = [list(o) for o in job_overrides]
     epochs = _planned_epochs(sweep_dir, job_overrides)
-    status = progress.SweepStatus([progress.Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
+    status = SweepStatus([Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
     n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else os.cpu_count() or 1
     workers = min(n_jobs, len(job_overrides))
     setup = cloudpickle.dumps({"hydra_context": launcher.hydra_context, "config": config,

@@ -1,4 +1,4 @@
-"""A worker process of the sweep's local launcher (`run/launcher.py`): it runs the jobs the
+"""A worker process of the sweep's local launcher (`sweep/launcher.py`): it runs the jobs the
 launcher sends, one at a time, as Hydra's joblib launcher runs them (`run_job` on the job's
 composed config), with the job's output in its log file and its progress sent back."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence_lab import procs
-from emergence_lab.run import progress
+from emergence_lab.run import events
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -27,7 +27,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # torch._dynamo: the optimizer's first step imports it. No CUDA is initialised by importing.
 # The server alone imports forkserver_exit: it exits without the interpreter's teardown.
 PRELOAD = ["__main__", "torch", "torch._dynamo", "emergence_lab.run.pipeline",
-           "emergence_lab.run.forkserver_exit"]
+           "emergence_lab.sweep.forkserver_exit"]
 
 
 def thread_share(workers: int) -> int:
@@ -113,7 +113,7 @@ def worker_main(conn: Connection) -> None:
 
         torch.set_num_threads(threads)
         setup = pickle.loads(conn.recv_bytes())
-        progress.set_sink(lambda event: _send(conn, ("event", event)))
+        events.set_sink(lambda event: _send(conn, ("event", event)))
         while (msg := pickle.loads(conn.recv_bytes())) is not None:
             try:
                 ret = _run(setup, *msg)
@@ -145,7 +145,7 @@ def _run(setup: dict[str, Any], idx: int, overrides: list[str]) -> Any:
     HydraConfig.instance().set_config(config)
     log = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir) / \
         f"{config.hydra.job.name}.log"
-    progress.emit("log", path=str(log))  # the launcher shows a failing cell's last lines
+    events.emit("log", path=str(log))  # the launcher shows a failing cell's last lines
     with _output_to(log):
         return run_job(hydra_context=hydra_context, config=config,
                        task_function=setup["task_function"], job_dir_key="hydra.sweep.dir",

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-from emergence_lab.run.progress import SweepStatus
+from emergence_lab.sweep.status import SweepStatus
 
 TTY_EVERY_S = 1.0  # a terminal's line is redrawn this often
 PLAIN_EVERY_S = 30.0  # without a terminal, at most one line this often

@@ -27,13 +27,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from emergence_lab import procs
+from emergence_lab.config import Config
+from emergence_lab.config.identity import config_hash, stable_hash
 from emergence_lab.data import check_available
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
 from emergence_lab.procs import forward_signal
-from emergence_lab.run.config import Config
-from emergence_lab.run.identity import config_hash, stable_hash
-from emergence_lab.run.jobs import (
+from emergence_lab.run.preflight import preflight
+from emergence_lab.store import artifacts, connection, ledger, sweeps
+from emergence_lab.sweep.jobs import (
     JOBS_FILE,
     PARENT_FILE,
     _is_grid,
@@ -43,10 +45,8 @@ from emergence_lab.run.jobs import (
     sweep_job_configs,
     validate_sweep,
 )
-from emergence_lab.run.preflight import preflight
-from emergence_lab.run.progress import clock
-from emergence_lab.run.worker import start_server, stop_server
-from emergence_lab.store import artifacts, connection, ledger, sweeps
+from emergence_lab.sweep.status import clock
+from emergence_lab.sweep.worker import start_server, stop_server
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from emergence_lab.config.groups import ThresholdConfig, TrainerConfig
+from emergence_lab.config.schema import Config
 from emergence_lab.models import INITS, MODELS
 from emergence_lab.prune.base import CONTROL_IDENTITY, RESETS, STRATEGIES, PruningConfig, describe
-from emergence_lab.run.config import Config, ThresholdConfig, TrainerConfig
 
 NOT_DATA = ("data_dir", "sources", "download")  # where data comes from, not what it is
 # how a run executes, not what it computes (beyond the last digits, as threads do)

@@ -20,8 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from emergence_lab.config import Config, validate
 from emergence_lab.procs import stop_when_gone
-from emergence_lab.run.config import Config, validate
 
 log = logging.getLogger(__name__)
 

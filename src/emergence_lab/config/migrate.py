@@ -24,11 +24,12 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from emergence_lab.config.groups import PretrainConfig, ThresholdConfig, TrackingConfig, TrainerConfig
+from emergence_lab.config.identity import config_hash, legacy_hash
+from emergence_lab.config.schema import Config
 from emergence_lab.data import DATASETS
 from emergence_lab.models import INITS, MODELS
 from emergence_lab.prune.base import STRATEGIES
-from emergence_lab.run.config import Config, PretrainConfig, ThresholdConfig, TrackingConfig, TrainerConfig
-from emergence_lab.run.identity import config_hash, legacy_hash
 from emergence_lab.store import artifacts, connection, ledger, records
 from emergence_lab.store.connection import STORE_VERSION, STORE_VERSION_TAG
 

@@ -1,36 +1,11 @@
-"""What a job tells its launcher as it goes (events), and the sweep's status as a launcher shows it.
-
-A job emits events through `emit`; the sweep's launcher (`run/launcher.py`) installs a sink in
-each worker process and folds the events of every job into one `SweepStatus`, drawn as one
-status line. Outside such a launcher (a single run, Ray, SLURM) there is no sink and `emit` does
-nothing.
-"""
+"""The sweep's status as its local launcher shows it: every cell's state, folded from the
+events its jobs emit (`run/events.py`), and the time left at the throughput measured so far."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
-
-_sink: Callable[[dict[str, Any]], None] | None = None
-
-
-def set_sink(sink: Callable[[dict[str, Any]], None] | None) -> None:
-    """Where this process's events go (the launcher's pipe), None for nowhere."""
-    global _sink
-    _sink = sink
-
-
-def emit(kind: str, **fields: Any) -> None:
-    """One event of the current job: log (path), start (name, epochs), run (run_id, uri), epoch
-    (epoch, loaded), note (text), end (status, error). A launcher that has gone away loses it,
-    nothing else."""
-    if _sink is not None:
-        try:
-            _sink({"kind": kind, **fields})
-        except (OSError, ValueError):  # the launcher's pipe is closed: it is stopping
-            pass
 
 
 @dataclasses.dataclass
