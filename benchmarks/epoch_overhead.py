@@ -26,8 +26,8 @@ from hydra import compose, initialize_config_dir
 from emergence_lab.config import register_configs, validate
 from emergence_lab.data import load_dataset
 from emergence_lab.models import build_model
-from emergence_lab.run.logger import EpochLogger
-from emergence_lab.run.loop import fit
+from emergence_lab.run import callbacks as cb
+from emergence_lab.run.loop import Branch, fit
 from emergence_lab.run.plan import resolve_device
 from emergence_lab.store import records
 
@@ -82,19 +82,18 @@ def project_epochs(c, data, probe, device, epochs: int) -> tuple[list[float], li
     times, emergence_s = [], []
     with records.Run(c.tracking.uri, c.tracking.experiment, "bench", {}) as run, \
             tempfile.TemporaryDirectory() as workdir:
-        logger = EpochLogger(run, c, model, opt, Path(workdir))
+        callbacks = cb.standard(run, c, Path(workdir))
         t_last = time.perf_counter()
 
-        def on_epoch(epoch, metrics):
+        def clock(e):  # after the project's own callbacks
             nonlocal t_last
-            logger(epoch, metrics)
             now = time.perf_counter()
             times.append(now - t_last)
-            emergence_s.append(metrics["time/emergence_s"])
+            emergence_s.append(e.metrics["time/emergence_s"])
             t_last = now
 
-        fit(model, opt, data, probe, c, 1, epochs, on_epoch)
-        logger.close()
+        fit(model, opt, data, probe, c, 1, epochs, [*callbacks, clock], branch=Branch())
+        cb.close(callbacks)
     return times, emergence_s
 
 

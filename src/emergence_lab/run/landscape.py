@@ -64,8 +64,9 @@ def measure(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], lc: Land
 
 
 class LandscapeHook:
-    """Called with each epoch the run reaches: at the landscape's epochs, keep the weights and
-    log the measures (at that step) and the plane (an artifact)."""
+    """A callback of the run's epochs (loop.Epoch): at the landscape's epochs, keep the weights
+    and log the measures (at that step) and the plane (an artifact). `at(epoch)` does it for
+    the network as it is, outside the loop (the state before the first pruning step)."""
 
     def __init__(self, c: Any, model: nn.Module, data: TensorData, run: records.Run,
                  workdir: Path):
@@ -75,7 +76,11 @@ class LandscapeHook:
         self.batch = probe_batch(data, self.lc) if self.lc.measures and self.epochs else None
         self.done: set[int] = set()
 
-    def __call__(self, epoch: int) -> None:
+    def __call__(self, e: Any) -> None:
+        if e.phase == "epoch":
+            self.at(e.epoch)
+
+    def at(self, epoch: int) -> None:
         if epoch not in self.epochs or epoch in self.done:
             return
         self.done.add(epoch)

@@ -1,13 +1,18 @@
 """The plain training loop: one epoch, evaluation, the per-epoch measurements, and `fit`,
-which trains epochs and hands each epoch's numbers to one callback. Everything around it (which
-process trains a cell, the shared prefix, pruning steps, logging) is in `run/pipeline.py`.
+which trains epochs and hands each one, as an `Epoch`, to every callback it is given (as
+open_lth's `train(..., callbacks)`); a callback that returns True stops training. The loop knows
+none of them: logging, progress, checkpoints, measurement storage and early stopping are
+`run/callbacks.py`'s. Everything around it (the shared prefix, pruning steps) is in
+`run/stages.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +30,46 @@ from emergence_lab.prune.masks import sparsity
 from emergence_lab.run.execution import Execution, eager
 
 Row = tuple[int, dict[str, float]]  # (epoch, metrics)
-OnEpoch = Callable[[int, dict[str, float]], bool]  # returns True to stop training
+
+
+@dataclasses.dataclass
+class Branch:
+    """What the run's training has done to its network so far (saved with its checkpoints):
+    pruning steps applied, the state a reset rewinds to, and whether the network is final (no
+    pruning step ahead: the only epochs early stopping reads)."""
+
+    pruning_steps: int = 0
+    rewind: dict[str, Any] | None = None
+    final: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Epoch:
+    """What every callback is handed after an epoch (or a pruning step): its number, its
+    metrics (and the measurement under keys.MEASUREMENT), the network and its optimizer, the
+    branch's state, the phase (pretrain, epoch, pruned), whether it was loaded from the shared
+    prefix rather than trained here, and which checkpoints it asks for (all: last.pt and best.pt
+    when best, last, none)."""
+
+    epoch: int
+    metrics: dict[str, Any]
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    branch: Branch
+    phase: str = "epoch"
+    loaded: bool = False
+    checkpoint: str = "all"
+
+
+Callback = Callable[[Epoch], bool | None]  # True: stop training
+
+
+def notify(callbacks: Sequence[Callback], e: Epoch) -> bool:
+    """Hand `e` to every callback in order; whether one of them asked to stop."""
+    stop = False
+    for callback in callbacks:
+        stop = bool(callback(e)) or stop
+    return stop
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -116,9 +160,12 @@ def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config,
 
 
 def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
-        c: Config, first: int, last: int, on_epoch: OnEpoch, ex: Execution | None = None) -> bool:
-    """Train epochs first..last; after each, hand (epoch, metrics) to on_epoch, which may stop
-    training by returning True. Returns whether it did.
+        c: Config, first: int, last: int, callbacks: Sequence[Callback],
+        ex: Execution | None = None, *, branch: Branch, phase: str = "epoch",
+        checkpoint: str = "all", prefix: str = "") -> bool:
+    """Train epochs first..last; after each, hand it to every callback (`phase`, `checkpoint`
+    and `branch` as given; metric keys led by `prefix`, as pretraining's are), stopping when
+    one asks. Returns whether one did.
 
     Shuffling is seeded by (seed, epoch), so a run resumed from a cached state at epoch k
     sees exactly the batches a run trained from scratch sees.
@@ -134,6 +181,9 @@ def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: t
         metrics = {keys.TRAIN_LOSS: loss, keys.TRAIN_ACC: acc, **measure(model, data, probe, c, ex)}
         metrics[keys.EPOCH_TIME] = time.perf_counter() - t0
         metrics[keys.THREADS] = float(torch.get_num_threads())  # the CPU threads it trained with
-        if on_epoch(epoch, metrics):
+        if prefix:
+            metrics = {f"{prefix}{k}": v for k, v in metrics.items() if k != keys.MEASUREMENT}
+        if notify(callbacks, Epoch(epoch, metrics, model, opt, branch, phase,
+                                   checkpoint=checkpoint)):
             return True
     return False

@@ -27,9 +27,9 @@ from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
+from emergence_lab.run import callbacks as cb
 from emergence_lab.run import events, landscape, remeasure
 from emergence_lab.run.execution import prepare
-from emergence_lab.run.logger import EpochLogger, numbers
 from emergence_lab.run.plan import RunPlan, make_plan
 from emergence_lab.run.preflight import build_network, preflight
 from emergence_lab.run.stages import Setup, _train_branch
@@ -91,7 +91,7 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
 
     The stages, each given its part of the plan: plan (validate once) -> preflight -> load ->
     own the cell (store.cells) -> build -> shared prefix, train with pruning steps and measure
-    (run.stages) -> log (run.logger). A configuration that already has a FINISHED run in the
+    (run.stages, run.loop) -> log (run.callbacks). A configuration that already has a FINISHED run in the
     experiment is skipped; an interrupted one continues in its own run from its last
     checkpoint (force=true: a new run); one that another live process trains is waited for.
     """
@@ -155,14 +155,15 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             data.x_train.shape[0], pretrain[0].x_train.shape[0] if pretrain else 0))
         opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                               weight_decay=t.weight_decay)
-        logger = EpochLogger(run, c, model, opt, Path(workdir))
+        last = cb.Last()
+        callbacks = [*cb.standard(run, c, Path(workdir)), last]
         try:
             _train_branch(Setup(c, model, opt, data, probe, pretrain, ex), plan.events,
-                          plan.device, run, logger, checkpoint)
+                          plan.device, run, callbacks, Path(workdir), checkpoint)
         finally:
-            logger.close()
-        _flag_collapse(run, plan.name, logger.last, data)
-        return numbers(logger.last)
+            cb.close(callbacks)
+        _flag_collapse(run, plan.name, last.metrics, data)
+        return last.metrics
 
 
 def _flag_collapse(run: records.Run, name: str, last: dict[str, Any], data: TensorData) -> None:

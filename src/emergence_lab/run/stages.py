@@ -28,8 +28,7 @@ from emergence_lab.run.checkpoint import (
 )
 from emergence_lab.run.execution import Execution
 from emergence_lab.run.landscape import LandscapeHook
-from emergence_lab.run.logger import EpochLogger, numbers
-from emergence_lab.run.loop import Row, fit, measure
+from emergence_lab.run.loop import Branch, Callback, Epoch, Row, fit, measure, notify
 from emergence_lab.run.preflight import build_network
 from emergence_lab.store import connection, records
 
@@ -55,7 +54,7 @@ def _state(s: Setup) -> dict[str, Any]:
                           "optimizer": optimizer_state(s.model, s.opt)})
 
 
-def _prefix(s: Setup, upto: int, logger: EpochLogger
+def _prefix(s: Setup, upto: int, callbacks: Sequence[Callback], branch: Branch
             ) -> Callable[[Callable[[], None]], dict[str, Any]]:
     """The training every sibling shares: pretraining, then epochs 1..upto of the run's data,
     with the state at pruning.rewind_epoch when the reset rewinds to it. `borrow()`, called
@@ -67,47 +66,52 @@ def _prefix(s: Setup, upto: int, logger: EpochLogger
         saved: dict[str, Any] = {}
         borrow()
 
-        def keep(epoch: int, metrics: dict[str, float], checkpoint: str = "last") -> bool:
-            history.append((epoch, metrics))
-            borrow()
-            return logger(epoch, metrics, checkpoint)
-
-        def keep_own(epoch: int, metrics: dict[str, float]) -> bool:
-            if rewinds and epoch == s.c.pruning.rewind_epoch:
+        def keep(e: Epoch) -> None:  # the history the siblings replay; then the next epoch's threads
+            if e.phase == "epoch" and rewinds and e.epoch == s.c.pruning.rewind_epoch:
                 saved["rewind"] = _state(s)
-            return keep(epoch, metrics, "none" if epoch == 0 else "last")
+            history.append((e.epoch, e.metrics))
+            borrow()
 
+        these = [keep, *callbacks]
         if s.pretrain:
             pre_data, pre_probe = s.pretrain
-            fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs,
-                lambda e, m: keep(e, {f"{keys.PRETRAIN}{k}": v for k, v in numbers(m).items()}, "none"),
-                s.ex)
-        keep_own(0, measure(s.model, s.data, s.probe, s.c, s.ex))
-        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, keep_own, s.ex)
+            fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs, these, s.ex,
+                branch=branch, phase="pretrain", checkpoint="none", prefix=keys.PRETRAIN)
+        notify(these, Epoch(0, measure(s.model, s.data, s.probe, s.c, s.ex), s.model, s.opt,
+                            branch, checkpoint="none"))
+        fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, these, s.ex, branch=branch,
+            checkpoint="last")
         return {**_state(s), "history": history, **saved}
 
     return compute
 
 
-def _start_fresh(s: Setup, events: list[tuple[int, float]], device: torch.device,
-                 run: records.Run, logger: EpochLogger) -> int:
+def _phase_of(metrics: dict[str, Any]) -> str:
+    """A replayed epoch's phase: pretraining's metrics carry its prefix."""
+    return "pretrain" if any(k.startswith(keys.PRETRAIN) for k in metrics) else "epoch"
+
+
+def _start_fresh(s: Setup, events: Sequence[tuple[int, float]], device: torch.device,
+                 run: records.Run, callbacks: Sequence[Callback], branch: Branch) -> int:
     """Epoch 0, or the shared prefix (cached) up to the first pruning step; returns its epoch."""
     c = s.c
     upto = events[0][0] if events else 0
     if not events and not s.pretrain:
-        logger(0, measure(s.model, s.data, s.probe, c, s.ex), checkpoint="none")
+        notify(callbacks, Epoch(0, measure(s.model, s.data, s.probe, c, s.ex), s.model, s.opt,
+                                branch, checkpoint="none"))
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or connection.default_cache_dir(c.tracking.uri)
     # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
-    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, logger),
+    payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, callbacks, branch),
                                     lend=not c.trainer.num_threads)
     run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
     if cached:
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
-            logger(epoch, metrics, checkpoint="none", loaded=True)
-    logger.rewind = payload.get("rewind")
+            notify(callbacks, Epoch(epoch, metrics, s.model, s.opt, branch, _phase_of(metrics),
+                                    loaded=True, checkpoint="none"))
+    branch.rewind = payload.get("rewind")
     return upto
 
 
@@ -127,7 +131,7 @@ class Sources:
     fresh: Callable[[], dict[str, Any]]  # a new random initialization
 
 
-def _reset(s: Setup, logger: EpochLogger) -> None:
+def _reset(s: Setup, branch: Branch) -> None:
     """After a pruning step, restart the surviving weights where pruning.reset says; the masks
     stay, and the optimizer's state goes with the weights (cleared for a fresh init)."""
     c = s.c
@@ -136,7 +140,7 @@ def _reset(s: Setup, logger: EpochLogger) -> None:
         net = build_network(c, s.model.input_shape, s.data.num_classes, seed=c.trainer.seed + 7919)
         return {"model": net.state_dict(), "optimizer": None}
 
-    state = RESETS[c.pruning.reset].state(Sources(logger.rewind, fresh))
+    state = RESETS[c.pruning.reset].state(Sources(branch.rewind, fresh))
     if state is None:
         return
     masks = current_masks(s.model)
@@ -148,51 +152,50 @@ def _reset(s: Setup, logger: EpochLogger) -> None:
         load_optimizer_state(s.model, s.opt, state["optimizer"])
 
 
+def _prune(s: Setup, i: int, events: Sequence[tuple[int, float]], callbacks: Sequence[Callback],
+           branch: Branch) -> None:
+    """Pruning step i of the schedule (at its epoch, to its rate), its reset, and the pruned
+    network measured and handed to the callbacks (phase pruned; best.pt may follow the last)."""
+    c, (at, rate) = s.c, events[i]
+    apply_pruning(s.model, c.pruning, rate, seed=c.trainer.seed + at,
+                  data=(s.data.x_train, s.data.y_train))
+    if rate > 0:  # an unpruned control is never reset
+        _reset(s, branch)
+    after = measure(s.model, s.data, s.probe, c, s.ex)
+    branch.pruning_steps = i + 1
+    _after_prune_lr(s.opt, c)
+    metrics = {keys.E_AFTER: after[keys.E], keys.RELATIVE_AFTER: after[keys.RELATIVE],
+               keys.TEST_ACC_AFTER: after[keys.TEST_ACC],
+               keys.SPARSITY_AFTER: after[keys.SPARSITY], keys.MEASUREMENT: after[keys.MEASUREMENT]}
+    notify(callbacks, Epoch(at, metrics, s.model, s.opt, branch, "pruned",
+                            checkpoint="all" if i + 1 == len(events) else "last"))
+
+
 def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.device,
-                  run: records.Run, logger: EpochLogger, resume: dict[str, Any] | None) -> None:
+                  run: records.Run, callbacks: Sequence[Callback], workdir: Any,
+                  resume: dict[str, Any] | None) -> None:
     """From epoch 0 (or a resumed checkpoint), prune-and-train segments (the plan's pruning
     schedule, `events`) to the last epoch."""
-    c, p = s.c, s.c.pruning
-    hook = LandscapeHook(c, s.model, s.data, run, logger.workdir)
+    c = s.c
+    hook = LandscapeHook(c, s.model, s.data, run, workdir)
+    branch = Branch()
     if resume is None:
-        epoch, done = _start_fresh(s, events, device, run, logger), 0
-        hook(epoch)  # the pruning epoch's state (or the initialization's), before any pruning
+        epoch = _start_fresh(s, events, device, run, callbacks, branch)
+        hook.at(epoch)  # the pruning epoch's state (or the initialization's), before any pruning
     else:
-        epoch, done = resume["epoch"], resume.get("pruning_steps", 0)
+        epoch = resume["epoch"]
+        branch.pruning_steps, branch.rewind = resume.get("pruning_steps", 0), resume.get("rewind")
         restore_state(resume, s.model, s.opt)
-        logger.rewind = resume.get("rewind")
-        logger.pruning_steps = done
-        if done:
+        if branch.pruning_steps:
             _after_prune_lr(s.opt, c)
-    def before_final(e: int, m: dict[str, Any]) -> bool:
-        stop = logger(e, m, checkpoint="last")  # not best.pt yet
-        hook(e)
-        return stop
-
-    def final(e: int, m: dict[str, Any]) -> bool:
-        stop = logger(e, m)
-        hook(e)
-        return stop
-
-    for i in range(done, len(events)):
-        at, rate = events[i]
-        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, before_final,
-                              s.ex):
+    these = [*callbacks, hook]
+    for i in range(branch.pruning_steps, len(events)):
+        at = events[i][0]
+        if at > epoch and fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, at, these, s.ex,
+                              branch=branch, checkpoint="last"):  # not best.pt yet
             return
         epoch = at
-        apply_pruning(s.model, p, rate, seed=c.trainer.seed + at,
-                      data=(s.data.x_train, s.data.y_train))
-        if rate > 0:  # an unpruned control is never reset
-            _reset(s, logger)
-        after = measure(s.model, s.data, s.probe, c, s.ex)
-        logger.store_measurement(after.pop(keys.MEASUREMENT), at, "pruned")
-        run.log_metrics({keys.E_AFTER: after[keys.E],
-                         keys.RELATIVE_AFTER: after[keys.RELATIVE],
-                         keys.TEST_ACC_AFTER: after[keys.TEST_ACC],
-                         keys.SPARSITY_AFTER: after[keys.SPARSITY]}, step=at)
-        logger.pruning_steps = i + 1
-        _after_prune_lr(s.opt, c)
-        if c.trainer.checkpoints:
-            logger.checkpoint(at, after[keys.TEST_ACC], best=i + 1 == len(events))
-    logger.stopper_armed = True  # only once the network is final
-    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, final, s.ex)
+        _prune(s, i, events, callbacks, branch)
+    branch.final = True  # early stopping reads only the final network
+    fit(s.model, s.opt, s.data, s.probe, c, epoch + 1, c.trainer.epochs, these, s.ex,
+        branch=branch)
