@@ -9,6 +9,7 @@ its identity: they say what the network's units are), so keys do not name them.
 
 from __future__ import annotations
 
+from emergence_lab.measure.rules import RULES
 from emergence_lab.measure.setting import Setting
 
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
@@ -31,9 +32,11 @@ COLLAPSED_TAG = "collapsed"  # a run tag: why its network collapsed (measure.bas
 
 # Runs logged before the settings keys: E at each θ of threshold.grid per activity mode (the
 # report still reads them: the same activations, the mean and fraction rules with units).
-THETA_KEYS = {"mean": "emergence/E_theta/", "fraction": "emergence/E_theta_fraction/"}
-RELATIVE_THETA_KEYS = {"mean": "emergence/relative_theta/",
-                       "fraction": "emergence/relative_theta_fraction/"}
+# The rules with such a grid name it (measure.rules.RuleEntry.grid_key).
+THETA_KEYS = {r.name: f"emergence/E_theta{r.grid_key}/" for r in RULES if r.grid_key is not None}
+RELATIVE_THETA_KEYS = {r.name: f"emergence/relative_theta{r.grid_key}/" for r in RULES
+                       if r.grid_key is not None}
+PAPER = Setting()  # the paper's setting: emergence/E and emergence/relative
 
 
 def dormant_frac(tau: float) -> str:
@@ -48,10 +51,10 @@ def setting_keys(s: Setting) -> tuple[str, str]:
     """(E key, relative E key) of an analysis setting. The counted layers are the run's own
     (threshold.layers), so keys do not name them."""
     s = s.normalized()
-    if (s.rule, s.theta, s.counting, s.min_fraction) == ("mean", 0.05, "units", 0.5):
+    if (s.rule, s.theta, s.counting, s.min_fraction) == (PAPER.rule, PAPER.theta, PAPER.counting,
+                                                         PAPER.min_fraction):
         return E, RELATIVE
-    rule = f"fraction-{s.min_fraction:g}" if s.rule == "fraction" and s.min_fraction != 0.5 \
-        else s.rule
+    rule = f"{s.rule}-{s.min_fraction:g}" if s.min_fraction != PAPER.min_fraction else s.rule
     tail = f"/{rule}/{s.theta:g}/{s.counting}"
     return E + tail, RELATIVE + tail
 
@@ -65,7 +68,7 @@ def parse_setting(key: str) -> Setting | None:
     parts = key[len(E) + 1:].split("/")
     if len(parts) != 3:
         return None
-    rule, frac = (parts[0].split("-", 1) + ["0.5"])[:2]
+    rule, frac = (parts[0].split("-", 1) + [str(PAPER.min_fraction)])[:2]
     try:
         return Setting(rule, float(parts[1]), parts[2], float(frac))
     except ValueError:

@@ -23,12 +23,16 @@ from emergence_lab.registry import Registry
 @dataclass(frozen=True)
 class RuleEntry:
     """An activity rule: active(stats, theta, min_fraction) -> bool per unit; `symbol` names
-    its parameter in tables (θ, τ)."""
+    its parameter in tables (θ, τ); `reads_fraction`: whether min_fraction is one of its
+    settings; `grid_key`: the tag of its θ grid's metric keys (measure.keys.THETA_KEYS), None
+    for a rule whose grid is not logged."""
 
     name: str
     active: Callable[[LayerStats, float, float], torch.Tensor]
     label: str
     symbol: str = "θ"
+    reads_fraction: bool = False
+    grid_key: str | None = None
 
 
 RULES: Registry[RuleEntry] = Registry("threshold.rule")
@@ -50,6 +54,6 @@ def _dormant(stats: LayerStats, theta: float, min_fraction: float) -> torch.Tens
     return stats.mean_abs / level > theta
 
 
-RULES.add(RuleEntry("mean", _mean, "mean > θ"))
-RULES.add(RuleEntry("fraction", _fraction, "share > θ"))
+RULES.add(RuleEntry("mean", _mean, "mean > θ", grid_key=""))
+RULES.add(RuleEntry("fraction", _fraction, "share > θ", reads_fraction=True, grid_key="_fraction"))
 RULES.add(RuleEntry("dormant", _dormant, "dormant score > τ", symbol="τ"))

@@ -48,7 +48,7 @@ class Setting:
 
     def normalized(self) -> Setting:
         """The same setting with the fields its rule ignores at their defaults."""
-        frac = self.min_fraction if self.rule == "fraction" else 0.5
+        frac = self.min_fraction if RULES[self.rule].reads_fraction else Setting.min_fraction
         order = tuple(k for k in UNIT_LAYER_KINDS if k in self.layers)
         return Setting(self.rule, float(self.theta), self.counting, frac, order)
 

@@ -25,8 +25,9 @@ SCOPES = ("global", "layerwise")
 Masks = dict[str, torch.Tensor]  # "<module path>.<param>" -> 0/1 tensor of the param's shape
 
 
-CONTROL_IDENTITY = "magnitude"  # a control (amount 0) of any strategy has the identity of
-# one-shot global magnitude pruning at amount 0: the strategies of a sweep share one control
+PAPER_STRATEGY = "magnitude"  # the paper's: one-shot global magnitude pruning
+CONTROL_IDENTITY = PAPER_STRATEGY  # a control (amount 0) of any strategy has the identity of
+# the paper's strategy at amount 0: the strategies of a sweep share one control
 UNITS = "units"  # "<module path>.units": the output units structured pruning removed (0)
 
 

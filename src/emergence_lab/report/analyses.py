@@ -10,11 +10,12 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.formula import stop_epoch
+from emergence_lab.measure.keys import PAPER as PAPER_SETTING
 from emergence_lab.measure.keys import THETA_KEYS
 from emergence_lab.report.groups import PAPER
 from emergence_lab.report.table import curve, mean_ci
 
-THETA_PREFIX = THETA_KEYS["mean"]  # final E by θ, in the paper's mode
+THETA_PREFIX = THETA_KEYS[PAPER_SETTING.rule]  # final E by θ, in the paper's rule
 
 
 def theta_table(per_run: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:

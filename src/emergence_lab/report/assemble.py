@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from emergence_lab.measure import keys as mk
+from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.measure.setting import Setting
 from emergence_lab.report import decompose, landscape, tidy, verdicts
@@ -88,7 +89,7 @@ def sensitivity_keys(hist: pd.DataFrame) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     found = [(s, k) for k in logged if (s := mk.parse_setting(k)) is not None]
     paper = Setting()
-    first = [paper.normalized(), paper.with_counting("edges").normalized()]
+    first = [paper.with_counting(k).normalized() for k in COUNTINGS.names()]
     order = sorted(found, key=lambda sk: (first.index(sk[0].normalized()) if sk[0].normalized()
                                           in first else 2, sk[0].rule, sk[0].counting, sk[0].theta))
     for s, k in order:
@@ -103,7 +104,7 @@ def sensitivity_keys(hist: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 def _countings(setting: Setting) -> dict[str, tuple[str, str]]:
     """(E key, relative E key) of the setting under each route counting."""
-    return {k: mk.setting_keys(setting.with_counting(k)) for k in ("units", "edges")}
+    return {k: mk.setting_keys(setting.with_counting(k)) for k in COUNTINGS.names()}
 
 
 def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:

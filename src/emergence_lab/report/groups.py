@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from emergence_lab.prune.base import STRATEGIES, describe
+from emergence_lab.prune.base import PAPER_STRATEGY, STRATEGIES, PruningConfig, describe
 
 # Config fields that never define a group: the comparison axis (every pruning setting but the
 # epoch of the first step: the strategies of a group share their control), replicates, how a
@@ -109,12 +109,15 @@ def pruning_settings(run: pd.Series) -> object | None:
         return None
 
 
+CONTROL = "control"  # the strategy label of an unpruned run (amount 0)
+
+
 def strategy_name(run: pd.Series) -> str:
     """'control' for amount 0 (every strategy prunes nothing then), else the settings without
     the amount, e.g. 'magnitude', 'magnitude layerwise', 'magnitude x3' (iterative),
     'magnitude x8 cubic' (gradual), 'magnitude x3 rewind1' (lottery ticket), 'SNIP'."""
     if float(run.get("pruning.amount", 0) or 0) == 0:
-        return "control"
+        return CONTROL
     p = pruning_settings(run)
     return describe(p, sep=" ", amount=False, label=True) if p is not None \
         else str(run.get("pruning.name"))
@@ -126,7 +129,9 @@ PAPER_PROTOCOL = {"model.name": "mlp", "prune_epoch": 5, "trainer.lr": 0.005, "l
                   "pretrain.epochs": 0, "init.name": "standard"}
 
 
-PAPER_STRATEGIES = ("control", "magnitude")  # global one-shot magnitude pruning
+# the control and the paper's strategy (prune.base.PAPER_STRATEGY) at its defaults, as labelled
+PAPER_STRATEGIES = (CONTROL, describe(PruningConfig(name=PAPER_STRATEGY), sep=" ", amount=False,
+                                      label=True))
 
 
 def _same(value: object, expected: object) -> bool:

@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from emergence_lab.measure import keys as mk
 from emergence_lab.report import verdicts
 from emergence_lab.report.groups import PAPER_CNN, PAPER_STRATEGIES
 from emergence_lab.report.table import mean_ci
@@ -119,7 +120,7 @@ def _rel_note(rel: pd.DataFrame | None, r: pd.Series) -> str:
     claim = verdicts.CLAIMS[r.claim] if r.claim in verdicts.CLAIMS else None
     if rel is None or rel.empty or claim is None or claim.beside != "relative E explained":
         return ""
-    here = rel[(rel.group == r.group) & (rel.strategy == r.strategy) & (rel.counting == "units")
+    here = rel[(rel.group == r.group) & (rel.strategy == r.strategy) & (rel.counting == mk.PAPER.counting)
                & rel.note.astype(bool)]
     return f". Here: {here.note.iloc[0]} ({', '.join(here.pruned)})" if len(here) else ""
 

@@ -22,6 +22,7 @@ from emergence_lab.config import Config
 from emergence_lab.data import TensorData
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import sparsity_baselines
+from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.measure.graph import UNIT_LAYER_KINDS, cached_unit_graph
 from emergence_lab.measure.probe import Measurement, counts_metrics
 from emergence_lab.measure.probe import measure as measure_units
@@ -124,15 +125,15 @@ def emergence_metrics(m: Measurement, c: Config) -> dict[str, float]:
     layers = tuple(t.layers)
     paper = Setting(layers=layers)
     out = counts_metrics(m.at(paper))
-    settings = {x.normalized() for x in (paper.with_counting("edges"), t.setting(),
-                                         *(t.setting().with_counting(k) for k in ("units", "edges")))}
+    settings = {x.normalized() for s in (paper, t.setting()) for x in
+                (s, *(s.with_counting(k) for k in COUNTINGS.names()))}
     for s in sorted(settings - {paper.normalized()}, key=keys.setting_keys):
         e = m.at(s)
         k_e, k_rel = keys.setting_keys(s)
         out[k_e], out[k_rel] = float(e.E), e.relative
     for rule in keys.THETA_KEYS:  # the rules whose θ grid has keys of its own (metric-key schema)
         for theta in t.grid:
-            e = m.at(Setting(rule, theta, "units", t.min_fraction, layers))
+            e = m.at(Setting(rule, theta, paper.counting, t.min_fraction, layers))
             out[f"{keys.THETA_KEYS[rule]}{theta:g}"] = float(e.E)
             out[f"{keys.RELATIVE_THETA_KEYS[rule]}{theta:g}"] = e.relative
     return out

@@ -32,6 +32,7 @@ from emergence_lab.config.identity import config_hash, stable_hash
 from emergence_lab.data import check_available
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
+from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.procs import forward_signal
 from emergence_lab.run.preflight import preflight
 from emergence_lab.store import artifacts, connection, ledger, sweeps
@@ -159,7 +160,7 @@ class SweepCallback(Callback):
         for job in jobs:
             run = finished.get(config_hash(job))
             wanted = [mk.setting_keys(job.threshold.setting().with_counting(k))[0]
-                      for k in ("units", "edges")] + job.landscape.metric_keys()
+                      for k in COUNTINGS.names()] + job.landscape.metric_keys()
             if run is None or any(k not in run.data.metrics for k in wanted):
                 return None
         return len(hashes)
