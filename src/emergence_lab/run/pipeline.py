@@ -106,8 +106,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
         procs.stop_on_signals()  # SIGTERM marks the run KILLED, like Ctrl-C; a second is ignored
     if parent_run_id is None:  # a single run: a sweep's launcher checked the store already
         connection.check_reachable(c.tracking.uri)
-    # Missing or corrupt data, and configs that cannot train, fail here, before a run exists.
-    preflight(c, device=False)
+    if not plan.preflighted:  # missing or corrupt data, configs that cannot train: before a run
+        preflight(c, device=False)
     data, probe = _load(c.dataset, plan.device)
     pretrain = _load(c.pretrain.dataset, plan.device) if c.pretrain.epochs else None
     tags = plan.tags(data_digest=data.digest, dataset_label=data.label)

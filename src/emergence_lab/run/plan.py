@@ -1,10 +1,15 @@
 """A run's plan: the composed config validated and resolved once, frozen, with everything the
 stages derive from it (identity, name, device, pruning schedule, tags). Each stage receives the
 part it needs: the store's `Cell` to own the cell, the typed config to build and train.
+
+A sweep plans every job before any starts (`sweep.jobs.plan_sweep`); its local launcher hands
+each job its plan (`hand`), and the job takes it instead of validating, checking and hashing
+its config again when the config Hydra composed for it resolves to the plan's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +56,7 @@ class RunPlan:
     overrides: tuple[str, ...]
     parent_run_id: str | None
     code_state: str = ""  # identity.code_state: clean, or dirty and the diff's digest
+    preflighted: bool = False  # its network and data were checked (the sweep's callback did)
 
     def tags(self, **data: Any) -> dict[str, Any]:
         """The run's tags; `data` adds what is known once the data is loaded."""
@@ -74,13 +80,41 @@ class RunPlan:
                     self.config.force, t.on_taken, t.stale_after_s)
 
 
-def make_plan(cfg: DictConfig, parent_run_id: str | None = None,
-              overrides: list[str] | None = None) -> RunPlan:
-    """Validate the composed config once and derive the run's plan; raises ValueError naming
-    the bad field (see run.config.validate) or a device this machine lacks."""
-    c = validate(cfg)
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as logged: resolved, without Hydra's node."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
-    return RunPlan(c, resolved, config_hash(c), run_name(c), git_commit(),
-                   resolve_device(c.trainer.device), tuple(schedule(c.pruning)),
-                   tuple(overrides or ()), parent_run_id, code_state())
+    return resolved
+
+
+def plan_of(cfg: DictConfig, c: Config, overrides: list[str] | None = None,
+            parent_run_id: str | None = None, commit: str | None = None,
+            state: str | None = None, device: torch.device | None = None,
+            preflighted: bool = False) -> RunPlan:
+    """The plan of a composed config `cfg` already validated as `c`; the code's commit and
+    state (git calls) and the device given where a sweep computed them once."""
+    return RunPlan(c, resolved_config(cfg), config_hash(c), run_name(c),
+                   git_commit() if commit is None else commit,
+                   resolve_device(c.trainer.device) if device is None else device,
+                   tuple(schedule(c.pruning)), tuple(overrides or ()), parent_run_id,
+                   code_state() if state is None else state, preflighted)
+
+
+_handed: RunPlan | None = None  # the plan the sweep's launcher handed this process's job
+
+
+def hand(plan: RunPlan | None) -> None:
+    """The plan of the job this process runs next (None: none)."""
+    global _handed
+    _handed = plan
+
+
+def make_plan(cfg: DictConfig, parent_run_id: str | None = None,
+              overrides: list[str] | None = None) -> RunPlan:
+    """The run's plan: the one handed to this job when `cfg` resolves to its config, else
+    `cfg` validated once (ValueError naming the bad field, see config.validate, or a device
+    this machine lacks)."""
+    if _handed is not None and _handed.resolved == resolved_config(cfg):
+        return dataclasses.replace(_handed, overrides=tuple(overrides or _handed.overrides),
+                                   parent_run_id=parent_run_id or _handed.parent_run_id)
+    return plan_of(cfg, validate(cfg), overrides, parent_run_id)

@@ -11,7 +11,6 @@ config when the job starts.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
 import logging
@@ -26,7 +25,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from emergence_lab import procs
 from emergence_lab.config import Config
 from emergence_lab.config.identity import config_hash, stable_hash
 from emergence_lab.data import check_available
@@ -34,8 +32,10 @@ from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.procs import forward_signal
+from emergence_lab.run.plan import RunPlan
 from emergence_lab.run.preflight import preflight
 from emergence_lab.store import artifacts, connection, ledger, sweeps
+from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.jobs import (
     JOBS_FILE,
     PARENT_FILE,
@@ -43,6 +43,8 @@ from emergence_lab.sweep.jobs import (
     check_launcher,
     command_line,
     jobs_run_here,
+    offer,
+    plan_sweep,
     sweep_job_configs,
     validate_sweep,
 )
@@ -68,7 +70,6 @@ class SweepCallback(Callback):
         self.uri: str | None = None
         self.run_id: str | None = None
         self.jobs: list[dict[str, Any]] = []
-        self.interrupted = False
         self.grid = True  # the jobs are known up front (else a search: see sweep_job_configs)
         self.stale_after_s: float | None = None  # the jobs' tracking.stale_after_s
         self.started = time.time()  # when the launch began (on_multirun_start)
@@ -105,45 +106,53 @@ class SweepCallback(Callback):
                      for (o, _), j in zip(composed, jobs, strict=True)] if self.grid else []
         # every cell finished (one store query): nothing will run, so nothing to preflight
         done = self._all_finished(jobs) if self.grid else None
+        plans = self._check(config, composed, jobs) if done is None else []
+        self._open(config, first, len(jobs), plans)
+        if done is not None:  # nothing to train or measure: no job is launched
+            sweeps.record_launch(first.uri, self.run_id, done, 0, done, 0, self._took())
+            parent.end("FINISHED")
+            print(f"{done} of {done} cells already finished (force=true reruns them): the report "
+                  f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
+                  flush=True)
+            sys.exit(0)
+        log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
+
+    def _check(self, config: DictConfig, composed: list[tuple[list[str], DictConfig]],
+               jobs: list[Config]) -> list[RunPlan]:
+        """Every job's network and data (preflight), every data set's files; the jobs' plans,
+        which the local launcher hands them (for a grid run on this machine)."""
         local = jobs_run_here(config.hydra.launcher)
-        for (overrides, _), job in zip(composed, jobs, strict=True) if done is None else ():
+        for (overrides, _), job in zip(composed, jobs, strict=True):
             try:
                 preflight(job, device=local)
             except ValueError as exc:
                 raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
         for dataset in {json.dumps(dataclasses.asdict(d), sort_keys=True): d for j in jobs
                         for d in (j.dataset, j.pretrain.dataset) if d is not None}.values():
-            if done is None:
-                check_available(dataset)
+            check_available(dataset)
+        plans = plan_sweep(composed, jobs) if local and self.grid else []
+        return [dataclasses.replace(p, preflighted=True) for p in plans]
+
+    def _open(self, config: DictConfig, first: Any, n_jobs: int, plans: list[RunPlan]) -> None:
+        """The parent run (sweep.parent), the files the launcher and the jobs read in the sweep
+        dir, the plans offered to the launcher, and the signals (sweep.stop)."""
         # a grid is identified by its cells; a search by its arguments and its sweep dir
         sweep_hash = stable_hash(sorted(j["config_hash"] for j in self.jobs)) if self.grid else \
             stable_hash([str(config.hydra.sweep.dir), list(config.hydra.overrides.task)])
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        self.uri = first.uri
-        self.stale_after_s = first.stale_after_s
-        self.run_id = sweeps.open_sweep(
+        self.uri, self.stale_after_s = first.uri, first.stale_after_s
+        self.run_id = parent.open_parent(
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
-            {"sweep_dir": str(sweep_dir), "jobs": str(len(jobs)),
+            {"sweep_dir": str(sweep_dir), "jobs": str(n_jobs),
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
+        offer([dataclasses.replace(p, parent_run_id=self.run_id) for p in plans])
         artifacts.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).write_text(json.dumps(self.jobs))  # the launcher's plan
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
             "run_id": self.run_id, "uri": first.uri, "launcher_pid": os.getpid(),
             "launcher_host": socket.gethostname()}))
-        # A job that raises aborts the sweeper before on_multirun_end: end the parent anyway.
-        atexit.register(self._end_if_open)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        if done is not None:  # nothing to train or measure: no job is launched
-            sweeps.record_launch(first.uri, self.run_id, done, 0, done, 0, self._took())
-            sweeps.end_sweep(first.uri, self.run_id, "FINISHED")
-            self.run_id = None
-            print(f"{done} of {done} cells already finished (force=true reruns them): the report "
-                  f"of this sweep is make report (scripts/report.py --tracking-uri {first.uri})",
-                  flush=True)
-            sys.exit(0)
-        log.info("sweep of %d jobs: MLflow parent run %s in %s", len(jobs), self.run_id, first.uri)
+        stop.install(self._stop)
 
     def _took(self) -> str:
         return clock(time.time() - self.started)
@@ -165,11 +174,11 @@ class SweepCallback(Callback):
                 return None
         return len(hashes)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.interrupted = True  # the parent ends KILLED, like its runs
-        # `kill` or a scheduler signals the launcher alone: the workers training this sweep's
-        # runs get the signal too, and the launcher waits (a while) for them to mark the runs
-        # KILLED before its pool is torn down
+    def _stop(self, signum: int) -> None:
+        """The first signal outside the local pool (sweep.stop): a launcher whose jobs run in
+        processes it does not watch. `kill` or a scheduler signals the launcher alone: the
+        workers training this sweep's runs get the signal too, and the launcher waits (a while)
+        for them to mark the runs KILLED before its pool is torn down."""
         owners = sweeps.running_owners(self.uri, self.run_id)
         pids = [pid for o in owners.values() if (pid := ledger.local_pid(o)) is not None]
         sent = forward_signal(signum, pids)
@@ -181,14 +190,8 @@ class SweepCallback(Callback):
             time.sleep(0.3)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    def _end_if_open(self) -> None:
-        if not self.run_id:
-            return
-        stopped = self.interrupted or procs.stop_requested.is_set()
-        sweeps.end_sweep(self.uri, self.run_id, "KILLED" if stopped else "FAILED")
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.run_id:
+        if parent.current() is None:
             return
         runs = sweeps.sweep_runs(self.uri, self.run_id, [j["config_hash"] for j in self.jobs])
         if not self.grid:  # a search: every job that made a run is one of its cells
@@ -204,15 +207,16 @@ class SweepCallback(Callback):
         elsewhere = {h: owner for h, r in latest.items() if h not in cells
                      for alive, owner in [ledger.owner_alive(r, self.stale_after_s)] if alive}
         if not missing:
-            sweeps.end_sweep(self.uri, self.run_id, "FINISHED")
+            parent.end("FINISHED")
             return
         if len(elsewhere) == len(missing):  # all in the hands of other live processes
             log.warning("%d cells are being trained by other processes and were left to them:"
                         "\n%s", len(missing), "\n".join(
                             f"  {latest[h].info.run_name} (run {latest[h].info.run_id}): {o}"
                             for h, o in elsewhere.items()))
-            return  # the parent stays RUNNING until a sweep finishes them
-        sweeps.end_sweep(self.uri, self.run_id, "FAILED")
+            parent.leave_open()  # it stays RUNNING until a sweep finishes them
+            return
+        parent.end("FAILED")
         lines = []
         for j in missing:
             r = latest.get(j["config_hash"])

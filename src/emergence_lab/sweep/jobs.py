@@ -1,10 +1,10 @@
-"""A sweep's jobs: the cells its command line leaves (a grid expanded as Hydra's basic sweeper
-expands it), composed and validated before any run exists; the launcher checks; and, inside a
-job, its parent run and its overrides."""
+"""A sweep's jobs: the cells its command line leaves (a grid split by Hydra's basic sweeper),
+composed, validated and planned before any run exists (the plans offered to the local launcher,
+which hands each job its own); the launcher checks; and, inside a job, its parent run and its
+overrides."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,7 +22,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from emergence_lab.config import Config, validate
+from emergence_lab.config.identity import code_state, git_commit
 from emergence_lab.procs import stop_when_gone
+from emergence_lab.run.plan import RunPlan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +40,15 @@ class NotAGrid(ValueError):
 
 
 def expand_sweep(args: list[str]) -> list[list[str]]:
-    """The overrides of every job of the grid these arguments span, in the order of Hydra's
-    basic sweeper (the cartesian product, the first argument varying slowest). A key given twice
-    (an experiment's ``hydra.sweeper.params``, then the command line) is one axis at its first
-    place with its last value, as Hydra's sweeper has it: ``trainer.seed=0`` narrows the seeds."""
-    axes: dict[str, list[str]] = {}
-    for o in OverridesParser.create().parse_overrides(args):
-        key = o.get_key_element()
-        if not o.is_sweep_override():
-            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
-        elif o.is_discrete_sweep():
-            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
-        else:
+    """The overrides of every job of the grid these arguments span, as Hydra's basic sweeper
+    splits them (BasicSweeper.split_arguments: the cartesian product, the first argument
+    varying slowest; a key given twice, an experiment's ``hydra.sweeper.params`` then the
+    command line, is one axis at its first place with its last value)."""
+    parsed = OverridesParser.create().parse_overrides(args)
+    for o in parsed:
+        if o.is_sweep_override() and not o.is_discrete_sweep():
             raise NotAGrid(f"{o.input_line} is a search space, not a list of values")
-    return [list(job) for job in itertools.product(*axes.values())]
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
 
 
 def _is_grid(config: DictConfig) -> bool:
@@ -130,6 +128,29 @@ def validate_sweep(jobs: list[tuple[list[str], DictConfig]]) -> list[Config]:
         except ValueError as exc:
             raise ValueError(f"{exc}\n  in the sweep job with overrides {overrides}") from None
     return checked
+
+
+def plan_sweep(jobs: list[tuple[list[str], DictConfig]], checked: list[Config]) -> list[RunPlan]:
+    """Every job's frozen plan, from its composed and checked config; the code's commit and
+    state read once for all."""
+    commit, state = git_commit(), code_state()
+    return [plan_of(cfg, c, overrides, commit=commit, state=state)
+            for (overrides, cfg), c in zip(jobs, checked, strict=True)]
+
+
+_offered: dict[tuple[str, ...], RunPlan] = {}  # the plans of this sweep's jobs, for its launcher
+
+
+def offer(plans: list[RunPlan]) -> None:
+    """The sweep's plans (checked, preflighted, with their parent run) for the local launcher
+    to hand each job (run.plan.hand)."""
+    _offered.clear()
+    _offered.update({tuple(sorted(p.overrides)): p for p in plans})
+
+
+def offered(overrides: list[str]) -> RunPlan | None:
+    """The plan offered for a job of these overrides, None for none."""
+    return _offered.get(tuple(sorted(overrides)))
 
 
 def check_launcher(launcher: DictConfig) -> None:

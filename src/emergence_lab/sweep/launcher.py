@@ -1,15 +1,16 @@
-"""The sweep's local launcher (`hydra/launcher=local`): a pool of worker processes that survives
-what kills joblib's.
+"""The sweep's local launcher (`hydra/launcher=processes`): a pool of worker processes that
+survives what kills joblib's.
 
 Each worker is a process (forked from a fork server that has imported torch, MLflow and Hydra
-once) that runs one job at a time (Hydra's `run_job`, as joblib's
-launcher does) and tells the launcher, over its pipe, what its job is doing (`run.progress`
-events). So the launcher knows every cell's state and shows it as one status line, and:
+once) that runs one job at a time (Hydra's `run_job`, as joblib's launcher does) with the plan
+the sweep made for it, and tells the launcher, over its pipe, what its job is doing
+(`run.events`). So the launcher knows every cell's state and shows it as one status line, and:
 
 - a signal (Ctrl-C to the process group or to the launcher alone, SIGTERM from `kill` or a
-  scheduler) starts no further cell; the workers' jobs end their runs KILLED (a worker coalesces
-  a second signal) and the launcher returns within `stop_timeout_s` (a worker still busy then is
-  killed and its run marked KILLED here), saying what finished, was interrupted and never started;
+  scheduler; `sweep/stop.py` owns them in this process) starts no further cell; the workers'
+  jobs end their runs KILLED (a worker coalesces a second signal) and the launcher returns
+  within `stop_timeout_s` (a worker still busy then is killed and its run marked KILLED here),
+  saying what finished, was interrupted and never started;
 - a worker that dies (`kill -9`, the OOM killer) fails its own cell only: its run is marked FAILED
   with the signal, a new worker takes the next cell, and the sweep goes on;
 - the jobs' output (per-epoch lines, warnings) goes to each job's log (Hydra's
@@ -33,10 +34,10 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from emergence_lab import procs
-from emergence_lab.store import records, sweeps
+from emergence_lab.store import records
+from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
-from emergence_lab.sweep.jobs import JOBS_FILE, PARENT_FILE, command_line
+from emergence_lab.sweep.jobs import JOBS_FILE, command_line, offered
 from emergence_lab.sweep.status import Job, SweepStatus, clock
 from emergence_lab.sweep.worker import worker_context, worker_main, worker_threads
 
@@ -69,23 +70,6 @@ class _Worker:
             self.proc.join(1)
 
 
-class _Signals:
-    """SIGINT and SIGTERM in the launcher: the first stops the sweep, later ones are noted."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old = {s: signal.signal(s, self._on) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _on(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-            procs.stop_requested.set()  # the sweep's parent ends KILLED, like its runs
-
-    def restore(self) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-
 def _planned_epochs(sweep_dir: Path, job_overrides: list[list[str]]) -> list[int | None]:
     """Each job's epochs, from the jobs file the sweep callback wrote (None where unknown)."""
     try:
@@ -110,16 +94,24 @@ class Pool:
         self.pending = collections.deque(range(len(job_overrides)))
         self.workers: list[_Worker] = []
         self.display = StatusDisplay(status)
-        self.signals = _Signals()
         self.stop_deadline: float | None = None
 
     def busy(self) -> list[_Worker]:
         return [w for w in self.workers if w.job is not None]
 
+    @property
+    def signum(self) -> int | None:
+        """The signal that stops the sweep (sweep.stop owns them), None while none came."""
+        return stop.first()
+
     def run(self) -> None:
+        with stop.held():
+            self._loop()
+
+    def _loop(self) -> None:
         try:
             while self.busy() or (self.pending and self.stop_deadline is None):
-                if self.signals.signum is not None and self.stop_deadline is None:
+                if self.signum is not None and self.stop_deadline is None:
                     self._stop()
                 if self.stop_deadline is None:
                     self._fill()
@@ -129,8 +121,7 @@ class Pool:
                 self.display.refresh()
         finally:
             for w in self.workers:
-                w.close(timeout=2.0 if self.signals.signum is None else 0.5)
-            self.signals.restore()
+                w.close(timeout=2.0 if self.signum is None else 0.5)
             self.display.close()
 
     def _fill(self) -> None:
@@ -138,7 +129,8 @@ class Pool:
             idle = [w for w in self.workers if w.job is None and w.proc.is_alive()]
             worker = idle[0] if idle else self._new_worker()
             worker.job = self.pending.popleft()
-            worker.send((worker.job, self.job_overrides[worker.job]))
+            overrides = self.job_overrides[worker.job]
+            worker.send((worker.job, overrides, offered(overrides)))
 
     def _new_worker(self) -> _Worker:
         self.workers = [w for w in self.workers if w.proc.is_alive()]
@@ -193,7 +185,7 @@ class Pool:
             return  # it died after its job had ended
         why = f"worker killed by signal {-code} ({signal.Signals(-code).name})" if code and code < 0 \
             else f"worker exited with code {code}"
-        stopping = self.signals.signum is not None
+        stopping = self.signum is not None
         state.state, state.error = ("interrupted" if stopping else "failed"), why
         if state.run_id:
             records.end_run(state.uri, state.run_id, "KILLED" if stopping else "FAILED", why,
@@ -210,13 +202,13 @@ class Pool:
 
     def _stop(self) -> None:
         """The first signal: no new cell; the busy workers' jobs are told to stop."""
-        name = signal.Signals(self.signals.signum).name
+        name = signal.Signals(self.signum).name
         self.display.message(f"{name}: stopping the sweep: no new cell starts; the runs in "
                              f"flight end KILLED (within {self.stop_timeout_s:g} s)")
         self.stop_deadline = time.monotonic() + self.stop_timeout_s
         for w in self.busy():
             try:  # Ctrl-C in a terminal reached them too: a worker counts only its first signal
-                os.kill(w.proc.pid, self.signals.signum)
+                os.kill(w.proc.pid, self.signum)
             except ProcessLookupError:
                 pass
 
@@ -228,7 +220,7 @@ class Pool:
 
     def summary(self) -> str:
         s = self.status
-        name = signal.Signals(self.signals.signum).name
+        name = signal.Signals(self.signum).name
         started = sum(j.state != "waiting" for j in s.jobs)
         return (f"Sweep interrupted ({name}) after {clock(time.monotonic() - s.started)}: "
                 f"{s.count('finished', 'skipped')} cells finished, "
@@ -253,15 +245,6 @@ def _log_tail(path: str, lines: int = 8) -> list[str]:
     return [line[:300] for line in text if line.strip()][-lines:]
 
 
-def _end_parent(sweep_dir: Path) -> None:
-    """The sweep's parent run ends KILLED with its runs (what the sweep callback does at exit)."""
-    try:
-        parent = json.loads((sweep_dir / PARENT_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    sweeps.end_sweep(parent["uri"], parent["run_id"], "KILLED")
-
-
 def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Run the jobs on `launcher.n_jobs` workers; returns their JobReturns in order. After a
     signal, the sweep ends here: one line of summary and exit code 128 + the signal."""
@@ -284,12 +267,12 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
              workers, sweep_dir / "<job>" / f"{config.hydra.job.name}.log")
     pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, job_overrides)
     pool.run()
-    if pool.signals.signum is not None:
-        _end_parent(sweep_dir)
+    if pool.signum is not None:
+        parent.end("KILLED")
         print(pool.summary(), file=sys.stderr, flush=True)
         sys.stdout.flush()
         # Nothing is left to do: the runs and the sweep's parent are closed. Tearing down an
         # interpreter that holds torch, MLflow and Hydra takes seconds a user waits for.
-        os._exit(128 + pool.signals.signum)
+        os._exit(128 + pool.signum)
     return [r if r is not None else JobReturn(overrides=o, status=JobStatus.COMPLETED)
             for r, o in zip(pool.returns, job_overrides, strict=True)]

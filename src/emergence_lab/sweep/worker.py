@@ -18,6 +18,7 @@ from typing import Any
 
 from emergence_lab import procs
 from emergence_lab.run import events
+from emergence_lab.run.plan import hand
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -125,8 +126,9 @@ def worker_main(conn: Connection) -> None:
         return
 
 
-def _run(setup: dict[str, Any], idx: int, overrides: list[str]) -> Any:
-    """One job: its config composed here (as joblib's execute_job does), run by run_job."""
+def _run(setup: dict[str, Any], idx: int, overrides: list[str], plan: Any = None) -> Any:
+    """One job: its config composed here (as joblib's execute_job does: what its JobReturn
+    carries), run by run_job with the plan the sweep made for it (run.plan.hand)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
@@ -146,10 +148,14 @@ def _run(setup: dict[str, Any], idx: int, overrides: list[str]) -> Any:
     log = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir) / \
         f"{config.hydra.job.name}.log"
     events.emit("log", path=str(log))  # the launcher shows a failing cell's last lines
-    with _output_to(log):
-        return run_job(hydra_context=hydra_context, config=config,
-                       task_function=setup["task_function"], job_dir_key="hydra.sweep.dir",
-                       job_subdir_key="hydra.sweep.subdir")
+    hand(plan)
+    try:
+        with _output_to(log):
+            return run_job(hydra_context=hydra_context, config=config,
+                           task_function=setup["task_function"], job_dir_key="hydra.sweep.dir",
+                           job_subdir_key="hydra.sweep.subdir")
+    finally:
+        hand(None)
 
 
 @contextlib.contextmanager
