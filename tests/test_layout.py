@@ -133,3 +133,49 @@ def test_no_module_over_300_lines_no_function_over_60():
                 if n > 60:
                     long_functions.append(f"{path.relative_to(SRC)}:{node.name} ({n})")
     assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+def _registry_names() -> dict[str, set[str]]:
+    """The names of every option registry, by the package that owns the registry."""
+    from emergence_lab.data import DATASETS
+    from emergence_lab.measure.counting import COUNTINGS
+    from emergence_lab.measure.landscape import MEASURES
+    from emergence_lab.measure.rules import RULES
+    from emergence_lab.models import INITS, MODELS
+    from emergence_lab.prune.base import RESETS, SCHEDULES, STRATEGIES
+    from emergence_lab.report.claims import CLAIMS
+
+    owned = {"measure": (RULES, COUNTINGS, MEASURES), "models": (MODELS, INITS),
+             "data": (DATASETS,), "prune": (STRATEGIES, SCHEDULES, RESETS), "report": (CLAIMS,)}
+    return {pkg: {n for r in regs for n in r.names()} for pkg, regs in owned.items()}
+
+
+def _compared_names(path: Path, names: set[str]) -> list[str]:
+    """String constants among `names` that a module compares with (==, !=, in): a branch on an
+    option's name."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for part in [node.left, *node.comparators]:
+                consts = part.elts if isinstance(part, (ast.Tuple, ast.List, ast.Set)) else [part]
+                out += [f"line {node.lineno}: {c.value!r}" for c in consts
+                        if isinstance(c, ast.Constant) and c.value in names]
+    return out
+
+
+def test_no_branch_on_an_option_name_outside_its_registry():
+    """`if name == "..."` outside a registry means the design is wrong: an option's traits
+    belong on its registry entry."""
+    owned = _registry_names()
+    bad = []
+    for path in MODULES:
+        unit = _unit(path)
+        names = set().union(*(n for pkg, n in owned.items() if pkg != unit))
+        bad += [f"{path.relative_to(SRC)} {hit}" for hit in _compared_names(path, names)]
+    assert not bad, bad
+
+
+def test_the_name_checker_sees_a_branch(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("def f(c):\n    return c.rule == 'mean' or c.name in ('snip', 'x')\n")
+    assert len(_compared_names(bad, {"mean", "snip"})) == 2

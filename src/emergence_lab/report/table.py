@@ -133,8 +133,10 @@ def design_axes(run: pd.Series) -> dict[str, float]:
     if "init_alpha" in run or "pretrained" in run:
         return {"init_alpha": float(run.get("init_alpha", 1.0)),
                 "pretrained": float(run.get("pretrained", 0.0))}
-    emergence = str(run.get("init.name", "standard")) == "emergence"
-    alpha = pd.to_numeric(run.get("init.alpha", 1.0), errors="coerce") if emergence else 1.0
+    # an initialization with an α (models.INITS: the emergence-promoting one) logs init.alpha;
+    # the standard one has none: α = 1
+    alpha = pd.to_numeric(run.get("init.alpha", 1.0), errors="coerce")
+    alpha = 1.0 if pd.isna(alpha) else alpha
     epochs = pd.to_numeric(run.get("pretrain.epochs", 0), errors="coerce")
     return {"init_alpha": float(alpha), "pretrained": float(bool(epochs and epochs > 0))}
 

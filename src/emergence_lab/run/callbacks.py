@@ -118,7 +118,7 @@ class Checkpoints:
         self.best_acc = -1.0
 
     def __call__(self, e: Epoch) -> None:
-        if e.checkpoint == "none":
+        if e.checkpoint is None:
             return
         acc = e.metrics[self.ACCURACY[e.phase]]
         last = self.workdir / "last.pt"

@@ -17,7 +17,7 @@ from torch import nn
 
 from emergence_lab.config.groups import LandscapeConfig
 from emergence_lab.data import TensorData
-from emergence_lab.measure.landscape import measure_landscape
+from emergence_lab.measure.landscape import MEASURES, measure_landscape
 from emergence_lab.store import artifacts, records
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,10 @@ def _lacking(uri: str, run_id: str, lc: LandscapeConfig, epochs: list[int]) -> l
     """The epochs at which the run lacks one of the configured measures' series."""
     wanted = lc.metric_keys() or []
     have = {k: {s for s, _ in records.metric_history(uri, run_id, k)} for k in wanted}
-    planes = set(artifacts.artifact_names(uri, run_id, FOLDER)) if "plane" in lc.measures else set()
+    gives_plane = any(MEASURES[m].plane for m in lc.measures)
+    planes = set(artifacts.artifact_names(uri, run_id, FOLDER)) if gives_plane else set()
     return [e for e in epochs if any(e not in steps for steps in have.values())
-            or ("plane" in lc.measures and _name("plane", e, "json") not in planes)]
+            or (gives_plane and _name("plane", e, "json") not in planes)]
 
 
 def add_landscape(c: Any, run: Any, data: TensorData, build: Any) -> str:

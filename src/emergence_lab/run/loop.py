@@ -50,7 +50,7 @@ class Epoch:
     metrics (and the measurement under keys.MEASUREMENT), the network and its optimizer, the
     branch's state, the phase (pretrain, epoch, pruned), whether it was loaded from the shared
     prefix rather than trained here, and which checkpoints it asks for (all: last.pt and best.pt
-    when best, last, none)."""
+    when best; last; None: none)."""
 
     epoch: int
     metrics: dict[str, Any]
@@ -59,7 +59,7 @@ class Epoch:
     branch: Branch
     phase: str = "epoch"
     loaded: bool = False
-    checkpoint: str = "all"
+    checkpoint: str | None = "all"
 
 
 Callback = Callable[[Epoch], bool | None]  # True: stop training
@@ -163,7 +163,7 @@ def measure(model: nn.Module, data: TensorData, probe: torch.Tensor, c: Config,
 def fit(model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, probe: torch.Tensor,
         c: Config, first: int, last: int, callbacks: Sequence[Callback],
         ex: Execution | None = None, *, branch: Branch, phase: str = "epoch",
-        checkpoint: str = "all", prefix: str = "") -> bool:
+        checkpoint: str | None = "all", prefix: str = "") -> bool:
     """Train epochs first..last; after each, hand it to every callback (`phase`, `checkpoint`
     and `branch` as given; metric keys led by `prefix`, as pretraining's are), stopping when
     one asks. Returns whether one did.

@@ -76,9 +76,9 @@ def _prefix(s: Setup, upto: int, callbacks: Sequence[Callback], branch: Branch
         if s.pretrain:
             pre_data, pre_probe = s.pretrain
             fit(s.model, s.opt, pre_data, pre_probe, s.c, 1, s.c.pretrain.epochs, these, s.ex,
-                branch=branch, phase="pretrain", checkpoint="none", prefix=keys.PRETRAIN)
+                branch=branch, phase="pretrain", checkpoint=None, prefix=keys.PRETRAIN)
         notify(these, Epoch(0, measure(s.model, s.data, s.probe, s.c, s.ex), s.model, s.opt,
-                            branch, checkpoint="none"))
+                            branch, checkpoint=None))
         fit(s.model, s.opt, s.data, s.probe, s.c, 1, upto, these, s.ex, branch=branch,
             checkpoint="last")
         return {**_state(s), "history": history, **saved}
@@ -98,7 +98,7 @@ def _start_fresh(s: Setup, events: Sequence[tuple[int, float]], device: torch.de
     upto = events[0][0] if events else 0
     if not events and not s.pretrain:
         notify(callbacks, Epoch(0, measure(s.model, s.data, s.probe, c, s.ex), s.model, s.opt,
-                                branch, checkpoint="none"))
+                                branch, checkpoint=None))
         return 0
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or connection.default_cache_dir(c.tracking.uri)
@@ -110,7 +110,7 @@ def _start_fresh(s: Setup, events: Sequence[tuple[int, float]], device: torch.de
         restore_state(payload, s.model, s.opt)
         for epoch, metrics in payload["history"]:
             notify(callbacks, Epoch(epoch, metrics, s.model, s.opt, branch, _phase_of(metrics),
-                                    loaded=True, checkpoint="none"))
+                                    loaded=True, checkpoint=None))
     branch.rewind = payload.get("rewind")
     return upto
 

@@ -96,12 +96,14 @@ def problem(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss | Non
 @dataclass(frozen=True)
 class LandscapeMeasure:
     """measure(problem, settings) -> {metric key: value} (and `plane`: the 2-D grid, not a
-    metric); keys: the metric keys it logs (measure.keys); label: what it reports."""
+    metric); keys: the metric keys it logs (measure.keys); label: what it reports; plane:
+    whether it gives the 2-D grid (kept as an artifact per epoch)."""
 
     name: str
     measure: Callable[[Problem, LandscapeSettings], dict[str, object]]
     keys: tuple[str, ...]
     label: str
+    plane: bool = False
 
 
 MEASURES: Registry[LandscapeMeasure] = Registry("landscape.measures")

@@ -80,4 +80,5 @@ MEASURES.add(LandscapeMeasure(
     "interior local minima per slice and the roughness (mean squared second difference of "
     "the loss)"))
 MEASURES.add(LandscapeMeasure(
-    "plane", plane, (), "one filter-normalized 2-D plane of the loss (the contour figure)"))
+    "plane", plane, (), "one filter-normalized 2-D plane of the loss (the contour figure)",
+    plane=True))
