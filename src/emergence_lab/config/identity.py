@@ -9,9 +9,12 @@ The flip side: a default must never change once runs were stored with it (see th
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import hashlib
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +211,24 @@ def code_state() -> str:
         return ""
     diff = _git("diff", "HEAD", "--", ".", strip=False)
     return f"dirty:{hashlib.sha1(diff.encode()).hexdigest()[:12]}" if diff else "clean"
+
+
+def code_diff() -> str:
+    """The checkout's uncommitted changes to tracked files (git diff HEAD), '' for none."""
+    return _git("diff", "HEAD", "--", ".", strip=False)
+
+
+def source_name() -> str:
+    """What MLflow shows as a run's Source: the entry script, as this process was started."""
+    return os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def user_name() -> str:
+    """Who runs it (MLflow's 'Created by'): the login name, else $USER, else 'unknown'."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
 
 
 def _git(*args: str, strip: bool = True) -> str:

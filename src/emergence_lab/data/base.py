@@ -33,6 +33,7 @@ class TensorData:
     label: str = ""  # how reports name the data, e.g. "CIFAR-10 (JPEG q75)"
     x_val: torch.Tensor | None = None  # held out of the training data (dataset.val_fraction)
     y_val: torch.Tensor | None = None
+    source: str = ""  # where it was read from: a folder, or the library function that made it
 
     def to(self, device: torch.device) -> TensorData:
         """The same data on `device` (one copy; batches are then slices on the device). To a

@@ -63,7 +63,8 @@ def load_cifar10(cfg) -> TensorData:
     to_x = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
     return TensorData(to_x(train), torch.tensor(train.targets), to_x(test),
                       torch.tensor(test.targets), 10,
-                      digest_of([str(train.train_list), str(test.test_list)]), "CIFAR-10")
+                      digest_of([str(train.train_list), str(test.test_list)]), "CIFAR-10",
+                      source=str(Path(train.root).resolve() / train.base_folder))
 
 
 DATASETS.add(DatasetEntry("cifar10", load_cifar10, lambda cfg: ((3, 32, 32), 10), DatasetConfig,

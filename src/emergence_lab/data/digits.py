@@ -50,7 +50,8 @@ def load_digits(cfg) -> TensorData:
     test, train = perm[:n_test], perm[n_test:]
     digest = digest_of([x.numpy().tobytes(), y.numpy().tobytes(), str(cfg.split_seed),
                       str(cfg.test_fraction)])
-    return TensorData(x[train], y[train], x[test], y[test], 10, digest, "digits (scikit-learn)")
+    return TensorData(x[train], y[train], x[test], y[test], 10, digest, "digits (scikit-learn)",
+                      source="sklearn.datasets.load_digits")
 
 
 DATASETS.add(DatasetEntry("digits", load_digits, lambda cfg: ((1, 8, 8), 10), DigitsConfig,

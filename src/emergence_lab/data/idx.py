@@ -93,12 +93,13 @@ def idx_dataset(name: str, folder: str, md5s: dict[str, str], label: str, hint: 
     def load(cfg) -> TensorData:
         import torchvision.datasets as tvd
 
-        ensure(cfg)
+        where = ensure(cfg)
         cls = getattr(tvd, folder)
         train = cls(root=cfg.data_dir, train=True, download=False)
         test = cls(root=cfg.data_dir, train=False, download=False)
         scale = lambda d: d.data.unsqueeze(1).float().div_(255)  # noqa: E731 - uint8 -> [0, 1]
         return TensorData(scale(train), train.targets.long(), scale(test), test.targets.long(),
-                          len(train.classes), digest_of(sorted(md5s.values())), label)
+                          len(train.classes), digest_of(sorted(md5s.values())), label,
+                          source=str(Path(where).resolve()))
 
     return DatasetEntry(name, load, lambda cfg: (shape, classes), DatasetConfig, label, ensure)

@@ -62,7 +62,7 @@ def load_image_folder(root: str | Path, image_size: int, channels: int, label: s
         atomic_save(t, cache)
     scale = lambda x: x.float().div_(255)  # noqa: E731
     return TensorData(scale(t["x_train"]), t["y_train"], scale(t["x_test"]), t["y_test"],
-                      int(t["num_classes"]), t["digest"], label)
+                      int(t["num_classes"]), t["digest"], label, source=str(root.resolve()))
 
 
 @dataclass

@@ -15,6 +15,8 @@ from emergence_lab.measure.setting import Setting
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"
 TEST_LOSS, TEST_ACC = "test/loss", "test/acc"
 VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # with dataset.val_fraction > 0
+# the best so far of the network the run ends with (as lightning-hydra-template's val/acc_best)
+BEST = {TEST_ACC: "test/acc_best", VAL_ACC: "val/acc_best"}
 ACC_CHANGE = "test/acc_change"  # the report's derived series: test accuracy minus its last
 E, RELATIVE = "emergence/E", "emergence/relative"
 LAMBDA_MAX, TRACE = "landscape/lambda_max", "landscape/trace"  # the training loss's Hessian

@@ -1,8 +1,8 @@
 """The callbacks a run hands each epoch to (`loop.fit`), one concern each, all with one
 signature: `callback(epoch: loop.Epoch) -> bool | None` (True stops training). `standard`
 gives a run's list, in the order they run: guard the run's ownership, store the measurement,
-log the metrics, show progress, write checkpoints, stop early; `Last` keeps the numbers the run
-returns."""
+log the metrics and the best accuracy so far, show progress, write checkpoints, stop early;
+`Last` keeps the numbers the run returns."""
 
 from __future__ import annotations
 
@@ -70,6 +70,28 @@ class Metrics:
 
     def __call__(self, e: Epoch) -> None:
         self.run.log_metrics(numbers(e.metrics), step=e.epoch)
+
+
+class BestSoFar:
+    """test/acc_best (and val/acc_best with a validation split): the running maximum of
+    test/acc over the trained epochs of the network the run ends with (after its last pruning
+    step), logged at each of them."""
+
+    def __init__(self, run: records.Run):
+        self.run = run
+        # a resumed run goes on from the best it had logged
+        self.best = {k: max(v for _, v in records.metric_history(run.client.tracking_uri,
+                                                                 run.run_id, k))
+                     for k in keys.BEST.values() if k in run.logged}
+
+    def __call__(self, e: Epoch) -> None:
+        if e.phase != "epoch" or e.checkpoint != "all" or e.loaded:
+            return
+        for key, best in keys.BEST.items():
+            if key in e.metrics:
+                self.best[best] = max(self.best.get(best, -1.0), e.metrics[key])
+        if self.best:
+            self.run.log_metrics(self.best, step=e.epoch)
 
 
 class Last:
@@ -156,7 +178,8 @@ class EarlyStop:
 def standard(run: records.Run, c: Config, workdir: Path) -> list[Callback]:
     """A run's callbacks, in order; checkpoints with trainer.checkpoints, early stopping with
     trainer.stop_epsilon."""
-    out: list[Callback] = [OwnerCheck(run), Measurements(run, workdir), Metrics(run), Progress(c)]
+    out: list[Callback] = [OwnerCheck(run), Measurements(run, workdir), Metrics(run),
+                           BestSoFar(run), Progress(c)]
     if c.trainer.checkpoints:
         out.append(Checkpoints(run, workdir))
     if c.trainer.stop_epsilon is not None:

@@ -20,9 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab import procs
 from emergence_lab.config import Config
-from emergence_lab.config.identity import (
-    flatten,
-)
+from emergence_lab.config.identity import code_diff, flatten
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
@@ -145,9 +143,7 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
         checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
             if resumed else None
         if not resumed:
-            run.log_params(flatten(plan.resolved))
-            run.log_text(OmegaConf.to_yaml(plan.resolved), "config.yaml")
-            run.log_text("\n".join(plan.overrides) + "\n", "overrides.txt")
+            _describe(run, plan, loaded[0], pretrain[0] if pretrain else None)
         data, probe = loaded
         model = build_network(c, tuple(data.x_train.shape[1:]), data.num_classes).to(plan.device)
         t = c.trainer
@@ -162,8 +158,43 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
                           plan.device, run, callbacks, Path(workdir), checkpoint)
         finally:
             cb.close(callbacks)
+            _log_job_log(run)
         _flag_collapse(run, plan.name, last.metrics, data)
         return last.metrics
+
+
+def _describe(run: records.Run, plan: RunPlan, data: TensorData,
+              pretrain: TensorData | None) -> None:
+    """A new run's params (the resolved config), config and overrides, its data sets as MLflow
+    dataset inputs, and the uncommitted diff of the code it ran (when the tree was dirty)."""
+    run.log_params(flatten(plan.resolved))
+    run.log_text(OmegaConf.to_yaml(plan.resolved), "config.yaml")
+    run.log_text("\n".join(plan.overrides) + "\n", "overrides.txt")
+    for d, name, context in ((data, plan.config.dataset.name, "training"),
+                             (pretrain, getattr(plan.config.pretrain.dataset, "name", ""),
+                              "pretraining")):
+        if d is not None:
+            run.log_dataset(name, d.digest, d.source, context, {
+                "label": d.label, "train": d.x_train.shape[0], "test": d.x_test.shape[0],
+                "val": 0 if d.x_val is None else d.x_val.shape[0], "classes": d.num_classes})
+    if plan.code_state.startswith("dirty") and (diff := code_diff()):
+        run.log_text(diff, "code/git_diff.patch")
+
+
+def _log_job_log(run: records.Run) -> None:
+    """The job's log file (Hydra's <job dir>/<task>.log) as an artifact of its run, as it
+    stands when the run ends; nothing outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    path = Path(str(hc.runtime.output_dir)) / f"{hc.job.name}.log"
+    if path.is_file():
+        try:
+            run.log_artifact(path, "logs")
+        except Exception as exc:  # the run's own outcome matters more than its log's copy
+            log.warning("could not store the job log %s with run %s: %s", path, run.run_id, exc)
 
 
 def _flag_collapse(run: records.Run, name: str, last: dict[str, Any], data: TensorData) -> None:

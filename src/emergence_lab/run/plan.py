@@ -19,7 +19,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.config import Config, validate
-from emergence_lab.config.identity import code_state, config_hash, git_commit, run_name
+from emergence_lab.config.identity import (
+    code_state,
+    config_hash,
+    git_commit,
+    run_name,
+    source_name,
+    user_name,
+)
 from emergence_lab.prune.schedules import schedule
 from emergence_lab.store.cells import Cell
 
@@ -57,12 +64,17 @@ class RunPlan:
     parent_run_id: str | None
     code_state: str = ""  # identity.code_state: clean, or dirty and the diff's digest
     preflighted: bool = False  # its network and data were checked (the sweep's callback did)
+    source: str = ""  # the entry script (MLflow's Source)
+    user: str = ""  # who runs it (MLflow's Created by)
 
     def tags(self, **data: Any) -> dict[str, Any]:
         """The run's tags; `data` adds what is known once the data is loaded."""
         c = self.config
         return {"config_hash": self.identity, "git_commit": self.commit,
                 "mlflow.source.git.commit": self.commit, "git_state": self.code_state,
+                "git_dirty": str(self.code_state.startswith("dirty")).lower(),
+                "mlflow.source.name": self.source, "mlflow.source.type": "LOCAL",
+                "mlflow.user": self.user,
                 "dataset": c.dataset.name,
                 "model": c.model.name, "pruning": c.pruning.name, "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
@@ -97,7 +109,8 @@ def plan_of(cfg: DictConfig, c: Config, overrides: list[str] | None = None,
                    git_commit() if commit is None else commit,
                    resolve_device(c.trainer.device) if device is None else device,
                    tuple(schedule(c.pruning)), tuple(overrides or ()), parent_run_id,
-                   code_state() if state is None else state, preflighted)
+                   code_state() if state is None else state, preflighted, source_name(),
+                   user_name())
 
 
 _handed: RunPlan | None = None  # the plan the sweep's launcher handed this process's job

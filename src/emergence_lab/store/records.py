@@ -167,6 +167,20 @@ class Run:
         if items:
             retry(lambda: self.client.log_batch(self.run_id, metrics=items))
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "training",
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """The run's data set as an MLflow dataset input (the UI's Datasets column): its name,
+        the digest of its files, where it was read from and what the run used it for."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name=name, digest=digest[:36], source_type="local",
+                     source=json.dumps({"uri": source}),
+                     profile=json.dumps(dict(profile)) if profile else None)
+        inputs = [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])]
+        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
 

@@ -1,0 +1,58 @@
+"""A run filled in the way MLflow users expect (issue 36): its data set as an MLflow dataset
+input, its source and user, the code's state, the best accuracy so far, and the job's log as
+an artifact of a sweep's run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from emergence_lab.run import pipeline
+from emergence_lab.store import artifacts, connection, records
+from tests.conftest import ROOT, compose_cfg
+
+
+def _only_run(uri: str):
+    client = connection.get_client(uri)
+    exp = client.get_experiment_by_name("emergence")
+    (run,) = client.search_runs([exp.experiment_id])
+    return run
+
+
+def test_a_run_carries_its_dataset_source_user_and_best_accuracy(tiny_overrides, store):
+    prune = ["pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5"]
+    pipeline.train(compose_cfg(tiny_overrides + prune))
+    run = _only_run(store)
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.name == "digits" and len(inp.dataset.digest) == 32
+    assert json.loads(inp.dataset.source)["uri"] == "sklearn.datasets.load_digits"
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+    assert json.loads(inp.dataset.profile)["train"] > 0
+    tags = run.data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+    assert tags["mlflow.user"] and tags["git_dirty"] in ("true", "false")
+    acc = dict(records.metric_history(store, run.info.run_id, "test/acc"))
+    best = records.metric_history(store, run.info.run_id, "test/acc_best")
+    # the running max of the final network's trained epochs: after the pruning step at 1
+    assert [s for s, _ in best] == [2, 3]
+    assert best[-1][1] == max(acc[s] for s in (2, 3)) and best[0][1] == acc[2]
+    assert all(b >= a for (_, a), (_, b) in zip(best, best[1:]))
+
+
+def test_a_sweeps_run_keeps_its_job_log_as_an_artifact(tiny_overrides, store, tmp_path):
+    """Through the project's own launcher: the job's log (train.log) is with its run."""
+    out = subprocess.run(
+        [sys.executable, "scripts/train.py", "-m", *tiny_overrides, "trainer.epochs=1",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.launcher.n_jobs=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = next(r for r in connection.get_client(store).search_runs(
+        [connection.get_client(store).get_experiment_by_name("emergence").experiment_id])
+        if "config_hash" in r.data.tags)
+    names = artifacts.artifact_names(store, run.info.run_id, "logs")
+    assert names == ["train.log"]
+    text = Path(artifacts.download_artifact(store, run.info.run_id, "logs/train.log",
+                                            str(tmp_path))).read_text()
+    assert "epoch 1" in text
