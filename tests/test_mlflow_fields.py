@@ -56,3 +56,23 @@ def test_a_sweeps_run_keeps_its_job_log_as_an_artifact(tiny_overrides, store, tm
     text = Path(artifacts.download_artifact(store, run.info.run_id, "logs/train.log",
                                             str(tmp_path))).read_text()
     assert "epoch 1" in text
+
+
+def test_system_metrics_and_a_logged_model_that_mlflow_loads_back(tiny_overrides, store,
+                                                                   monkeypatch):
+    import mlflow.pytorch
+    import torch
+
+    from emergence_lab.prune.masks import sparsity
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")  # default: 10 s
+    prune = ["pruning=magnitude", "pruning.epoch=1", "pruning.amount=0.5",
+             "tracking.log_model=true", "tracking.system_metrics=true"]
+    pipeline.train(compose_cfg(tiny_overrides + prune))
+    run = _only_run(store)
+    (out,) = run.outputs.model_outputs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # where models:/ URIs are looked up
+    model = mlflow.pytorch.load_model(f"models:/{out.model_id}")
+    assert sparsity(model) == run.data.metrics["pruning/sparsity"]  # the masks came back too
+    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+    assert any(k.startswith("system/cpu") for k in run.data.metrics), sorted(run.data.metrics)

@@ -132,6 +132,8 @@ class TrackingConfig:
     on_taken: str = "wait"  # a cell another live process trains: wait for it, or skip it
     heartbeat_s: float = 30.0  # how often a run's owner says it is alive
     stale_after_s: float = 300.0  # an owner silent this long (or a dead local pid) is dead
+    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, disk; GPU) per run
+    log_model: bool = False  # the final network as an MLflow logged model (mlflow.pytorch)
 
     def __post_init__(self) -> None:
         check_scheme(self.uri)

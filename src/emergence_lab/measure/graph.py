@@ -200,6 +200,13 @@ def _read_output(r: Reader, node: fx.Node) -> None:
         r.layers["output"] = r.add(node, "unit", [i], r.ops[i].channels)
 
 
+def forget_unit_graphs(model: nn.Module) -> nn.Module:
+    """The model without its cached unit graphs (a traced GraphModule does not pickle back);
+    the next `cached_unit_graph` traces again."""
+    model.__dict__.pop("_unit_graphs", None)
+    return model
+
+
 def cached_unit_graph(model: nn.Module, example: torch.Tensor,
                       kinds: Sequence[str] = ("hidden",)) -> UnitGraph:
     """`unit_graph`, traced once per model, input shape and layer kinds (kept on the model, as

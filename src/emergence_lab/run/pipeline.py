@@ -25,6 +25,7 @@ from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
+from emergence_lab.measure.graph import forget_unit_graphs
 from emergence_lab.run import callbacks as cb
 from emergence_lab.run import events, landscape, remeasure
 from emergence_lab.run.execution import prepare
@@ -33,6 +34,8 @@ from emergence_lab.run.preflight import build_network, preflight
 from emergence_lab.run.stages import Setup, _train_branch
 from emergence_lab.store import cells as ownership
 from emergence_lab.store import connection, records
+from emergence_lab.store.models import log_pytorch_model
+from emergence_lab.store.system import system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +157,16 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
         last = cb.Last()
         callbacks = [*cb.standard(run, c, Path(workdir)), last]
         try:
-            _train_branch(Setup(c, model, opt, data, probe, pretrain, ex), plan.events,
-                          plan.device, run, callbacks, Path(workdir), checkpoint)
+            with system_metrics(c.tracking.uri, run.run_id, c.tracking.system_metrics, resumed):
+                _train_branch(Setup(c, model, opt, data, probe, pretrain, ex), plan.events,
+                              plan.device, run, callbacks, Path(workdir), checkpoint)
         finally:
             cb.close(callbacks)
             _log_job_log(run)
+        if c.tracking.log_model:
+            log_pytorch_model(c.tracking.uri, run.run_id, forget_unit_graphs(model.cpu()),
+                              probe[:2].cpu().numpy(), step=c.trainer.epochs,
+                              tags={"config_hash": plan.identity})
         _flag_collapse(run, plan.name, last.metrics, data)
         return last.metrics
 
