@@ -38,7 +38,7 @@ def test_a_run_carries_its_dataset_source_user_and_best_accuracy(tiny_overrides,
     # the running max of the final network's trained epochs: after the pruning step at 1
     assert [s for s, _ in best] == [2, 3]
     assert best[-1][1] == max(acc[s] for s in (2, 3)) and best[0][1] == acc[2]
-    assert all(b >= a for (_, a), (_, b) in zip(best, best[1:]))
+    assert all(b >= a for (_, a), (_, b) in zip(best, best[1:], strict=False))
 
 
 def test_a_sweeps_run_keeps_its_job_log_as_an_artifact(tiny_overrides, store, tmp_path):
