@@ -121,3 +121,19 @@ def test_the_ending_fits_on_a_screen_and_a_sweep_has_one_report_run(tmp_path, ca
     assert artifacts.artifact_names(uri, reports[0].info.run_id, "history/v1") == \
         artifacts.artifact_names(uri, reports[0].info.run_id, "history/v2") == [
             "claims.csv", "report.md", "summary.csv"]
+    # the sweep's own page: each headline verdict as a tag and its effect as a metric
+    import pandas as pd
+
+    from emergence_lab.report import verdicts
+
+    p = client.get_run(parent).data
+    claims = verdicts.headline(pd.read_csv(out / "claims.csv"))
+    shown = {k for k in p.tags if k.startswith("verdict/")}
+    assert len(shown) == len(claims) > 3
+    assert {k.split("/")[1] for k in shown} == set(claims.claim)
+    effects = {k: v for k, v in p.metrics.items() if k.startswith("claim/")}
+    assert sorted(effects.values()) == pytest.approx(sorted(claims["mean"].dropna()), rel=1e-6)
+    for key, value in effects.items():  # each effect beside its verdict
+        rows = claims[((claims["mean"] - value).abs() < 1e-9 * max(1, abs(value)))
+                      & (claims.claim == key.split("/")[1])]
+        assert p.tags["verdict/" + key[len("claim/"):]].startswith(tuple(rows.verdict))

@@ -18,7 +18,7 @@ from emergence_lab.report.assemble import ReportError, build, load_runs
 from emergence_lab.report.ending import ending
 from emergence_lab.report.landscape import load_planes, plane_figure
 from emergence_lab.report.page import write
-from emergence_lab.report.sections import folder_name, parent_note
+from emergence_lab.report.sections import folder_name, parent_fields, parent_note
 from emergence_lab.store import artifacts, connection, links, records, sweeps
 
 ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
@@ -102,6 +102,9 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             link = links.run_page("", exp_id, report_id, "artifactPath/report/report.html")
             compare = links.metric_page("", exp_id, list(rep.per_run.run_id), [mk.E, mk.TEST_ACC])
             records.set_note(uri, parent_id, parent_note(rep, link, compare))
+            metrics, tags = parent_fields(rep)
+            records.log_series(uri, parent_id, {k: [(0, v)] for k, v in metrics.items()})
+            records.set_run_tags(uri, parent_id, tags)
     return out_dir
 
 

@@ -208,3 +208,27 @@ def parent_note(rep: Report, report_link: str, compare_link: str | None = None) 
                          *compare,
                          f"Full report: [report.html]({report_link}) (artifact report/ of run "
                          f"report-{rep.name})"])
+
+
+def _key_part(text: str) -> str:
+    """A piece of an MLflow metric or tag key: letters, digits and _ - . / : and spaces."""
+    return re.sub(r"[^\w\-./: ]", "_", text).strip()
+
+
+def parent_fields(rep: Report) -> tuple[dict[str, float], dict[str, str]]:
+    """What a sweep's parent run shows of its verdicts as MLflow fields: each headline claim's
+    effect as a metric `claim/<claim>[/<strategy>][/<scope>]` (a column of the runs table, a
+    chart), and its verdict with the effect's interval as the tag `verdict/...` beside it."""
+    table = verdicts.headline(rep.tests)
+    groups = table.group.nunique() if not table.empty else 0
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for _, r in table.iterrows():
+        parts = [r.claim, r.strategy if isinstance(r.strategy, str) else "",
+                 "" if r.scope in (verdicts.ALL_LEVELS, verdicts.ALL_RUNS) else str(r.scope),
+                 str(r.group) if groups > 1 else ""]
+        key = "/".join(_key_part(p) for p in parts if p)
+        if pd.notna(r["mean"]):
+            metrics[f"claim/{key}"] = float(r["mean"])
+        tags[f"verdict/{key}"] = f"{verdicts.verdict_text(r)}: {verdicts.effect_text(r)}"
+    return metrics, tags
