@@ -30,6 +30,8 @@ def test_multirun_logs_one_parent_and_finished_children(tmp_path):
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    env = Path(client.download_artifacts(parents[0].info.run_id, "environment/requirements.txt"))
+    assert "\ntorch==2.14.1" in env.read_text() and "\nmlflow==" in env.read_text()
     children = sweeps.sweep_children(uri, parents[0].info.run_id)
     assert sorted(c.info.run_name for c in children) == [
         "digits-mlp-magnitude0-seed0", "digits-mlp-magnitude0.5-seed0"]

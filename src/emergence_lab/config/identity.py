@@ -231,6 +231,19 @@ def user_name() -> str:
         return os.environ.get("USER", "unknown")
 
 
+def environment() -> str:
+    """The Python and every installed package's version, one per line (pip freeze's form),
+    and the torch build: what a sweep ran with."""
+    from importlib.metadata import distributions
+
+    import torch
+
+    pkgs = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
+                   if d.metadata["Name"]}, key=str.lower)
+    return "\n".join([f"# python {sys.version.split()[0]} ({sys.platform})",
+                      f"# torch {torch.__version__}, cuda {torch.version.cuda}", *pkgs]) + "\n"
+
+
 def _git(*args: str, strip: bool = True) -> str:
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True,

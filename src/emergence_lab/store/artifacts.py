@@ -41,6 +41,12 @@ def log_json(uri: str, run_id: str, obj: Any, artifact_file: str) -> None:
     retry(lambda: client.log_text(run_id, json.dumps(obj, indent=1), artifact_file))
 
 
+def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
+    """Write a text artifact to a run."""
+    client = get_client(uri)
+    retry(lambda: client.log_text(run_id, text, artifact_file))
+
+
 def load_json(uri: str, run_id: str, artifact_file: str) -> Any | None:
     """A JSON artifact of a run, None when it has none."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from emergence_lab.config import Config
-from emergence_lab.config.identity import config_hash, stable_hash
+from emergence_lab.config.identity import config_hash, environment, stable_hash
 from emergence_lab.data import check_available
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
@@ -54,6 +54,7 @@ from emergence_lab.sweep.worker import start_server, stop_server
 log = logging.getLogger(__name__)
 
 
+ENVIRONMENT_FILE = "environment/requirements.txt"  # on the parent: the packages a sweep ran with
 CHECK_NOTE_CELLS = 8  # a sweep of more cells says what it checks before its first cell starts
 SIGNAL_GRACE_S = 30.0  # how long an interrupted launcher waits for its workers' runs to end
 
@@ -147,6 +148,7 @@ class SweepCallback(Callback):
              "overrides": " ".join(config.hydra.overrides.task)[:5000]})
         offer([dataclasses.replace(p, parent_run_id=self.run_id) for p in plans])
         artifacts.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
+        artifacts.log_text(first.uri, self.run_id, environment(), ENVIRONMENT_FILE)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).write_text(json.dumps(self.jobs))  # the launcher's plan
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
