@@ -11,6 +11,7 @@ from emergence_lab.config.groups import (
     PRECISIONS,
     LandscapeConfig,
     PretrainConfig,
+    SweepConfig,
     ThresholdConfig,
     TrackingConfig,
     TrainerConfig,
@@ -19,5 +20,5 @@ from emergence_lab.config.groups import (
 from emergence_lab.config.schema import SCHEMA_GROUP, Config, register_configs, validate
 
 __all__ = ["CHOICES", "PRECISIONS", "SCHEMA_GROUP", "Config", "LandscapeConfig", "PretrainConfig",
-           "ThresholdConfig", "TrackingConfig", "TrainerConfig", "check_folder_name",
+           "SweepConfig", "ThresholdConfig", "TrackingConfig", "TrainerConfig", "check_folder_name",
            "register_configs", "validate"]

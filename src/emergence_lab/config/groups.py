@@ -169,3 +169,16 @@ class LandscapeConfig(LandscapeSettings):
 
     def metric_keys(self) -> list[str]:
         return [k for m in self.measures for k in MEASURES[m].keys]
+
+
+@dataclass
+class SweepConfig:
+    """How a sweep goes (never part of a run's identity): `dry_run` says what it would do and
+    does nothing; after `max_failures` failed cells no new cell starts (null: never stop)."""
+
+    dry_run: bool = False
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.max_failures is None or self.max_failures >= 1,
+               f"sweep.max_failures must be >= 1 or null, got {self.max_failures}")

@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from emergence_lab.config.groups import (
     LandscapeConfig,
     PretrainConfig,
+    SweepConfig,
     ThresholdConfig,
     TrackingConfig,
     TrainerConfig,
@@ -43,6 +44,7 @@ class Config:
     init: Any = field(default_factory=InitConfig)  # the settings of an INITS entry
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)  # analysis, not identity
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # how a sweep goes, not identity
     force: bool = False  # rerun as a new run even if this configuration has a FINISHED run
 
     def __post_init__(self) -> None:
@@ -88,7 +90,8 @@ def register_configs() -> None:
     for group, node in (("dataset", DatasetConfig), ("pruning", PruningConfig),
                         ("init", InitConfig), ("threshold", ThresholdConfig),
                         ("trainer", TrainerConfig), ("tracking", TrackingConfig),
-                        ("pretrain", PretrainConfig), ("landscape", LandscapeConfig)):
+                        ("pretrain", PretrainConfig), ("landscape", LandscapeConfig),
+                        ("sweep", SweepConfig)):
         cs.store(group=f"{SCHEMA_GROUP}/{group}", name="base", node=node)
 
 

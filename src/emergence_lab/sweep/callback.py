@@ -36,6 +36,7 @@ from emergence_lab.run.plan import RunPlan
 from emergence_lab.run.preflight import preflight
 from emergence_lab.store import artifacts, connection, ledger, sweeps
 from emergence_lab.sweep import parent, stop
+from emergence_lab.sweep.dryrun import dry_run
 from emergence_lab.sweep.jobs import (
     JOBS_FILE,
     PARENT_FILE,
@@ -98,7 +99,11 @@ class SweepCallback(Callback):
         if any((j.tracking.uri, j.tracking.experiment) != (first.uri, first.experiment)
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
-        check_launcher(config.hydra.launcher)
+        check_launcher(config.hydra.launcher, jobs)
+        if jobs[0].sweep.dry_run:  # says what it would do; nothing started, nothing written
+            print(dry_run([(o, j) for (o, _), j in zip(composed, jobs, strict=True)],
+                          config.hydra.launcher), flush=True)
+            sys.exit(0)
         connection.check_reachable(first.uri)
         if self.grid:  # its imports go on meanwhile
             start_server(config.hydra.launcher, len(composed))

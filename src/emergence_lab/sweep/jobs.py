@@ -153,8 +153,20 @@ def offered(overrides: list[str]) -> RunPlan | None:
     return _offered.get(tuple(sorted(overrides)))
 
 
-def check_launcher(launcher: DictConfig) -> None:
-    """Launcher settings that would fail only once jobs start."""
+POOL_LAUNCHER = "emergence_lab_launcher.processes.ProcessLauncher"  # hydra/launcher=processes
+
+
+def check_launcher(launcher: DictConfig, jobs: list[Config] = ()) -> None:
+    """Launcher settings that would fail only once jobs start; the sweep's own settings
+    (sweep.*) one for all its jobs, and what the launcher can honour."""
+    if len({(j.sweep.dry_run, j.sweep.max_failures) for j in jobs}) > 1:
+        raise ValueError("sweep.dry_run and sweep.max_failures must be the same for every job "
+                         "of a sweep (they say how the sweep goes, not what a cell is)")
+    pool = str(launcher.get("_target_", "")).endswith(POOL_LAUNCHER)
+    if jobs and jobs[0].sweep.max_failures is not None and not pool:
+        raise ValueError(f"sweep.max_failures={jobs[0].sweep.max_failures} is honoured by "
+                         f"hydra/launcher=local (the project's process pool), not by "
+                         f"{launcher.get('_target_')}; drop it or use hydra/launcher=local")
     n_jobs = launcher.get("n_jobs", 1)
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1):
         raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: the number of parallel jobs must be "

@@ -84,7 +84,8 @@ class Pool:
     """The launcher's loop over its workers (see the module docstring)."""
 
     def __init__(self, setup: bytes, n_jobs: int, stop_timeout_s: float, status: SweepStatus,
-                 job_overrides: list[list[str]]) -> None:
+                 job_overrides: list[list[str]], max_failures: int | None = None) -> None:
+        self.max_failures = max_failures  # sweep.max_failures: then no new cell starts
         self.setup, self.n_jobs, self.stop_timeout_s = setup, n_jobs, stop_timeout_s
         self.threads = worker_threads(n_jobs, len(job_overrides))
         # the fork server starts once, for every worker (or has, in start_server)
@@ -110,7 +111,8 @@ class Pool:
 
     def _loop(self) -> None:
         try:
-            while self.busy() or (self.pending and self.stop_deadline is None):
+            while self.busy() or (self.pending and self.stop_deadline is None
+                                  and not self.failed_out()):
                 if self.signum is not None and self.stop_deadline is None:
                     self._stop()
                 if self.stop_deadline is None:
@@ -124,8 +126,12 @@ class Pool:
                 w.close(timeout=2.0 if self.signum is None else 0.5)
             self.display.close()
 
+    def failed_out(self) -> bool:
+        """Whether sweep.max_failures cells have failed (no new cell starts)."""
+        return self.max_failures is not None and self.status.count("failed") >= self.max_failures
+
     def _fill(self) -> None:
-        while self.pending and len(self.busy()) < self.n_jobs:
+        while self.pending and len(self.busy()) < self.n_jobs and not self.failed_out():
             idle = [w for w in self.workers if w.job is None and w.proc.is_alive()]
             worker = idle[0] if idle else self._new_worker()
             worker.job = self.pending.popleft()
@@ -249,7 +255,8 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     """Run the jobs on `launcher.n_jobs` workers; returns their JobReturns in order. After a
     signal, the sweep ends here: one line of summary and exit code 128 + the signal."""
     from hydra.core.singleton import Singleton
-    from joblib.externals import cloudpickle  # by value: the task function lives in __main__
+    from joblib.externals import cloudpickle
+    from omegaconf import OmegaConf  # by value: the task function lives in __main__
 
     config = launcher.config
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -265,8 +272,12 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
                                "initial_job_idx": initial_job_idx})
     log.info("launching %d jobs on %d workers; each job's output: %s", len(job_overrides),
              workers, sweep_dir / "<job>" / f"{config.hydra.job.name}.log")
-    pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, job_overrides)
+    max_failures = OmegaConf.select(config, "sweep.max_failures", default=None)
+    pool = Pool(setup, n_jobs, launcher.stop_timeout_s, status, job_overrides, max_failures)
     pool.run()
+    if pool.failed_out() and pool.pending:
+        print(f"Stopped after {max_failures} failed cells (sweep.max_failures={max_failures}): "
+              f"{len(pool.pending)} cells were not started", file=sys.stderr, flush=True)
     if pool.signum is not None:
         parent.end("KILLED")
         print(pool.summary(), file=sys.stderr, flush=True)

@@ -1,0 +1,81 @@
+"""What a store already holds of a sweep's cells, read without writing anything (a dry run):
+FINISHED cells, cells RUNNING under a live owner, and the epoch time of finished runs. An
+embedded SQLite store is read through a copy (MLflow's client would create its schema, WAL
+files or lock files next to the original); a server or another database is only queried."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emergence_lab.store.ledger import owner_alive
+
+EPOCH_TIME = "time/epoch_s"  # measure.keys.EPOCH_TIME (store/ does not import measure/)
+
+
+@dataclass
+class Survey:
+    finished: dict[str, str] = field(default_factory=dict)  # config_hash -> run name
+    running: dict[str, str] = field(default_factory=dict)  # config_hash -> live owner
+    epoch_s: float | None = None  # the median seconds of a finished run's last epoch
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri[len("sqlite:///"):]
+    return Path(rest) if rest.startswith("/") else Path.cwd() / rest
+
+
+@contextlib.contextmanager
+def _readable(uri: str) -> Iterator[str | None]:
+    """A URI to query: a copy of an SQLite store (None when there is no store yet), else `uri`."""
+    path = _sqlite_file(uri)
+    if path is None:
+        yield uri
+        return
+    if not path.is_file():
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="emergence-lab-dry-run-") as tmp:
+        for suffix in ("", "-wal"):  # the committed pages and those still in the WAL
+            src = Path(f"{path}{suffix}")
+            if src.is_file():
+                shutil.copyfile(src, Path(tmp) / f"mlflow.db{suffix}")
+        yield f"sqlite:///{tmp}/mlflow.db"
+
+
+def survey(uri: str, experiment: str, stale_after_s: float) -> Survey:
+    """What the store holds of the experiment's cells, nothing written to it."""
+    out = Survey()
+    with _readable(uri) as readable:
+        if readable is None:
+            return out
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=readable)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return out
+        runs = client.search_runs([exp.experiment_id], "attributes.status != 'KILLED'",
+                                  order_by=["attributes.start_time ASC"], max_results=50_000)
+        times = []
+        for r in runs:
+            h = r.data.tags.get("config_hash")
+            if not h or r.data.tags.get("kind") == "sweep":
+                continue
+            if r.info.status == "FINISHED":
+                out.finished[h] = r.info.run_name
+                if EPOCH_TIME in r.data.metrics:
+                    times.append(r.data.metrics[EPOCH_TIME])
+            elif r.info.status == "RUNNING" and (alive := owner_alive(r, stale_after_s))[0]:
+                out.running[h] = alive[1]
+        out.epoch_s = statistics.median(times) if times else None
+    return out
+
+
