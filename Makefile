@@ -10,7 +10,7 @@ PORT ?= 5000
 PGDATA ?= /tmp/emergence-lab-postgres
 PGPORT ?= 5432
 
-.PHONY: help venv sweep report ui server server-stop test test-fast bench lint data clean
+.PHONY: help venv smoke sweep report ui server server-stop test test-fast bench lint docs docs-build data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ data:  ## install Debian's dataset-fashion-mnist when it is missing and apt-get 
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try a download"; \
 	fi
+
+smoke: $(STAMP)  ## one minute: a tiny real sweep on the bundled digits data (experiment=smoke), then its verdicts
+	$(PY) scripts/train.py -m experiment=smoke tracking.uri=$(TRACKING_URI) $(ARGS)
+	$(PY) scripts/report.py --tracking-uri $(TRACKING_URI) $(REPORT_ARGS)
 
 sweep: $(STAMP) data  ## the paper's Fashion-MNIST sweep on 5 seeds (SEEDS=0 for one; EXPERIMENT=paper_mnist), then its report
 	$(PY) scripts/train.py -m experiment=$(EXPERIMENT) tracking.uri=$(TRACKING_URI) $(if $(SEEDS),trainer.seed=$(SEEDS)) $(ARGS)
@@ -69,6 +73,12 @@ test-fast: $(STAMP)  ## the fast tests only
 
 bench: $(STAMP) data  ## performance ratios (epoch overhead, emergence share, shared sweep, report), to benchmarks/results/bench.json
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+docs: $(STAMP)  ## the documentation site on http://127.0.0.1:8000 (mkdocs-material, docs/)
+	$(VENV)/bin/mkdocs serve
+
+docs-build: $(STAMP)  ## the documentation site as files, in site/ (strict: a broken link fails)
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check src scripts tests benchmarks

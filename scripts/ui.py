@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from emergence_lab.errors import one_line
+from emergence_lab.report.ending import CLAIMS_DOC
 from emergence_lab.store import connection, links, sweeps
 
 
@@ -91,7 +92,8 @@ def main() -> int:
             return 2
         time.sleep(0.5)
     print("\n".join(urls), flush=True)
-    print(f"MLflow UI ready at {address} (Ctrl-C stops it; its log: {log.name})", flush=True)
+    print(f"MLflow UI ready at {address} (Ctrl-C stops it; its log: {log.name}); what each "
+          f"verdict on a sweep's page means: {CLAIMS_DOC}", flush=True)
     return child.wait()
 
 

@@ -98,7 +98,7 @@ EXPERIMENTS = {"paper_fmnist": 8, "paper_mnist": 4, "paper_transfer": 4, "paper_
                "emergence_init": 4, "pruning_strategies": 6, "paper_fmnist_random": 4,
                "paper_fmnist_lr": 16, "paper_calibration": 96, "later_pruning": 12,
                "paper_landscape": 8, "paper_fmnist_dense": 3,
-               "paper_transfer_dense": 1}  # cells per seed
+               "paper_transfer_dense": 1, "smoke": 3}  # cells per seed
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))

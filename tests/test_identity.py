@@ -105,7 +105,7 @@ def test_an_unpruned_branch_has_one_identity_whichever_strategy_names_it():
     assert len(hashes) == 1
 
 
-@pytest.mark.parametrize("doc", ["README.md"])
+@pytest.mark.parametrize("doc", ["docs/how-to/sweeps-that-survive.md"])
 def test_changing_a_default_is_documented(doc, monkeypatch):
     """Changing a default re-labels stored runs: a config at the old default now hashes as a
     non-default one, and one at the new default takes the stored runs' hash. The docs say so."""

@@ -3,7 +3,7 @@ name a person can read. Also where the code came from (the git commit).
 
 The identity follows open_lth's rule: only fields that differ from their defaults count, so a
 new field whose default keeps today's behaviour leaves every stored run's identity as it was.
-The flip side: a default must never change once runs were stored with it (see the README).
+The flip side: a default must never change once runs were stored with it (docs/how-to/sweeps-that-survive.md).
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ def verdict_lines(rep: Report) -> str:
     return table.to_markdown(index=False, tablefmt="simple")
 
 
+CLAIMS_DOC = "docs/methodology/claims.md"  # the page that explains each verdict
+
+
 def ending(rep: Report, out_dir: str, launch: dict | None, sweep_url: str | None) -> str:
     """What a finished sweep prints: about 20 lines whatever its size."""
     lines = [f"Sweep {rep.name}", *([f"  {launch_line(launch)}"] if launch else []),
@@ -51,7 +54,8 @@ def ending(rep: Report, out_dir: str, launch: dict | None, sweep_url: str | None
     if gaps:
         lines.append(f"Not counted: {', '.join(gaps)} (the report's Completeness section)")
     lines += [f"Report: {out_dir}/report.html (report.md, claims.csv, summary.csv, epochs.csv; "
-              f"scripts/report.py -v prints all of it)"]
+              f"scripts/report.py -v prints all of it)",
+              f"What each verdict measures and reads: {CLAIMS_DOC} (make docs)"]
     if sweep_url:
         lines.append(f"Browse: make ui, then {sweep_url}")
     return "\n".join(lines)
