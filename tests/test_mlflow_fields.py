@@ -33,6 +33,10 @@ def test_a_run_carries_its_dataset_source_user_and_best_accuracy(tiny_overrides,
     tags = run.data.tags
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
     assert tags["mlflow.user"] and tags["git_dirty"] in ("true", "false")
+    # no bookkeeping among the params (MLflow's Compare shows them as hyperparameters): the
+    # owner's lease is a tag
+    assert not [k for k in run.data.params if k.startswith("lease")]
+    assert tags["owner.lease"].startswith("1 ") and tags["owner"] in tags["owner.lease"]
     acc = dict(records.metric_history(store, run.info.run_id, "test/acc"))
     best = records.metric_history(store, run.info.run_id, "test/acc_best")
     # the running max of the final network's trained epochs: after the pruning step at 1

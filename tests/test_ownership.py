@@ -188,3 +188,23 @@ def test_another_process_s_unentered_candidate_is_not_taken_over(tiny_overrides,
     got = ownership.acquire(cell_of(c, {"config_hash": "h1"}))
     assert got.state == "new" and got.run_id != candidate
     assert ledger.lease_holder(connection.get_client(store).get_run(candidate))[1] is None
+
+
+def test_two_takers_of_one_run_one_wins_through_the_ledger(store):
+    """The next generation of a run's lease is a ledger entry: of two processes that both saw
+    generation 1 and try to take the run over, one wins; the run's tag names it."""
+    with records.Run(store, "emergence", "r", {"config_hash": "h"}) as run:
+        client = connection.get_client(store)
+        seen = client.get_run(run.run_id)
+        assert ledger.lease_holder(seen)[:2] == (1, run.owner)
+        assert ledger.take_lease(store, run.run_id, "first")
+        # the second taker read the run before the first took it: the same generation, lost
+        real = client.get_run
+        client_get = lambda rid: seen if rid == run.run_id else real(rid)  # noqa: E731
+        import unittest.mock as mock
+
+        with mock.patch.object(type(client), "get_run", lambda self, rid: client_get(rid)):
+            assert not ledger.take_lease(store, run.run_id, "second")
+        assert ledger.lease_holder(client.get_run(run.run_id))[:2] == (2, "first")
+        with pytest.raises(ledger.LeaseLost):
+            run.check_owner()

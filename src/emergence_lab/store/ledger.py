@@ -5,7 +5,7 @@ local file: MLflow refuses to change a logged param, so logging a param that ano
 logged first with another value fails, and whoever logged it first holds it. The ledger of an
 experiment is the params of one run in the experiment `emergence-lab-claims` (a stored name); that
 run is found through a deleted (hidden) experiment whose name is unique and whose tags are written
-with it in one step. A run's owners are its `lease.<n>` params, the latest one holding it.
+with it in one step. A run's owner is its lease tag; taking a run over is a ledger entry.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ LEDGER_ANCHOR = ".emergence-lab-claims/{}"  # a deleted experiment per experimen
 ANCHOR_TAGS = ("ledger_run", "claims_run")
 
 
-LEASE_PREFIX = "lease."  # lease.<n> = "<host>:<pid>:<nonce>@<unix time>": run owners, in order
+# A run's owner: the tag LEASE_TAG = "<generation> <host>:<pid>:<nonce>@<unix time>", never a
+# param (MLflow's Compare shows params as hyperparameters). Taking a run over is decided by the
+# ledger entry lease.<run id>.<generation> (first writer wins); stores written before
+# 2026-12-06 hold the owners as the run's params lease.<n>, still read.
+LEASE_TAG = "owner.lease"
+LEASE_PREFIX = "lease."
 
 
 HEARTBEAT_TAG = "owner.heartbeat"  # "<owner> <unix time>", refreshed while the owner trains
@@ -125,9 +130,20 @@ def latest_entry(uri: str, exp_id: str, key: str) -> tuple[int, str | None]:
     return _highest(entries(uri, exp_id, f"{key}."), f"{key}.")
 
 
+def lease_value(gen: int, owner: str) -> str:
+    """The lease tag's value: generation, owner and when the lease was taken."""
+    return f"{gen} {owner}@{time.time():.3f}"
+
+
 def lease_holder(run: Any) -> tuple[int, str | None, float]:
-    """(generation, owner, time the lease was taken) of a run; (0, None, 0) for none."""
-    gen, value = _highest(run.data.params, LEASE_PREFIX)
+    """(generation, owner, time the lease was taken) of a run; (0, None, 0) for none. The lease
+    is the run's tag LEASE_TAG; runs of stores written before it hold it as lease.<n> params."""
+    gen, value = _highest(run.data.params, LEASE_PREFIX)  # a run from an older store
+    tag = run.data.tags.get(LEASE_TAG)
+    if tag:
+        tag_gen, _, tag_value = tag.partition(" ")
+        if int(tag_gen) >= gen:
+            gen, value = int(tag_gen), tag_value
     if value is None:
         return 0, None, 0.0
     owner, _, since = value.rpartition("@")
@@ -141,15 +157,16 @@ def local_pid(owner: str) -> int | None:
 
 
 def take_lease(uri: str, run_id: str, owner: str) -> bool:
-    """Become the run's owner, unless another process became it first (atomic)."""
-    from mlflow.exceptions import MlflowException
-
+    """Become the run's owner, unless another process became it first: the next generation's
+    ledger entry (lease.<run id>.<generation>, atomic against the store) decides; the winner
+    then writes the run's lease and owner tags, which every owner check reads."""
     client = get_client(uri)
-    gen = lease_holder(client.get_run(run_id))[0] + 1
-    try:
-        retry(lambda: client.log_param(run_id, f"{LEASE_PREFIX}{gen}", f"{owner}@{time.time():.3f}"))
-    except MlflowException:
+    run = client.get_run(run_id)
+    gen = lease_holder(run)[0] + 1
+    value = lease_value(gen, owner)
+    if set_once(uri, run.info.experiment_id, f"{LEASE_PREFIX}{run_id}.{gen}", value) != value:
         return False
+    retry(lambda: client.set_tag(run_id, LEASE_TAG, value))
     retry(lambda: client.set_tag(run_id, OWNER_TAG, owner))
     return True
 

@@ -15,10 +15,11 @@ from emergence_lab import procs
 from emergence_lab.store.connection import ensure_experiment, get_client, retry
 from emergence_lab.store.ledger import (
     HEARTBEAT_TAG,
-    LEASE_PREFIX,
+    LEASE_TAG,
     OWNER_TAG,
     LeaseLost,
     lease_holder,
+    lease_value,
     owner_token,
 )
 from emergence_lab.store.sweeps import PARENT_TAG
@@ -226,8 +227,8 @@ def create_owned_run(uri: str, experiment: str, name: str, tags: Mapping[str, An
     tags = {k: str(v) for k, v in tags.items()}  # a server takes strings only
     tags.update({PARENT_TAG: parent_run_id} if parent_run_id else {})
     tags[OWNER_TAG] = owner
+    tags[LEASE_TAG] = lease_value(1, owner)  # the first lease: the cell's ledger entry decided it
     run_id = retry(lambda: client.create_run(exp_id, run_name=name, tags=tags)).info.run_id
-    retry(lambda: client.log_param(run_id, f"{LEASE_PREFIX}1", f"{owner}@{time.time():.3f}"))
     return run_id
 
 
