@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from emergence_lab.config.identity import user_name
 from emergence_lab.report.build import build_report
 from emergence_lab.report.synthetic import branch, params, write_run
 from emergence_lab.store import sweeps
@@ -62,6 +63,23 @@ def sweep_store(store: str) -> tuple[str, list[str]]:
     return parent, names
 
 
+def train_one(store: str, tmp_path) -> tuple[str, str]:
+    """A real (tiny) training run in the sweep's experiment: (run id, experiment id)."""
+    from emergence_lab.run import pipeline
+    from emergence_lab.store import connection
+    from tests.conftest import compose_cfg
+
+    pipeline.train(compose_cfg([
+        "dataset=digits", "model.hidden=[16,8]", "trainer.epochs=2", "trainer.lr=0.05",
+        f"tracking.uri={store}", "tracking.experiment=paper_fmnist", "tracking.progress=false",
+        f"tracking.cache_dir={tmp_path / 'cache'}"]))
+    client = connection.get_client(store)
+    exp = client.get_experiment_by_name("paper_fmnist")
+    run = next(r for r in client.search_runs([exp.experiment_id])
+               if r.info.run_name.startswith("digits"))
+    return run.info.run_id, exp.experiment_id
+
+
 def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(store, tmp_path):
     """What a person sees: the parent's page (the URL make ui prints) in the machine-learning
     layout shows the verdict table and the child runs without a click; the report's HTML page
@@ -71,6 +89,7 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
     browser = chromium()
     parent, names = sweep_store(store)
     out = build_report(store, sweep=parent, out=str(tmp_path / "report"))  # writes the parent's note
+    trained, exp_id = train_one(store, tmp_path)
     port = free_port()
     ui = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ui.py"), "--tracking-uri", store,
                            "--port", str(port), "--artifact-root", str(tmp_path / "artifacts")],
@@ -89,6 +108,11 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
             shown(page.get_by_role("link", name=name))
         shown(page.get_by_role("link", name="report.html").first)
         assert page.get_by_text("Evaluation runs").count() == 0  # not the generative-AI layout
+        # every headline verdict on the page, without a click: an effect per claim in the
+        # metrics table, the verdict beside it as a tag
+        shown(page.get_by_role("link", name="claim/costs_accuracy/magnitude/50pct"))
+        shown(page.get_by_text("claim/lowers_E").first)
+        shown(page.get_by_text("verdict/costs_accuracy").first)
         compare = page.get_by_role("link", name="Compare emergence/E and test/acc across the runs")
         shown(compare)
         href = compare.get_attribute("href")
@@ -96,6 +120,12 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
         page.goto(f"http://127.0.0.1:{port}{href}")  # the UI opens it in a new tab
         shown(page.get_by_text("emergence/E vs test/acc").first)  # one curve a run, over epochs
         shown(page.get_by_text(names[0]).first)
+        # a real training run's page: its data set, who ran it and from what source
+        page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{trained}"
+                  "?workflowType=machine_learning")
+        shown(page.get_by_text("digits (", exact=False).first)  # Datasets: digits (<digest>)
+        shown(page.get_by_text(user_name()).first)  # Created by
+        shown(page.get_by_text("Training").first)  # the dataset's context
         page.goto((out / "report.html").resolve().as_uri())
         images = page.locator("img")
         assert images.count() >= 2

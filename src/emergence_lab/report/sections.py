@@ -212,7 +212,7 @@ def parent_note(rep: Report, report_link: str, compare_link: str | None = None) 
 
 def _key_part(text: str) -> str:
     """A piece of an MLflow metric or tag key: letters, digits and _ - . / : and spaces."""
-    return re.sub(r"[^\w\-./: ]", "_", text).strip()
+    return re.sub(r"[^\w\-./: ]", "_", text.replace("%", "pct")).strip()
 
 
 def parent_fields(rep: Report) -> tuple[dict[str, float], dict[str, str]]:

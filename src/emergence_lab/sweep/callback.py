@@ -26,7 +26,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from emergence_lab.config import Config
-from emergence_lab.config.identity import config_hash, environment, stable_hash
+from emergence_lab.config.identity import (
+    config_hash,
+    environment,
+    git_commit,
+    source_name,
+    stable_hash,
+    user_name,
+)
 from emergence_lab.data import check_available
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
@@ -150,7 +157,9 @@ class SweepCallback(Callback):
         self.run_id = parent.open_parent(
             first.uri, first.experiment, f"{first.experiment}-{sweep_dir.name}", sweep_hash,
             {"sweep_dir": str(sweep_dir), "jobs": str(n_jobs),
-             "overrides": " ".join(config.hydra.overrides.task)[:5000]})
+             "overrides": " ".join(config.hydra.overrides.task)[:5000],
+             "mlflow.user": user_name(), "mlflow.source.name": source_name(),
+             "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": git_commit()})
         offer([dataclasses.replace(p, parent_run_id=self.run_id) for p in plans])
         artifacts.log_json(first.uri, self.run_id, self.jobs, JOBS_FILE)
         artifacts.log_text(first.uri, self.run_id, environment(), ENVIRONMENT_FILE)
