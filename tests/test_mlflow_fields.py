@@ -80,3 +80,17 @@ def test_system_metrics_and_a_logged_model_that_mlflow_loads_back(tiny_overrides
     assert sparsity(model) == run.data.metrics["pruning/sparsity"]  # the masks came back too
     assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
     assert any(k.startswith("system/cpu") for k in run.data.metrics), sorted(run.data.metrics)
+
+
+def test_a_run_from_an_edited_tree_is_flagged_dirty_and_keeps_the_diff(tiny_overrides, store,
+                                                                        monkeypatch, tmp_path):
+    from emergence_lab.run import plan as plan_mod
+
+    diff = "diff --git a/src/x.py b/src/x.py\n-old\n+new\n"
+    monkeypatch.setattr(plan_mod, "code_state", lambda: "dirty:0123456789ab")
+    monkeypatch.setattr(pipeline, "code_diff", lambda: diff)
+    pipeline.train(compose_cfg(tiny_overrides))
+    run = _only_run(store)
+    assert run.data.tags["git_dirty"] == "true" and run.data.tags["git_state"].startswith("dirty")
+    got = artifacts.download_artifact(store, run.info.run_id, "code/git_diff.patch", tmp_path)
+    assert Path(got).read_text() == diff
