@@ -176,8 +176,8 @@ class SweepConfig:
     """How a sweep goes (never part of a run's identity): `dry_run` says what it would do and
     does nothing; after `max_failures` failed cells no new cell starts (null: never stop)."""
 
-    dry_run: bool = False
-    max_failures: int | None = None
+    dry_run: bool = False  # list every cell's state and the estimated time; train and write nothing
+    max_failures: int | None = None  # after this many failed cells no new cell starts (null: never)
 
     def __post_init__(self) -> None:
         _check(self.max_failures is None or self.max_failures >= 1,
