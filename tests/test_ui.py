@@ -1,7 +1,9 @@
 """`make ui` lands on the sweep: the URL scripts/ui.py prints, rendered by a real headless
 Chromium against the real `mlflow ui` it then serves, shows the sweep's verdicts and runs."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,21 +65,23 @@ def sweep_store(store: str) -> tuple[str, list[str]]:
     return parent, names
 
 
-def train_one(store: str, tmp_path) -> tuple[str, str]:
-    """A real (tiny) training run in the sweep's experiment: (run id, experiment id)."""
+def train_two(store: str, tmp_path) -> tuple[list[str], str]:
+    """Two real (tiny) training runs in the sweep's experiment, seeds 0 and 1: (run ids,
+    experiment id)."""
     from emergence_lab.run import pipeline
     from emergence_lab.store import connection
     from tests.conftest import compose_cfg
 
-    pipeline.train(compose_cfg([
-        "dataset=digits", "model.hidden=[16,8]", "trainer.epochs=2", "trainer.lr=0.05",
-        f"tracking.uri={store}", "tracking.experiment=paper_fmnist", "tracking.progress=false",
-        f"tracking.cache_dir={tmp_path / 'cache'}"]))
+    for seed in (0, 1):
+        pipeline.train(compose_cfg([
+            "dataset=digits", "model.hidden=[16,8]", "trainer.epochs=2", "trainer.lr=0.05",
+            f"trainer.seed={seed}", f"tracking.uri={store}", "tracking.experiment=paper_fmnist",
+            "tracking.progress=false", f"tracking.cache_dir={tmp_path / 'cache'}"]))
     client = connection.get_client(store)
     exp = client.get_experiment_by_name("paper_fmnist")
-    run = next(r for r in client.search_runs([exp.experiment_id])
-               if r.info.run_name.startswith("digits"))
-    return run.info.run_id, exp.experiment_id
+    runs = [r.info.run_id for r in client.search_runs([exp.experiment_id])
+            if r.info.run_name.startswith("digits")]
+    return runs, exp.experiment_id
 
 
 def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(store, tmp_path):
@@ -89,7 +93,7 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
     browser = chromium()
     parent, names = sweep_store(store)
     out = build_report(store, sweep=parent, out=str(tmp_path / "report"))  # writes the parent's note
-    trained, exp_id = train_one(store, tmp_path)
+    trained, exp_id = train_two(store, tmp_path)
     port = free_port()
     ui = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ui.py"), "--tracking-uri", store,
                            "--port", str(port), "--artifact-root", str(tmp_path / "artifacts")],
@@ -121,11 +125,20 @@ def test_the_url_make_ui_prints_opens_on_the_verdicts_and_the_report_renders(sto
         shown(page.get_by_text("emergence/E vs test/acc").first)  # one curve a run, over epochs
         shown(page.get_by_text(names[0]).first)
         # a real training run's page: its data set, who ran it and from what source
-        page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{trained}"
+        page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{trained[0]}"
                   "?workflowType=machine_learning")
         shown(page.get_by_text("digits (", exact=False).first)  # Datasets: digits (<digest>)
         shown(page.get_by_text(user_name()).first)  # Created by
         shown(page.get_by_text("Training").first)  # the dataset's context
+        # Compare, differences only: the hyperparameter that differs, no bookkeeping
+        page.goto(f"http://127.0.0.1:{port}/#/compare-runs?runs={json.dumps(trained)}"
+                  f"&experiments={json.dumps([exp_id])}")
+        row = lambda name: page.locator("th", has_text=name)  # noqa: E731 - a param's row
+        shown(row("dataset.data_dir").first)
+        page.get_by_text("Show diff only").first.click()  # the parameters' switch
+        shown(row("trainer.seed").first)
+        expect(row("dataset.data_dir")).to_have_count(0)
+        expect(row(re.compile(r"^lease\."))).to_have_count(0)
         page.goto((out / "report.html").resolve().as_uri())
         images = page.locator("img")
         assert images.count() >= 2
