@@ -46,6 +46,8 @@ def test_multirun_logs_one_parent_and_finished_children(tmp_path):
             assert steps[-3:] == [1, 2, 3] and len(steps) == len(set(steps)), (key, steps)
         overrides = client.download_artifacts(child.info.run_id, "overrides.txt")
         assert "pruning.epoch=1" in Path(overrides).read_text()
+        log = Path(client.download_artifacts(child.info.run_id, "logs/train.log"))  # its job log
+        assert f"{child.info.run_name} epoch 3" in log.read_text()
     assert (tmp_path / "artifacts").is_dir()  # artifacts next to the store
 
 

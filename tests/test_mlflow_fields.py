@@ -1,17 +1,15 @@
 """A run filled in the way MLflow users expect (issue 36): its data set as an MLflow dataset
-input, its source and user, the code's state, the best accuracy so far, and the job's log as
-an artifact of a sweep's run."""
+input, its source and user, the code's state, the best accuracy so far (a sweep's run keeps its
+job log too: tests/test_e2e.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from emergence_lab.run import pipeline
 from emergence_lab.store import artifacts, connection, records
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import compose_cfg
 
 
 def _only_run(uri: str):
@@ -43,23 +41,6 @@ def test_a_run_carries_its_dataset_source_user_and_best_accuracy(tiny_overrides,
     assert [s for s, _ in best] == [2, 3]
     assert best[-1][1] == max(acc[s] for s in (2, 3)) and best[0][1] == acc[2]
     assert all(b >= a for (_, a), (_, b) in zip(best, best[1:], strict=False))
-
-
-def test_a_sweeps_run_keeps_its_job_log_as_an_artifact(tiny_overrides, store, tmp_path):
-    """Through the project's own launcher: the job's log (train.log) is with its run."""
-    out = subprocess.run(
-        [sys.executable, "scripts/train.py", "-m", *tiny_overrides, "trainer.epochs=1",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.launcher.n_jobs=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    run = next(r for r in connection.get_client(store).search_runs(
-        [connection.get_client(store).get_experiment_by_name("emergence").experiment_id])
-        if "config_hash" in r.data.tags)
-    names = artifacts.artifact_names(store, run.info.run_id, "logs")
-    assert names == ["train.log"]
-    text = Path(artifacts.download_artifact(store, run.info.run_id, "logs/train.log",
-                                            str(tmp_path))).read_text()
-    assert "epoch 1" in text
 
 
 def test_system_metrics_and_a_logged_model_that_mlflow_loads_back(tiny_overrides, store,

@@ -90,6 +90,7 @@ def test_a_job_takes_the_plan_it_was_handed_only_when_its_config_resolves_to_it(
 
 def test_the_first_signal_is_the_sweeps_and_later_ones_are_ignored():
     hits: list[int] = []
+    before = signal.getsignal(signal.SIGINT)  # pytest-xdist's workers ignore SIGINT
     stop.install(hits.append)
     try:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -104,7 +105,7 @@ def test_the_first_signal_is_the_sweeps_and_later_ones_are_ignored():
         from emergence_lab import procs
 
         procs.stop_requested.clear()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # given back as it was
 
 
 def test_the_pool_owns_the_signals_while_it_runs_when_no_sweep_callback_did():
