@@ -1,6 +1,7 @@
 """Hostile use of a running sweep: Ctrl-C to the process group, SIGTERM to the launcher alone,
-`kill -9` of a worker. Real processes, real signals, a real SQLite store; each test reads the
-store afterwards, the exit code and the launcher's last line."""
+`kill -9` of a worker (tests/test_worker_death.py, which asserts no wall-clock bound). Real
+processes, real signals, a real SQLite store; each test reads the store afterwards, the exit
+code and the launcher's last line."""
 
 import os
 import signal
@@ -62,6 +63,8 @@ def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resu
     assert all(r.info.start_time / 1000 < sent for r in runs)
     assert sweeps.latest_sweep(uri).info.status == "KILLED"
     assert all(r.data.tags["error"].startswith("KeyboardInterrupt") for r in runs)
+    if not how.startswith("Ctrl-C"):
+        return  # resuming does not depend on the signal: the first case resumes
 
     again = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *SWEEP,
                             f"tracking.uri={uri}"], cwd=tmp_path, capture_output=True, text=True,
@@ -76,25 +79,3 @@ def test_an_interrupted_sweep_ends_within_seconds_with_every_run_killed_and_resu
         assert r.data.tags[records.RESUMED_AFTER_TAG].startswith("KeyboardInterrupt")
         steps = [s for s, _ in records.metric_history(uri, r.info.run_id, "train/loss")]
         assert steps == list(range(1, EPOCHS + 1))  # every epoch once
-
-
-def test_a_killed_worker_fails_its_cell_and_the_sweep_goes_on(tmp_path):
-    proc, uri = start(tmp_path)
-    running_workers(uri, proc, epoch=2)
-    running = [r for r in children(uri) if r.info.status == "RUNNING"]
-    victim = running[0]
-    os.kill(int(victim.data.tags["owner"].split(":")[1]), signal.SIGKILL)
-    out = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 1, out[-3000:]
-    runs = {r.info.run_name: r for r in children(uri)}
-    assert len(runs) == 4
-    dead = runs.pop(victim.info.run_name)
-    assert dead.info.status == "FAILED"
-    assert dead.data.tags["error"] == "worker killed by signal 9 (SIGKILL)"
-    assert {r.info.status for r in runs.values()} == {"FINISHED"}  # its sibling and the rest
-    assert f"cell {victim.info.run_name} failed: worker killed by signal 9" in out
-    shown = out.split(f"cell {victim.info.run_name} failed:")[1].splitlines()[1:3]
-    assert shown and all(line.startswith("    ") for line in shown)  # its log's last lines
-    assert any(f"{victim.info.run_name} epoch" in line for line in shown), shown
-    assert "1 of 4 cells did not finish" in out and "Redo with: " in out
-    assert "Traceback" not in out and "leaked semaphore" not in out, out[-3000:]
