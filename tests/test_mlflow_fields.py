@@ -75,3 +75,21 @@ def test_a_run_from_an_edited_tree_is_flagged_dirty_and_keeps_the_diff(tiny_over
     assert run.data.tags["git_dirty"] == "true" and run.data.tags["git_state"].startswith("dirty")
     got = artifacts.download_artifact(store, run.info.run_id, "code/git_diff.patch", tmp_path)
     assert Path(got).read_text() == diff
+
+
+def test_a_data_set_another_run_creates_at_the_same_moment_is_linked_on_the_next_try(store):
+    """On a tracking server two runs logging one new data set race in MLflow's get-or-create
+    (a unique-key violation): the next try links the winner's; the run goes on either way."""
+    with records.Run(store, "emergence", "r", {}) as run:
+        real, calls = run.client.log_inputs, []
+
+        def racing(run_id, datasets=None, **kw):
+            calls.append(run_id)
+            if len(calls) == 1:
+                raise RuntimeError('duplicate key value violates unique constraint "dataset_pk"')
+            return real(run_id, datasets=datasets, **kw)
+
+        run.client.log_inputs = racing
+        run.log_dataset("digits", "d" * 32, "somewhere")
+    got = connection.get_client(store).get_run(run.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and [d.dataset.name for d in got] == ["digits"]

@@ -72,6 +72,9 @@ def log_series(uri: str, run_id: str, series: Mapping[str, list[tuple[int, float
         retry(lambda start=start: client.log_batch(run_id, metrics=items[start:start + 1000]))
 
 
+DATASET_ATTEMPTS = 4  # logging a data set input that another run creates at the same moment
+
+
 class Run:
     """One tracked run, owned by this process: use as a context manager; the exit sets
     FINISHED, FAILED or KILLED (nothing when another process took the run over).
@@ -180,7 +183,18 @@ class Run:
                      source=json.dumps({"uri": source}),
                      profile=json.dumps(dict(profile)) if profile else None)
         inputs = [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])]
-        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+                return
+            except Exception as exc:
+                # Two runs logging the same new data set at once race in MLflow's get-or-create
+                # (a unique-key violation on a server's database): the next try links the one
+                # that won. A description of the run never fails the run.
+                if attempt == DATASET_ATTEMPTS - 1:
+                    log.warning("run %s: its data set %s was not recorded as an MLflow dataset "
+                                "input: %s", self.run_id, name, exc)
+                time.sleep(0.2 * (attempt + 1))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, artifact_file))
