@@ -18,14 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from emergence_lab.config.groups import (
-    LandscapeConfig,
-    PretrainConfig,
-    SweepConfig,
-    ThresholdConfig,
-    TrackingConfig,
-    TrainerConfig,
-)
+from emergence_lab.config import groups
 from emergence_lab.data import DATASETS, DatasetConfig
 from emergence_lab.models import INITS, MODELS, InitConfig
 from emergence_lab.prune.base import STRATEGIES, PruningConfig
@@ -38,13 +31,13 @@ class Config:
     model: Any = MISSING  # the settings of a MODELS entry
     dataset: Any = MISSING  # the settings of a DATASETS entry
     pruning: Any = field(default_factory=PruningConfig)  # the settings of a STRATEGIES entry
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    threshold: groups.ThresholdConfig = field(default_factory=groups.ThresholdConfig)
+    trainer: groups.TrainerConfig = field(default_factory=groups.TrainerConfig)
+    tracking: groups.TrackingConfig = field(default_factory=groups.TrackingConfig)
     init: Any = field(default_factory=InitConfig)  # the settings of an INITS entry
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)  # analysis, not identity
-    sweep: SweepConfig = field(default_factory=SweepConfig)  # how a sweep goes, not identity
+    pretrain: groups.PretrainConfig = field(default_factory=groups.PretrainConfig)
+    landscape: groups.LandscapeConfig = field(default_factory=groups.LandscapeConfig)  # not identity
+    sweep: groups.SweepConfig = field(default_factory=groups.SweepConfig)  # how it goes, not identity
     force: bool = False  # rerun as a new run even if this configuration has a FINISHED run
 
     def __post_init__(self) -> None:
@@ -88,10 +81,10 @@ def register_configs() -> None:
         for entry in registry:
             cs.store(group=f"{SCHEMA_GROUP}/{group}", name=entry.name, node=entry.settings)
     for group, node in (("dataset", DatasetConfig), ("pruning", PruningConfig),
-                        ("init", InitConfig), ("threshold", ThresholdConfig),
-                        ("trainer", TrainerConfig), ("tracking", TrackingConfig),
-                        ("pretrain", PretrainConfig), ("landscape", LandscapeConfig),
-                        ("sweep", SweepConfig)):
+                        ("init", InitConfig), ("threshold", groups.ThresholdConfig),
+                        ("trainer", groups.TrainerConfig), ("tracking", groups.TrackingConfig),
+                        ("pretrain", groups.PretrainConfig), ("landscape", groups.LandscapeConfig),
+                        ("sweep", groups.SweepConfig)):
         cs.store(group=f"{SCHEMA_GROUP}/{group}", name="base", node=node)
 
 

@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from emergence_lab.config import Config, validate
@@ -48,7 +50,14 @@ def expand_sweep(args: list[str]) -> list[list[str]]:
     for o in parsed:
         if o.is_sweep_override() and not o.is_discrete_sweep():
             raise NotAGrid(f"{o.input_line} is a search space, not a list of values")
-    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+    return [list(job) for job in _basic_sweeper().split_arguments(parsed, None)[0]]
+
+
+def _basic_sweeper() -> type:
+    """Hydra's basic sweeper, the class its config (hydra/sweeper=basic) names, found the way
+    Hydra finds it (its plugins registered, the target resolved), not by its private module."""
+    Plugins.instance()  # Hydra's core plugins register their configs in the ConfigStore
+    return get_class(ConfigStore.instance().load("hydra/sweeper/basic.yaml").node["_target_"])
 
 
 def _is_grid(config: DictConfig) -> bool:
