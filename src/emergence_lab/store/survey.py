@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emergence_lab.store import sweeps
+from emergence_lab.store.connection import get_client
 from emergence_lab.store.ledger import owner_alive
-
-EPOCH_TIME = "time/epoch_s"  # measure.keys.EPOCH_TIME (store/ does not import measure/)
 
 
 @dataclass
@@ -50,32 +50,24 @@ def _readable(uri: str) -> Iterator[str | None]:
         yield f"sqlite:///{tmp}/mlflow.db"
 
 
-def survey(uri: str, experiment: str, stale_after_s: float) -> Survey:
-    """What the store holds of the experiment's cells, nothing written to it."""
+def survey(uri: str, experiment: str, stale_after_s: float, epoch_key: str) -> Survey:
+    """What the store holds of the experiment's cells (the median of `epoch_key`, a finished
+    run's last epoch time, for the estimate), nothing written to it."""
     out = Survey()
     with _readable(uri) as readable:
         if readable is None:
             return out
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=readable)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return out
-        runs = client.search_runs([exp.experiment_id], "attributes.status != 'KILLED'",
-                                  order_by=["attributes.start_time ASC"], max_results=50_000)
-        times = []
-        for r in runs:
-            h = r.data.tags.get("config_hash")
-            if not h or r.data.tags.get("kind") == "sweep":
-                continue
-            if r.info.status == "FINISHED":
-                out.finished[h] = r.info.run_name
-                if EPOCH_TIME in r.data.metrics:
-                    times.append(r.data.metrics[EPOCH_TIME])
-            elif r.info.status == "RUNNING" and (alive := owner_alive(r, stale_after_s))[0]:
-                out.running[h] = alive[1]
+        finished = sweeps.finished_cells(readable, experiment)
+        out.finished = {h: r.info.run_name for h, r in finished.items()}
+        times = [r.data.metrics[epoch_key] for r in finished.values() if epoch_key in r.data.metrics]
         out.epoch_s = statistics.median(times) if times else None
+        client = get_client(readable)
+        exp = client.get_experiment_by_name(experiment)
+        running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'",
+                                     max_results=50_000) if exp is not None else []
+        for r in running:
+            h = r.data.tags.get("config_hash")
+            if h and r.data.tags.get("kind") != "sweep" and (alive := owner_alive(
+                    r, stale_after_s))[0]:
+                out.running[h] = alive[1]
     return out
-
-

@@ -5,13 +5,14 @@ store)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from emergence_lab.config import Config
 from emergence_lab.config.identity import config_hash, run_name
+from emergence_lab.measure import keys
 from emergence_lab.store.survey import survey
 from emergence_lab.sweep.status import clock
+from emergence_lab.sweep.worker import pool_size
 
 SHOWN = 12  # cells listed per state; the rest are counted
 
@@ -19,7 +20,7 @@ SHOWN = 12  # cells listed per state; the rest are counted
 def dry_run(jobs: list[tuple[list[str], Config]], launcher: Any) -> str:
     """The dry run's text for (overrides, checked config) of every job."""
     first = jobs[0][1].tracking
-    held = survey(first.uri, first.experiment, first.stale_after_s)
+    held = survey(first.uri, first.experiment, first.stale_after_s, keys.EPOCH_TIME)
     states: dict[str, list[str]] = {"finished": [], "running elsewhere": [], "new": []}
     epochs_new = 0
     for overrides, c in jobs:
@@ -49,8 +50,7 @@ def _estimate(epochs: int, epoch_s: float | None, launcher: Any) -> str:
     if epoch_s is None:
         return (f"estimated time: unknown (no finished run in the store to time an epoch); "
                 f"{epochs} epochs to train")
-    n = int(launcher.get("n_jobs", 1) or 1)
-    workers = n if n > 0 else os.cpu_count() or 1
+    workers = pool_size(int(launcher.get("n_jobs", 1) or 1))
     return (f"estimated time: ~{clock(epochs * epoch_s / workers)} ({epochs} epochs at "
             f"{epoch_s:.2g} s, the median epoch of the store's finished runs, on {workers} "
             f"worker{'s' if workers > 1 else ''}; a shared pre-prune prefix trains once, so "

@@ -39,7 +39,7 @@ from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
 from emergence_lab.sweep.jobs import JOBS_FILE, command_line, offered
 from emergence_lab.sweep.status import Job, SweepStatus, clock
-from emergence_lab.sweep.worker import worker_context, worker_main, worker_threads
+from emergence_lab.sweep.worker import pool_size, worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     job_overrides = [list(o) for o in job_overrides]
     epochs = _planned_epochs(sweep_dir, job_overrides)
     status = SweepStatus([Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
-    n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else os.cpu_count() or 1
+    n_jobs = pool_size(launcher.n_jobs)
     workers = min(n_jobs, len(job_overrides))
     setup = cloudpickle.dumps({"hydra_context": launcher.hydra_context, "config": config,
                                "task_function": launcher.task_function,

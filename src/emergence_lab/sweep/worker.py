@@ -60,9 +60,14 @@ def worker_context(threads: int) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def pool_size(n_jobs: int) -> int:
+    """The workers hydra.launcher.n_jobs asks for (-1: one per CPU)."""
+    return n_jobs if n_jobs > 0 else os.cpu_count() or 1
+
+
 def worker_threads(n_jobs: int, jobs: int) -> int:
     """Each worker's threads, for `jobs` jobs on n_jobs workers (-1: one per CPU)."""
-    return thread_share(min(n_jobs if n_jobs > 0 else os.cpu_count() or 1, jobs))
+    return thread_share(min(pool_size(n_jobs), jobs))
 
 
 def start_server(launcher_config: Any, jobs: int) -> None:
