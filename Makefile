@@ -9,6 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PGDATA ?= /tmp/emergence-lab-postgres
 PGPORT ?= 5432
+AUTH ?= auto
 
 .PHONY: help venv smoke sweep report ui server server-stop test test-fast bench lint docs docs-build data clean
 
@@ -46,12 +47,8 @@ report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html
 ui: $(STAMP)  ## browse the runs: prints the latest sweep's URLs, then the MLflow UI on http://127.0.0.1:5000
 	$(PY) scripts/ui.py --tracking-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
 
-server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT), artifacts in mlruns/server-artifacts
-	@case "$(HOST)" in 127.*|localhost|::1) ;; *) echo "make server: HOST=$(HOST) lets anyone who \
-		reaches it read and write every run; run MLflow's basic auth instead (mlflow server \
-		--app-name basic-auth; the clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)" >&2;; esac
-	$(VENV)/bin/mlflow server --backend-store-uri $$(scripts/postgres.sh start $(PGDATA) $(PGPORT)) \
-		--artifacts-destination ./mlruns/server-artifacts --host $(HOST) --port $(PORT)
+server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT); off loopback, MLflow's basic-auth (AUTH=on|off|auto)
+	$(PY) scripts/server.py --host $(HOST) --port $(PORT) --auth $(AUTH) --pgdata $(PGDATA) --pgport $(PGPORT)
 
 server-stop:  ## stop the PostgreSQL that make server started
 	scripts/postgres.sh stop $(PGDATA)

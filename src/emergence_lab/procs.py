@@ -50,25 +50,31 @@ def store_call() -> Iterator[None]:
             raise KeyboardInterrupt(_deferred.pop())  # as if it came just after the call
 
 
+# what a stop signal means, where more than its name (a scheduler's own warnings)
+SIGNAL_REASONS: dict[int, str] = {}
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     if stop_requested.is_set():
         return
     stop_requested.set()
-    reason = f"signal {signal.Signals(signum).name}"
+    reason = SIGNAL_REASONS.get(signum, f"signal {signal.Signals(signum).name}")
     if _store_calls:
         _deferred.append(reason)
         return
     raise KeyboardInterrupt(reason)
 
 
-def stop_on_signals() -> None:
+def stop_on_signals(also: dict[int, str] | None = None) -> None:
     """SIGINT and SIGTERM stop this process's job: the first raises KeyboardInterrupt (its run
     ends KILLED, resumable), at once or, during a store call, when that returns; later ones are
     ignored while the run is being closed (Ctrl-C in a terminal reaches a worker twice: itself,
     and forwarded by its launcher). The one owner of a job process's signals: a pool worker
     installs it when it starts, a single run (or another launcher's job) when it trains; a
-    second call changes nothing. Main thread only."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    second call changes nothing. Main thread only. `also`: more signals that stop the job, with
+    what each means (SLURM's wall-time warning, SIGUSR2, under the SLURM launcher)."""
+    SIGNAL_REASONS.update(also or {})
+    for sig in (signal.SIGINT, signal.SIGTERM, *(also or {})):
         if signal.getsignal(sig) is not _interrupt:
             signal.signal(sig, _interrupt)
 

@@ -42,6 +42,7 @@ from emergence_lab.procs import forward_signal
 from emergence_lab.run.plan import RunPlan
 from emergence_lab.run.preflight import preflight
 from emergence_lab.store import artifacts, connection, ledger, sweeps
+from emergence_lab.store.network_fs import check_shared_store
 from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.dryrun import dry_run
 from emergence_lab.sweep.jobs import (
@@ -107,6 +108,8 @@ class SweepCallback(Callback):
                for j in jobs):
             raise ValueError("all jobs of a sweep must share tracking.uri and tracking.experiment")
         check_launcher(config.hydra.launcher, jobs)
+        if not jobs_run_here(config.hydra.launcher):  # jobs on other nodes share the store
+            check_shared_store(first.uri)
         if jobs[0].sweep.dry_run:  # says what it would do; nothing started, nothing written
             print(dry_run([(o, j) for (o, _), j in zip(composed, jobs, strict=True)],
                           config.hydra.launcher), flush=True)
@@ -166,7 +169,10 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / JOBS_FILE).write_text(json.dumps(self.jobs))  # the launcher's plan
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
-            "run_id": self.run_id, "uri": first.uri, "launcher_pid": os.getpid(),
+            # jobs on this machine watch the launcher, and stop when it dies; a scheduler's
+            # jobs outlive their submitter (it cancels them when it is stopped)
+            "run_id": self.run_id, "uri": first.uri,
+            "launcher_pid": os.getpid() if jobs_run_here(config.hydra.launcher) else None,
             "launcher_host": socket.gethostname()}))
         stop.install(self._stop)
 

@@ -176,18 +176,43 @@ def check_launcher(launcher: DictConfig, jobs: list[Config] = ()) -> None:
         raise ValueError(f"sweep.max_failures={jobs[0].sweep.max_failures} is honoured by "
                          f"hydra/launcher=local (the project's process pool), not by "
                          f"{launcher.get('_target_')}; drop it or use hydra/launcher=local")
+    check = getattr(_launcher_class(launcher), "check", None)
+    if jobs and check is not None:  # the launcher's own (SLURM: the cluster can run the jobs)
+        check(launcher)
     n_jobs = launcher.get("n_jobs", 1)
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1):
         raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: the number of parallel jobs must be "
                          f"a positive integer (or -1: one per CPU), e.g. hydra.launcher.n_jobs=2")
 
 
+def _launcher_class(launcher: DictConfig) -> type | None:
+    """The launcher's class (Hydra's plugin scan has imported it), None where it cannot be
+    found (Hydra itself then says so)."""
+    try:
+        return get_class(str(launcher.get("_target_", "")))
+    except Exception:
+        return None
+
+
 def jobs_run_here(launcher: DictConfig) -> bool:
     """Whether the launcher runs jobs on this machine (so its devices are theirs): not SLURM,
-    not a Ray cluster joined by address."""
+    not a Ray cluster joined by address. A launcher class may say so itself (jobs_run_here)."""
+    said = getattr(_launcher_class(launcher), "jobs_run_here", None)
+    if isinstance(said, bool):
+        return said
     target = str(launcher.get("_target_", ""))
     address = OmegaConf.select(launcher, "ray.init.address", default=None)
     return "submitit" not in target and not ("ray" in target.lower() and address)
+
+
+def planned_epochs(sweep_dir: Path, job_overrides: list[list[str]]) -> list[int | None]:
+    """Each job's epochs, from the jobs file the sweep callback wrote (None where unknown)."""
+    try:
+        jobs = json.loads((sweep_dir / JOBS_FILE).read_text())
+    except (OSError, ValueError):
+        return [None] * len(job_overrides)
+    by_overrides = {tuple(sorted(j["overrides"])): j.get("epochs") for j in jobs}
+    return [by_overrides.get(tuple(sorted(o))) for o in job_overrides]
 
 
 def command_line() -> str:

@@ -20,7 +20,6 @@ the sweep made for it, and tells the launcher, over its pipe, what its job is do
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import multiprocessing
 import os
@@ -37,8 +36,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from emergence_lab.store import records
 from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
-from emergence_lab.sweep.jobs import JOBS_FILE, command_line, offered
-from emergence_lab.sweep.status import Job, SweepStatus, clock
+from emergence_lab.sweep.jobs import command_line, offered, planned_epochs
+from emergence_lab.sweep.status import Job, SweepStatus
 from emergence_lab.sweep.worker import pool_size, worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
@@ -68,16 +67,6 @@ class _Worker:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(1)
-
-
-def _planned_epochs(sweep_dir: Path, job_overrides: list[list[str]]) -> list[int | None]:
-    """Each job's epochs, from the jobs file the sweep callback wrote (None where unknown)."""
-    try:
-        jobs = json.loads((sweep_dir / JOBS_FILE).read_text())
-    except (OSError, ValueError):
-        return [None] * len(job_overrides)
-    by_overrides = {tuple(sorted(j["overrides"])): j.get("epochs") for j in jobs}
-    return [by_overrides.get(tuple(sorted(o))) for o in job_overrides]
 
 
 class Pool:
@@ -225,14 +214,7 @@ class Pool:
             self._on_death(w)
 
     def summary(self) -> str:
-        s = self.status
-        name = signal.Signals(self.signum).name
-        started = sum(j.state != "waiting" for j in s.jobs)
-        return (f"Sweep interrupted ({name}) after {clock(time.monotonic() - s.started)}: "
-                f"{s.count('finished', 'skipped')} cells finished, "
-                f"{s.count('interrupted', 'running')} interrupted (KILLED, resumable), "
-                f"{s.count('failed')} failed, {len(s.jobs) - started} never started. "
-                f"Resume with: {command_line()}")
+        return self.status.stopped_line(signal.Signals(self.signum).name, command_line())
 
 
 def _config(text: str | None) -> Any:
@@ -262,7 +244,7 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     job_overrides = [list(o) for o in job_overrides]
-    epochs = _planned_epochs(sweep_dir, job_overrides)
+    epochs = planned_epochs(sweep_dir, job_overrides)
     status = SweepStatus([Job(o, e) for o, e in zip(job_overrides, epochs, strict=True)])
     n_jobs = pool_size(launcher.n_jobs)
     workers = min(n_jobs, len(job_overrides))

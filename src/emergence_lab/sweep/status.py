@@ -50,6 +50,15 @@ class SweepStatus:
         elif kind == "end":
             job.state, job.error = event["status"], event.get("error", "")
 
+    def stopped_line(self, signal_name: str, resume: str) -> str:
+        """The one line a stopped sweep ends with."""
+        started = sum(j.state != "waiting" for j in self.jobs)
+        return (f"Sweep interrupted ({signal_name}) after {clock(time.monotonic() - self.started)}"
+                f": {self.count('finished', 'skipped')} cells finished, "
+                f"{self.count('interrupted', 'running')} interrupted (KILLED, resumable), "
+                f"{self.count('failed')} failed, {len(self.jobs) - started} never started. "
+                f"Resume with: {resume}")
+
     def count(self, *states: str) -> int:
         return sum(j.state in states for j in self.jobs)
 
