@@ -45,7 +45,7 @@ report: $(STAMP)  ## report of the latest sweep: reports/<sweep>/report.{md,html
 	$(PY) scripts/report.py --tracking-uri $(TRACKING_URI) $(REPORT_ARGS)
 
 ui: $(STAMP)  ## browse the runs: prints the latest sweep's URLs, then the MLflow UI on http://127.0.0.1:5000
-	$(PY) scripts/ui.py --tracking-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
+	$(PY) scripts/ui.py --tracking-uri $(TRACKING_URI) --host $(HOST) --port $(PORT) --auth $(AUTH)
 
 server: $(STAMP)  ## shared tracking server: mlflow server on a local PostgreSQL (PGDATA, PGPORT); off loopback, MLflow's basic-auth (AUTH=on|off|auto)
 	$(PY) scripts/server.py --host $(HOST) --port $(PORT) --auth $(AUTH) --pgdata $(PGDATA) --pgport $(PGPORT)
@@ -61,7 +61,7 @@ BYTECODE = $(PY) -m compileall -q -j 0 src scripts tests >/dev/null
 
 test: $(STAMP)  ## the whole test suite (fast and slow), offline; prints the 15 slowest tests
 	@$(BYTECODE)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not timing" --durations=15
+	$(PY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile -m "not timing" --durations=15
 	$(PY) -m pytest -q -m timing  # wall-clock bounds, measured with the machine to themselves
 
 test-fast: $(STAMP)  ## the fast tests only

@@ -43,13 +43,13 @@ def main() -> int:
                "--artifacts-destination", args.artifacts_destination]
     if public:  # the nodes reach it by this machine's name, which MLflow's defaults refuse
         command += ["--allowed-hosts", serving.allowed_hosts()]
+    if public and not auth:
+        print(f"make server: {serving.open_warning(args.host)}", file=sys.stderr, flush=True)
     if auth:
         extra, hint = serving.auth_env(Path(args.auth_dir))
         env.update(extra)
         command += ["--app-name", serving.AUTH_APP]
         print(f"make server: MLflow's basic-auth: {hint}", file=sys.stderr, flush=True)
-    elif public:
-        print(f"make server: {serving.open_warning(args.host)}", file=sys.stderr, flush=True)
     store = args.backend_store_uri or subprocess.run(
         [str(ROOT / "scripts" / "postgres.sh"), "start", args.pgdata, args.pgport],
         capture_output=False, stdout=subprocess.PIPE, text=True, check=True).stdout.strip()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from emergence_lab.errors import one_line
 from emergence_lab.report.ending import CLAIMS_DOC
-from emergence_lab.store import connection, links, sweeps
+from emergence_lab.store import connection, links, serving, sweeps
 
 
 def sweep_urls(uri: str, address: str) -> list[str]:
@@ -47,6 +47,9 @@ def main() -> int:
     ap.add_argument("--port", default="5000")
     ap.add_argument("--artifact-root", default="./mlruns/artifacts")
     ap.add_argument("--print-only", action="store_true", help="print the URLs, do not serve")
+    ap.add_argument("--auth", choices=("auto", "on", "off"), default="auto",
+                    help="MLflow's basic-auth login (auto: where others reach the address)")
+    ap.add_argument("--auth-dir", default="mlruns/server-auth", help="the users' database")
     args = ap.parse_args()
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     address = f"http://{shown}:{args.port}"
@@ -67,10 +70,11 @@ def main() -> int:
         return 2
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     log = tempfile.NamedTemporaryFile(prefix="mlflow-ui-", suffix=".log", delete=False)
+    command, env = _served(args)
     child = subprocess.Popen([mlflow, "ui", "--backend-store-uri", args.tracking_uri,
                               "--default-artifact-root", args.artifact_root,
-                              "--host", args.host, "--port", str(args.port)],
-                             stdout=log, stderr=subprocess.STDOUT)
+                              "--host", args.host, "--port", str(args.port), *command],
+                             stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(signum, frame):  # Ctrl-C or a kill: the server goes with this process
         child.terminate()
@@ -95,6 +99,23 @@ def main() -> int:
     print(f"MLflow UI ready at {address} (Ctrl-C stops it; its log: {log.name}); what each "
           f"verdict on a sweep's page means: {CLAIMS_DOC}", flush=True)
     return child.wait()
+
+
+def _served(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The UI's extra arguments and environment: a login (MLflow's basic-auth) where others
+    reach the address, or a warning where they reach it without one."""
+    public = not serving.is_loopback(args.host)
+    env = dict(os.environ)
+    if args.auth == "on" or (args.auth == "auto" and public):
+        extra, hint = serving.auth_env(Path(args.auth_dir))
+        env.update(extra)
+        print(f"make ui: MLflow's basic-auth: {hint}", file=sys.stderr, flush=True)
+        return ["--app-name", serving.AUTH_APP, *(["--allowed-hosts", serving.allowed_hosts()]
+                                                   if public else [])], env
+    if public:
+        print(f"make ui: {serving.open_warning(args.host)}", file=sys.stderr, flush=True)
+        return ["--allowed-hosts", serving.allowed_hosts()], env
+    return [], env
 
 
 def _taken(host: str, port: int) -> bool:

@@ -108,23 +108,6 @@ def cells(uri: str) -> list:
     return [r for r in runs(uri) if "config_hash" in r.data.tags]
 
 
-def test_a_sweep_finishes_and_the_same_sweep_twice_makes_one_run_per_cell(cluster, tmp_path):
-    grid = ("pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=3")
-    first, second = (sweep(cluster, tmp_path, name, *grid) for name in ("a", "b"))
-    for proc in (first, second):
-        code, out, err = finish(proc)
-        assert code == 0, err[-3000:]
-        assert "Traceback" not in err
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    done = [r for r in cells(uri) if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["overrides"].count("amount=0.5") for r in done) == [0, 1]
-    assert len(cells(uri)) == 2, [(r.info.run_name, r.info.status) for r in cells(uri)]
-    jobs_before = slurm(cluster, "squeue", "-h", "-t", "all")
-    code, out, err = finish(sweep(cluster, tmp_path, "c", *grid))
-    assert code == 0 and "2 of 2 cells already finished" in out, out + err
-    assert slurm(cluster, "squeue", "-h", "-t", "all") == jobs_before  # nothing submitted
-
-
 def test_a_cancelled_job_interrupts_its_own_cell_and_the_rerun_resumes_it(cluster, tmp_path):
     grid = ("pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=40")
     proc = sweep(cluster, tmp_path, "s", *grid)
@@ -233,9 +216,30 @@ def _get(url: str, data: bytes | None = None) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+    except OSError:  # not listening yet
+        return 0
 
 
-def test_jobs_log_to_a_server_that_asks_for_a_login(cluster, tmp_path):
+def test_jobs_outlive_a_submitter_killed_with_sigkill(cluster, tmp_path):
+    # SLURM's jobs do not watch their submitter (the local launcher's do): a lost login
+    # session or `kill -9` leaves them to finish their runs
+    proc = sweep(cluster, tmp_path, "s", "trainer.epochs=15")
+    seen = wait_epochs(tmp_path, "s", jobs=1, epochs=1)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 90
+    while slurm(cluster, "squeue", "-h", "-j", sorted(seen)[0]).strip() and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (run,) = cells(uri)
+    assert run.info.status == "FINISHED", run.data.tags.get("error")
+
+
+@pytest.fixture
+def login_server(tmp_path):
+    """make server's authenticated MLflow (scripts/server.py --auth on, SQLite behind it for
+    speed; PostgreSQL is tests/test_server.py's): its URI and the admin's login."""
     port, secret = free_port(), tmp_path / "auth" / "admin.password"
     server = subprocess.Popen(
         [sys.executable, "scripts/server.py", "--port", str(port), "--auth", "on",
@@ -244,28 +248,42 @@ def test_jobs_log_to_a_server_that_asks_for_a_login(cluster, tmp_path):
          "--artifacts-destination", str(tmp_path / "art")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while _get(f"{uri}/health") != 200:
+        assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+        time.sleep(0.5)
+    yield uri, {"MLFLOW_TRACKING_USERNAME": "admin",
+                "MLFLOW_TRACKING_PASSWORD": secret.read_text()}
+    server.terminate()
+    server.wait(30)
+    cmdline = " ".join(Path(f"/proc/{server.pid}/cmdline").read_text().split("\0")) \
+        if Path(f"/proc/{server.pid}").exists() else ""
+    assert secret.read_text() not in cmdline and oct(secret.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_sweep_of_jobs_logging_to_a_server_with_a_login(cluster, login_server, tmp_path):
+    """The sweep's jobs log to make server's authenticated MLflow; the same sweep submitted
+    twice at once makes one run per cell, and a third time submits nothing."""
+    uri, login = login_server
+    create = f"{uri}/api/2.0/mlflow/experiments/create"
+    assert _get(create, json.dumps({"name": "intruder"}).encode()) == 401
+    grid = ("pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=3")
+    code, out, err = finish(sweep(cluster, tmp_path, "x", *grid, uri=uri))  # no login
+    assert code == 2 and "lets in only who logs in" in err and "Traceback" not in err, err
+    env = _env(cluster, **login)
+    first, second = (sweep(cluster, tmp_path, name, *grid, uri=uri, env=env) for name in "ab")
+    for proc in (first, second):
+        code, out, err = finish(proc)
+        assert code == 0 and "Traceback" not in err, err[-3000:]
+    os.environ.update(login)
     try:
-        deadline = time.monotonic() + 120
-        while _get(f"{uri}/health") != 200:
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-            time.sleep(0.5)
-        assert oct(secret.stat().st_mode & 0o777) == "0o600"
-        assert secret.read_text() not in " ".join(Path(f"/proc/{server.pid}/cmdline")
-                                                  .read_text().split("\0"))
-        create = f"{uri}/api/2.0/mlflow/experiments/create"
-        assert _get(create, json.dumps({"name": "intruder"}).encode()) == 401
-        code, out, err = finish(sweep(cluster, tmp_path, "s", "trainer.epochs=2", uri=uri))
-        assert code == 2 and "lets in only who logs in" in err and "Traceback" not in err
-        login = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secret.read_text()}
-        code, out, err = finish(sweep(cluster, tmp_path, "s", "trainer.epochs=2", uri=uri,
-                                      env=_env(cluster, **login)))
-        assert code == 0, err[-3000:]
-        os.environ.update(login)
-        try:
-            assert [r.info.status for r in cells(uri)] == ["FINISHED"]
-        finally:
-            for key in login:
-                os.environ.pop(key)
+        done = cells(uri)
     finally:
-        server.terminate()
-        server.wait(30)
+        for key in login:
+            os.environ.pop(key)
+    assert sorted(r.info.status for r in done) == ["FINISHED", "FINISHED"]
+    assert len({r.data.tags["config_hash"] for r in done}) == 2
+    jobs_before = slurm(cluster, "squeue", "-h", "-t", "all")
+    code, out, err = finish(sweep(cluster, tmp_path, "c", *grid, uri=uri, env=env))
+    assert code == 0 and "2 of 2 cells already finished" in out, out + err
+    assert slurm(cluster, "squeue", "-h", "-t", "all") == jobs_before  # nothing submitted
