@@ -125,6 +125,9 @@ start() {
   if ! munge -n >/dev/null 2>&1; then  # the machine's munged, as its service would run it
     mkdir -p /run/munge && chown munge:munge /run/munge
     runuser -u munge -- munged
+    touch /run/munge/started-by-emergence-lab
+  fi
+  if [ -f /run/munge/started-by-emergence-lab ]; then  # ours: the last cluster stops it
     cp /run/munge/munged.pid "$dir/munged.pid"
   fi
   wait_for 10 munged munge -n
@@ -143,6 +146,11 @@ stop() {
   for name in slurmd slurmctld slurmdbd mariadb munged; do
     pidfile="$dir/$name.pid"
     [ -f "$pidfile" ] || continue
+    # munge serves every cluster of this machine: it stays while another one runs
+    if [ "$name" = munged ]; then
+      if pgrep -x slurmctld >/dev/null; then rm -f "$pidfile"; continue; fi
+      rm -f /run/munge/started-by-emergence-lab
+    fi
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

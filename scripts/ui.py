@@ -10,6 +10,7 @@ fails to start, is one line and exit code 2. MLflow's own log goes to a file it 
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -21,9 +22,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from emergence_lab.console import safe_streams
 from emergence_lab.errors import one_line
 from emergence_lab.report.ending import CLAIMS_DOC
-from emergence_lab.store import connection, links, serving, sweeps
+from emergence_lab.store import connection, links, serving, survey, sweeps
 
 
 def sweep_urls(uri: str, address: str) -> list[str]:
@@ -51,6 +53,17 @@ def main() -> int:
                     help="MLflow's basic-auth login (auto: where others reach the address)")
     ap.add_argument("--auth-dir", default="mlruns/server-auth", help="the users' database")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        if connection.local_store_dir(args.tracking_uri) is not None and Path(connection.resolve_uri(
+                args.tracking_uri)[len("sqlite:///"):]).is_file() and \
+                not connection.writable(args.tracking_uri):  # read-only: browse a copy
+            print(f"make ui: the store {args.tracking_uri} cannot be written: browsing a copy of "
+                  f"it made now (what is changed in the UI is not kept)", file=sys.stderr)
+            args.tracking_uri = stack.enter_context(survey.readable_copy(args.tracking_uri))
+        return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     address = f"http://{shown}:{args.port}"
     try:
@@ -133,4 +146,5 @@ def _healthy(url: str) -> bool:
 
 
 if __name__ == "__main__":
+    safe_streams()
     sys.exit(main())

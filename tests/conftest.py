@@ -73,3 +73,11 @@ def tiny_overrides(store: str, tmp_path: Path) -> list[str]:
     return ["dataset=digits", "model.hidden=[32,16]", "trainer.epochs=3", "trainer.lr=0.05",
             "trainer.batch_size=32", "trainer.device=cpu", f"tracking.uri={store}",
             "tracking.progress=false", f"tracking.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A single-node SLURM cluster for one test file (tests/slurm_cluster.py); its slurm.conf."""
+    from tests.slurm_cluster import start_cluster
+
+    yield from start_cluster()

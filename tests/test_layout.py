@@ -10,7 +10,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "emergence_lab"
 # what each package (or top-level module) may import from emergence_lab, besides itself
 ALLOWED = {
-    "registry": set(), "procs": set(), "files": set(), "errors": set(),
+    "registry": set(), "console": set(), "procs": {"console"}, "files": set(), "errors": set(),
     "measure": {"registry"},
     "models": {"measure", "registry"},
     "data": {"registry", "files"},
@@ -18,8 +18,9 @@ ALLOWED = {
     "store": {"procs"},
     "config": {"measure", "models", "data", "prune", "store", "registry"},
     "run": {"config", "measure", "models", "data", "prune", "store", "registry", "procs", "files",
-            "errors"},
-    "sweep": {"run", "config", "measure", "data", "store", "registry", "procs", "errors"},
+            "errors", "console"},
+    "sweep": {"run", "config", "measure", "data", "store", "registry", "procs", "errors",
+              "console"},
     "report": {"measure", "prune", "store", "registry"},
 }
 

@@ -113,3 +113,34 @@ def test_a_reader_in_a_transaction_does_not_hold_up_a_run_closing(store):
     assert reader.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]  # its snapshot
     reader.execute("COMMIT")
     assert reader.execute("SELECT status FROM runs").fetchall() == [("KILLED",)]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_revision", "not_empty"])
+def test_an_unsound_schema_template_is_moved_aside_and_made_again(tmp_path, monkeypatch, caplog,
+                                                                  damage):
+    """A bad file in the user's cache never breaks a new store: it is named, moved aside and
+    made again, and the new store is MLflow's own schema."""
+    import sqlite3
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    connection.get_client(f"sqlite:///{tmp_path / 'first' / 'x.db'}")
+    template = connection.schema_template()
+    good = template.read_bytes()
+    if damage == "garbage":
+        template.write_bytes(b"not a database at all" * 100)
+    elif damage == "truncated":
+        template.write_bytes(good[: len(good) // 3])
+    else:
+        with sqlite3.connect(template) as db:
+            if damage == "other_revision":
+                db.execute("UPDATE alembic_version SET version_num = 'abc123'")
+            else:
+                db.execute("INSERT INTO experiments (name, lifecycle_stage) VALUES ('x', 'active')")
+    caplog.set_level("WARNING")
+    client = connection.get_client(f"sqlite:///{tmp_path / 'second' / 'x.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert "moved aside" in caplog.text and str(template) in caplog.text
+    assert len(list(template.parent.glob("*.corrupt-*"))) == 1
+    assert _schema(tmp_path / "first" / "x.db")[:2] == _schema(tmp_path / "second" / "x.db")[:2]
+    assert connection.template_fault(template) is None

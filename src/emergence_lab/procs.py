@@ -162,7 +162,10 @@ def run_and_exit(entry: Callable[[], Any]) -> NoReturn:
     code (an int it returns or raises with SystemExit). Freeing every object of an interpreter
     that holds torch, MLflow and Hydra takes 1 to 2 s of CPU that a user waits for, and
     nothing in it is ours. An exception other than SystemExit leaves the usual way (traceback,
-    exit 1)."""
+    exit 1). Its output survives any stream encoding (console.safe_streams)."""
+    from emergence_lab.console import safe_streams
+
+    safe_streams()
     try:
         code = entry()
     except SystemExit as exc:

@@ -132,6 +132,10 @@ class TrackingConfig:
     on_taken: str = "wait"  # a cell another live process trains: wait for it, or skip it
     heartbeat_s: float = 30.0  # how often a run's owner says it is alive
     stale_after_s: float = 300.0  # an owner silent this long (or a dead local pid) is dead
+    # a run that finishes no epoch this long is stalled: noted on the sweep's status line at a
+    # quarter of it; at it, its launcher ends it KILLED (resumable) and a sweep waiting on it
+    # takes it over (null: never)
+    stall_after_s: float | None = 3600.0
     system_metrics: bool = False  # MLflow's system metrics (CPU, memory, disk; GPU) per run
     log_model: bool = False  # the final network as an MLflow logged model (mlflow.pytorch)
 
@@ -143,6 +147,9 @@ class TrackingConfig:
         _check(self.stale_after_s > 2 * self.heartbeat_s,
                f"tracking.stale_after_s must exceed 2 * tracking.heartbeat_s "
                f"({2 * self.heartbeat_s:g}), got {self.stale_after_s}")
+        _check(self.stall_after_s is None or self.stall_after_s > 0,
+               f"tracking.stall_after_s must be > 0 seconds (or null: never), got "
+               f"{self.stall_after_s}")
 
 
 @dataclass

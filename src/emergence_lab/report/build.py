@@ -19,7 +19,7 @@ from emergence_lab.report.ending import ending
 from emergence_lab.report.landscape import load_planes, plane_figure
 from emergence_lab.report.page import write
 from emergence_lab.report.sections import folder_name, parent_fields, parent_note
-from emergence_lab.store import artifacts, connection, links, records, sweeps
+from emergence_lab.store import artifacts, connection, links, records, survey, sweeps
 
 ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
 
@@ -55,14 +55,10 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
                  stop_rule: tuple[float, int] = (0.0, 3), ui: str | None = None,
                  setting: Setting | None = None, include_collapsed: bool = False) -> Path:
     """Pull a sweep (by parent run id; default the latest) or an experiment, and write its report."""
-    store = connection.local_store_dir(uri)
-    if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
-        raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
-                          "or pass --tracking-uri")
-    try:
-        connection.check_reachable(uri)
-    except ValueError as exc:
-        raise ReportError(str(exc)) from None
+    if _read_only(uri, log_back):  # a store this process cannot write: a copy of it is read
+        with survey.readable_copy(uri) as copy:
+            return build_report(copy, sweep, experiment, out, False, stop_rule, ui, setting,
+                                include_collapsed)
     if experiment:
         runs, expected, name, exp_id = records.experiment_runs(uri, experiment), None, experiment, None
     else:
@@ -106,6 +102,28 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             records.log_series(uri, parent_id, {k: [(0, v)] for k, v in metrics.items()})
             records.set_run_tags(uri, parent_id, tags)
     return out_dir
+
+
+def _read_only(uri: str, log_back: bool) -> bool:
+    """Whether the store is an SQLite file this process cannot write (then, with --no-log, the
+    report reads a copy of it); a ReportError for a store that cannot be used."""
+    store = connection.local_store_dir(uri)
+    if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+        raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
+                          "or pass --tracking-uri")
+    if store is not None and not connection.writable(uri):
+        if log_back:
+            raise ReportError(f"the store {uri} cannot be written (read-only): report on it "
+                              f"with --no-log (make report REPORT_ARGS=--no-log), which reads a "
+                              f"copy and logs nothing back")
+        print(f"note: the store {uri} cannot be written: the report reads a copy of it",
+              file=sys.stderr)
+        return True
+    try:
+        connection.check_reachable(uri)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    return False
 
 
 def _write_whole(rep, out_dir: Path, ending_text: str | None = None) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from emergence_lab.config import Config
 from emergence_lab.config.identity import run_name
+from emergence_lab.console import escape_codes
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.formula import stop_epoch
 from emergence_lab.run import events
@@ -112,7 +114,8 @@ class Progress:
     def __init__(self, c: Config):
         self.name = run_name(c)
         self.bar = tqdm(total=c.trainer.epochs, desc=self.name, unit="epoch",
-                        disable=None if c.tracking.progress else True, leave=False)
+                        disable=not (c.tracking.progress and escape_codes(sys.stderr)),
+                        leave=False)
 
     def __call__(self, e: Epoch) -> None:
         if not trained(e):

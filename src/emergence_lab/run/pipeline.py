@@ -22,6 +22,7 @@ from emergence_lab import procs
 from emergence_lab.config import Config
 from emergence_lab.config.identity import code_diff, flatten
 from emergence_lab.data import TensorData, load_dataset
+from emergence_lab.errors import one_line
 from emergence_lab.measure import keys
 from emergence_lab.measure.baselines import chance_accuracy, collapse
 from emergence_lab.measure.counting import COUNTINGS
@@ -85,6 +86,17 @@ def _tell(message: str) -> None:
     events.emit("note", text=message)
 
 
+def _prepare(plan: RunPlan) -> tuple[Any, ...]:
+    """What a run needs before it trains: its checks, its data, the cell's ownership."""
+    c = plan.config
+    if not plan.preflighted:  # missing or corrupt data, configs that cannot train: before a run
+        preflight(c, device=False)
+    data, probe = _load(c.dataset, plan.device)
+    pretrain = _load(c.pretrain.dataset, plan.device) if c.pretrain.epochs else None
+    tags = plan.tags(data_digest=data.digest, dataset_label=data.label)
+    return data, probe, pretrain, tags, ownership.acquire(plan.cell(tags), notify=_tell)
+
+
 def train(cfg: DictConfig, parent_run_id: str | None = None,
           overrides: list[str] | None = None) -> dict[str, float]:
     """Run one configuration end to end; returns the last epoch's metrics ({} when another
@@ -98,7 +110,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     """
     plan = make_plan(cfg, parent_run_id, overrides)
     c = plan.config
-    events.emit("start", name=plan.name, epochs=c.trainer.epochs)
+    events.emit("start", name=plan.name, epochs=c.trainer.epochs,
+                stall_after_s=c.tracking.stall_after_s)
     procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
     procs.stopped_run_closed.clear()
     if c.trainer.num_threads:
@@ -107,12 +120,17 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
         procs.stop_on_signals()  # SIGTERM marks the run KILLED, like Ctrl-C; a second is ignored
     if parent_run_id is None:  # a single run: a sweep's launcher checked the store already
         connection.check_reachable(c.tracking.uri)
-    if not plan.preflighted:  # missing or corrupt data, configs that cannot train: before a run
-        preflight(c, device=False)
-    data, probe = _load(c.dataset, plan.device)
-    pretrain = _load(c.pretrain.dataset, plan.device) if c.pretrain.epochs else None
-    tags = plan.tags(data_digest=data.digest, dataset_label=data.label)
-    got = ownership.acquire(plan.cell(tags), notify=_tell)
+    try:
+        data, probe, pretrain, tags, got = _prepare(plan)
+    except Exception as exc:  # in a sweep: a FAILED run of the cell says why, the sweep goes on
+        if parent_run_id is not None and not procs.stop_requested.is_set():
+            reason = f"failed before its run existed: {one_line(exc, c.tracking.uri)}"
+            try:
+                exc.mlflow_run_id = ownership.failed_cell(plan.cell(plan.tags()), reason)
+            except Exception as store_error:  # the store itself is the trouble: as before
+                log.warning("could not record the failed cell: %s", one_line(store_error))
+            events.emit("end", status="failed", error=reason)
+        raise
     if got.state == "skip":
         _remeasure(c, got.run, plan.name, data)
         events.emit("end", status="skipped")
@@ -142,7 +160,7 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             c.tracking.uri, c.tracking.experiment, plan.name, tags, plan.parent_run_id,
             run_id=got.run_id, owner=got.owner, resumed=resumed,
             heartbeat_s=c.tracking.heartbeat_s) as run:
-        events.emit("run", run_id=run.run_id, uri=c.tracking.uri)
+        events.emit("run", run_id=run.run_id, uri=c.tracking.uri, owner=run.owner)
         checkpoint = ownership.resume_checkpoint(c.tracking.uri, run.run_id, Path(workdir)) \
             if resumed else None
         if not resumed:

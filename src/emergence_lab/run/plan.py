@@ -89,7 +89,7 @@ class RunPlan:
         """The store's part: which cell, where, and how to treat another owner."""
         t = self.config.tracking
         return Cell(t.uri, t.experiment, self.identity, self.name, tags, self.parent_run_id,
-                    self.config.force, t.on_taken, t.stale_after_s)
+                    self.config.force, t.on_taken, t.stale_after_s, t.stall_after_s)
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

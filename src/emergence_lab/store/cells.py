@@ -40,6 +40,7 @@ class Cell:
     force: bool = False
     on_taken: str = "wait"
     stale_after_s: float = 300.0
+    stall_after_s: float | None = None
 
 
 @dataclass
@@ -92,7 +93,7 @@ def acquire(cell: Cell, notify: Callable[[str], None] | None = None) -> Ownershi
             races += 1
             continue  # it finished between the two reads: skip it on the next pass
         if status == "RUNNING":
-            alive, holder = ledger.owner_alive(run, cell.stale_after_s)
+            alive, holder = ledger.owner_alive(run, cell.stale_after_s, cell.stall_after_s)
             if alive:
                 force = False  # a run started meanwhile is this rerun's result too
                 if cell.on_taken == "skip":
@@ -134,3 +135,15 @@ def resume_checkpoint(uri: str, run_id: str, workdir: Path) -> dict[str, Any] | 
                          f"torch.load(weights_only=True) ({type(exc).__name__}: {first}); it "
                          f"is not resumed: delete the run or rerun the cell with force=true"
                          ) from None
+
+
+def failed_cell(cell: Cell, reason: str) -> str:
+    """A cell that failed before its run existed (its data did not load, the worker ran out of
+    memory in the preflight): a FAILED run of the cell, under its sweep, holding the reason, so
+    the sweep lists it with `Redo with` and the UI shows it. It is no run of the cell's ledger:
+    the rerun makes the cell's run as if this one were not there. Its id."""
+    run_id = records.create_owned_run(cell.uri, cell.experiment, cell.name,
+                                      {**cell.tags, "failed_before_run": "true"},
+                                      cell.parent_run_id, ledger.owner_token())
+    records.end_run(cell.uri, run_id, "FAILED", reason)
+    return run_id

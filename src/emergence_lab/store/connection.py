@@ -25,6 +25,11 @@ from typing import TYPE_CHECKING, TypeVar
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from emergence_lab.procs import store_call  # noqa: E402
+from emergence_lab.store.schema_template import (  # noqa: E402, F401
+    from_template,
+    schema_template,
+    template_fault,
+)
 
 if TYPE_CHECKING:  # mlflow is imported where a store is used: a config error needs none of it
     from mlflow.tracking import MlflowClient
@@ -79,55 +84,10 @@ def _schema_ready(uri: str) -> None:
 
     path = Path(uri[len("sqlite:///"):])
     with FileLock(str(path.parent / ".schema.lock")):
-        _from_template(path)
+        from_template(path)
         # another process writing (a sweep beside this one) can hold the lock for a moment
         retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
         _write_ahead_log(path)
-
-
-def schema_template() -> Path:
-    """Where the empty schema of this MLflow version is kept (the user's cache)."""
-    import mlflow
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "emergence-lab" / f"mlflow-{mlflow.__version__}-empty-store.db"
-
-
-def _from_template(path: Path) -> None:
-    """A new embedded store starts as a copy of MLflow's empty schema, made once per MLflow
-    version: running its 50-odd migrations costs each new store 1.6 s of CPU, a copy a few
-    milliseconds. The template holds the tables only; MLflow adds the Default experiment, with
-    this store's artifact folder, when it first opens the copy. Where the template cannot be
-    made or copied, MLflow creates the schema itself, as before."""
-    if path.exists():
-        return
-    template = schema_template()
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        if not template.is_file():
-            _make_template(template)
-        shutil.copyfile(template, partial)
-        os.replace(partial, path)  # all of it or nothing, under the caller's schema lock
-    except Exception as exc:  # a read-only cache, a full disk, MLflow's helper gone: the slow way
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        log.debug("no schema template for %s (%s): MLflow creates the schema", path, exc)
-
-
-def _make_template(template: Path) -> None:
-    import sqlalchemy
-    from mlflow.store.db.utils import _initialize_tables  # tables and migrations, no experiment
-
-    template.parent.mkdir(parents=True, exist_ok=True)
-    partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
-    engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
-    try:
-        _initialize_tables(engine)
-        os.replace(partial, template)  # processes making it at once: one complete file wins
-    finally:
-        engine.dispose()
-        with contextlib.suppress(OSError):
-            partial.unlink()
 
 
 def _write_ahead_log(path: Path) -> None:
@@ -181,6 +141,15 @@ def experiment_id(client: MlflowClient, name: str, location: str | None = None) 
                                               STORE_VERSION_TAG: STORE_VERSION})
     except MlflowException:  # created meanwhile by a parallel job
         return client.get_experiment_by_name(name).experiment_id
+
+
+def writable(uri: str) -> bool:
+    """Whether this process can write the store (a server or database: taken as yes)."""
+    try:
+        _check_writable_store(uri)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_writable_store(uri: str) -> None:
@@ -271,7 +240,6 @@ def _check_database(uri: str) -> None:
 def _check_sqlite(uri: str) -> None:
     """An existing SQLite file that is a database and passes PRAGMA quick_check; a disk with
     room to write."""
-    import shutil
     import sqlite3
 
     path = Path(resolve_uri(uri)[len("sqlite:///"):])

@@ -44,6 +44,7 @@ LEASE_PREFIX = "lease."
 
 
 HEARTBEAT_TAG = "owner.heartbeat"  # "<owner> <unix time>", refreshed while the owner trains
+PROGRESS_TAG = "owner.progress"  # "<owner> <unix time>": when the owner last finished an epoch
 
 
 OWNER_TAG = "owner"
@@ -171,9 +172,12 @@ def take_lease(uri: str, run_id: str, owner: str) -> bool:
     return True
 
 
-def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
+def owner_alive(run: Any, stale_after_s: float, stall_after_s: float | None = None
+                ) -> tuple[bool, str]:
     """Whether a RUNNING run's owner still trains it, and who that is. An owner is dead when its
-    heartbeat is older than stale_after_s, or at once when it is a dead process of this host."""
+    heartbeat is older than stale_after_s, at once when it is a dead process of this host, and
+    when it has finished no epoch for stall_after_s (stalled: alive, but not training; its
+    heartbeat may go on)."""
     if run.info.status != "RUNNING":
         return False, ""
     _, owner, since = lease_holder(run)
@@ -186,4 +190,15 @@ def owner_alive(run: Any, stale_after_s: float) -> tuple[bool, str]:
     pid = local_pid(owner)
     if pid is not None and not pid_alive(pid):
         return False, owner
+    if stall_after_s is not None and time.time() - last_progress(run, owner) > stall_after_s:
+        return False, f"{owner} (stalled: no epoch for {stall_after_s:g} s)"
     return time.time() - last <= stale_after_s, owner
+
+
+def last_progress(run: Any, owner: str) -> float:
+    """When `owner` last finished an epoch of the run (or took it, if it has not yet)."""
+    _, holder, since = lease_holder(run)
+    if holder != owner:
+        since = run.info.start_time / 1000
+    who, _, when = run.data.tags.get(PROGRESS_TAG, " 0").rpartition(" ")
+    return max(since, float(when) if who == owner else 0.0)

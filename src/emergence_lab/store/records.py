@@ -17,6 +17,7 @@ from emergence_lab.store.ledger import (
     HEARTBEAT_TAG,
     LEASE_TAG,
     OWNER_TAG,
+    PROGRESS_TAG,
     LeaseLost,
     lease_holder,
     lease_value,
@@ -121,12 +122,18 @@ class Run:
                                            f"{self.owner} {time.time():.3f}"))
 
     def check_owner(self) -> None:
-        """Raise LeaseLost when another process has taken the run over; else beat."""
+        """At the end of an epoch: raise LeaseLost when another process has taken the run over;
+        else beat, and say that the run made progress (ledger.PROGRESS_TAG: an owner that
+        finishes no epoch for tracking.stall_after_s is taken for stalled)."""
+        from mlflow.entities import RunTag
+
         _, holder, _ = lease_holder(self.client.get_run(self.run_id))
         if holder is not None and holder != self.owner:
             raise LeaseLost(f"run {self.run_id} was taken over by {holder} (this process, "
                             f"{self.owner}, was thought dead); stopping without logging")
-        self.beat()
+        now = f"{self.owner} {time.time():.3f}"
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(HEARTBEAT_TAG, now),
+                                                               RunTag(PROGRESS_TAG, now)]))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._stop.set()
@@ -208,16 +215,21 @@ CLOSE_ATTEMPTS = 12  # closing a run retries longer than other writes (up to abo
 
 
 def end_run(uri: str, run_id: str, status: str, reason: str | None = None,
-            only_running: bool = False, attempts: int = CLOSE_ATTEMPTS) -> None:
+            only_running: bool = False, attempts: int = CLOSE_ATTEMPTS,
+            owner: str | None = None) -> None:
     """Set a run's final status. FAILED or KILLED carry their reason (tag `error`, and the run's
     note); FINISHED clears an earlier interruption's note and error, kept in `resumed_after`.
-    `only_running`: leave a run that has already ended (its owner closed it) as it is."""
+    `only_running`: leave a run that has already ended (its owner closed it) as it is.
+    `owner`: leave a run that another owner has taken over meanwhile as it is (a launcher
+    ending the run of a job it killed)."""
     from mlflow.entities import RunTag
 
     client = get_client(uri)
     again = lambda fn: retry(fn, attempts)  # noqa: E731
     run = again(lambda: client.get_run(run_id))
     if only_running and run.info.status != "RUNNING":
+        return
+    if owner is not None and lease_holder(run)[1] not in (owner, None):
         return
     tags = run.data.tags
     if reason is not None:

@@ -33,7 +33,7 @@ def _sqlite_file(uri: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def _readable(uri: str) -> Iterator[str | None]:
+def readable_copy(uri: str) -> Iterator[str | None]:
     """A URI to query: a copy of an SQLite store (None when there is no store yet), else `uri`."""
     path = _sqlite_file(uri)
     if path is None:
@@ -42,7 +42,7 @@ def _readable(uri: str) -> Iterator[str | None]:
     if not path.is_file():
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="emergence-lab-dry-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="emergence-lab-copy-") as tmp:
         for suffix in ("", "-wal"):  # the committed pages and those still in the WAL
             src = Path(f"{path}{suffix}")
             if src.is_file():
@@ -54,7 +54,7 @@ def survey(uri: str, experiment: str, stale_after_s: float, epoch_key: str) -> S
     """What the store holds of the experiment's cells (the median of `epoch_key`, a finished
     run's last epoch time, for the estimate), nothing written to it."""
     out = Survey()
-    with _readable(uri) as readable:
+    with readable_copy(uri) as readable:
         if readable is None:
             return out
         finished = sweeps.finished_cells(readable, experiment)

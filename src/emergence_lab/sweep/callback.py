@@ -92,6 +92,8 @@ class SweepCallback(Callback):
             self._start(config)
         except BaseException as exc:
             stop_server()  # no job will run
+            if not isinstance(exc, SystemExit):
+                parent.discard()
             if not isinstance(exc, Exception):
                 raise
             fail(f"Sweep not started: {exc if isinstance(exc, ValueError) else one_line(exc)}")

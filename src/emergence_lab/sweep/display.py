@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from emergence_lab.console import escape_codes
 from emergence_lab.sweep.status import SweepStatus
 
 TTY_EVERY_S = 1.0  # a terminal's line is redrawn this often
@@ -22,7 +23,7 @@ class StatusDisplay:
                  tty: bool | None = None) -> None:
         self.status = status
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.tty = escape_codes(self.stream) if tty is None else tty
         self.every_s = TTY_EVERY_S if self.tty else PLAIN_EVERY_S
         self.last: float | None = None
         self.drawn = False  # a terminal line is on screen, to be cleared before a message

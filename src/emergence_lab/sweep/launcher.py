@@ -37,7 +37,7 @@ from emergence_lab.store import records
 from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
 from emergence_lab.sweep.jobs import command_line, offered, planned_epochs
-from emergence_lab.sweep.status import Job, SweepStatus
+from emergence_lab.sweep.status import STALL_NOTE, Job, SweepStatus
 from emergence_lab.sweep.worker import pool_size, worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Pool:
                 self._step(timeout=0.5)
                 if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                     self._kill_busy()
+                self._stalls()
                 self.display.refresh()
         finally:
             for w in self.workers:
@@ -184,7 +185,7 @@ class Pool:
         state.state, state.error = ("interrupted" if stopping else "failed"), why
         if state.run_id:
             records.end_run(state.uri, state.run_id, "KILLED" if stopping else "FAILED", why,
-                            only_running=True)
+                            only_running=True, owner=state.owner)
         if not stopping:
             self.display.message(self._failure_text(job))
 
@@ -206,6 +207,29 @@ class Pool:
                 os.kill(w.proc.pid, self.signum)
             except ProcessLookupError:
                 pass
+
+    def _stalls(self) -> None:
+        """A job that finishes no epoch for a while is said (STALL_NOTE of its
+        tracking.stall_after_s), then, at it, killed: its run KILLED (resumable), its worker
+        replaced."""
+        for job in self.status.stalled(STALL_NOTE):
+            if not self.status.jobs[job].noted:
+                self.status.jobs[job].noted = True
+                self.display.message(self.status.stall_text(job))
+        for job in self.status.stalled():
+            state = self.status.jobs[job]
+            why = f"stalled: no epoch for {state.stall_after_s:g} s (tracking.stall_after_s)"
+            for w in [w for w in self.busy() if w.job == job]:
+                w.proc.kill()
+                w.proc.join(2)
+                w.job = None
+                self.returns[job] = JobReturn(overrides=self.job_overrides[job],
+                                              status=JobStatus.COMPLETED)
+                state.state, state.error = "interrupted", why
+                if state.run_id:
+                    records.end_run(state.uri, state.run_id, "KILLED", why, only_running=True,
+                                    owner=state.owner)
+                self.display.message(f"cell {state.name} ended KILLED (resumable): {why}")
 
     def _kill_busy(self) -> None:
         for w in self.busy():

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from emergence_lab import procs
-from emergence_lab.store import sweeps
+from emergence_lab.store import records, sweeps
 
 
 @dataclasses.dataclass
@@ -48,6 +48,20 @@ def end(status: str) -> None:
     if p is not None:
         p.ended = True
         sweeps.end_sweep(p.uri, p.run_id, status)
+
+
+def discard() -> None:
+    """The sweep did not start (its folder or its artifacts could not be written): a parent
+    with no cell under it is deleted, so that it never becomes 'the latest sweep'; one that
+    has cells (a rerun's) ends FAILED."""
+    p = current()
+    if p is None:
+        return
+    if sweeps.sweep_children(p.uri, p.run_id):
+        end("FAILED")
+        return
+    p.ended = True
+    records.delete_run(p.uri, p.run_id)
 
 
 def leave_open() -> None:

@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from emergence_lab.store import records
 from emergence_lab.sweep import stop
 from emergence_lab.sweep.display import StatusDisplay
-from emergence_lab.sweep.status import SweepStatus
+from emergence_lab.sweep.status import STALL_NOTE, SweepStatus
 
 ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
@@ -69,6 +69,7 @@ class Watch:
             self._events(i)
             if self.jobs[i].paths.result_pickle.exists():
                 self._result(i)
+        self._stalls()
         if not self.open():
             return
         queue, accounting, now = self.slurm.queue(self.array_id), None, time.monotonic()
@@ -98,6 +99,20 @@ class Watch:
                       f"{self.vanished_after_s:g} s" + (
                           "" if accounting is not None else " (no accounting: sacct fails)")
                 self._lost(i, None, why)
+
+    def _stalls(self) -> None:
+        """A job that finishes no epoch for a while is said, then, at its
+        tracking.stall_after_s, cancelled: its run KILLED (resumable)."""
+        for i in self.status.stalled(STALL_NOTE):
+            if not self.status.jobs[i].noted:
+                self.status.jobs[i].noted = True
+                self.display.message(self.status.stall_text(i))
+        for i in [i for i in self.status.stalled() if self.returns[i] is None]:
+            self._end(i, "interrupted", f"stalled: no epoch for "
+                                        f"{self.status.jobs[i].stall_after_s:g} s "
+                                        f"(tracking.stall_after_s); SLURM job "
+                                        f"{self.jobs[i].job_id} cancelled")
+            self.slurm.cancel(str(self.jobs[i].job_id))
 
     def _events(self, i: int) -> None:
         path = self.jobs[i].paths.folder / f"{self.jobs[i].job_id}_events.jsonl"
@@ -144,7 +159,7 @@ class Watch:
         self.returns[i] = JobReturn(overrides=self.overrides[i], status=JobStatus.COMPLETED)
         if job.run_id:
             records.end_run(job.uri, job.run_id, "KILLED" if state == "interrupted" else "FAILED",
-                            why, only_running=True)
+                            why, only_running=True, owner=job.owner)
         if job.state in FINAL:
             return  # it had ended its run itself
         if self.stopping and job.state == "waiting" and not job.run_id:

@@ -7,6 +7,8 @@ import dataclasses
 import time
 from typing import Any
 
+STALL_NOTE = 0.25  # a job is shown stalled after this share of its tracking.stall_after_s
+
 
 @dataclasses.dataclass
 class Job:
@@ -17,11 +19,15 @@ class Job:
     name: str = ""
     run_id: str | None = None
     uri: str = ""  # the store its run is in
+    owner: str | None = None  # its run's owner (ledger.owner_token) while it holds the run
     log: str = ""  # the file its output goes to (Hydra's job log)
     state: str = "waiting"  # waiting, running, finished, skipped, failed, interrupted
     trained: int = 0  # epochs trained in this sweep
     loaded: int = 0  # epochs loaded from the shared pre-prune state
     error: str = ""
+    stall_after_s: float | None = None  # its tracking.stall_after_s (from its start event)
+    progress_at: float = 0.0  # when it last started or finished an epoch (time.monotonic)
+    noted: bool = False  # its stall was said
 
 
 @dataclasses.dataclass
@@ -34,11 +40,14 @@ class SweepStatus:
 
     def update(self, i: int, event: dict[str, Any]) -> None:
         job, kind = self.jobs[i], event["kind"]
+        if kind in ("start", "epoch"):
+            job.progress_at = time.monotonic()
         if kind == "start":
             job.state, job.name = "running", event["name"]
             job.epochs = event.get("epochs", job.epochs)
+            job.stall_after_s = event.get("stall_after_s")
         elif kind == "run":
-            job.run_id, job.uri = event["run_id"], event["uri"]
+            job.run_id, job.uri, job.owner = event["run_id"], event["uri"], event.get("owner")
         elif kind == "log":
             job.log = event["path"]
         elif kind == "epoch":
@@ -49,6 +58,19 @@ class SweepStatus:
                 job.trained += 1
         elif kind == "end":
             job.state, job.error = event["status"], event.get("error", "")
+
+    def stalled(self, fraction: float = 1.0) -> list[int]:
+        """The running jobs that have finished no epoch for `fraction` of their
+        tracking.stall_after_s."""
+        now = time.monotonic()
+        return [i for i, j in enumerate(self.jobs) if j.state == "running" and j.stall_after_s
+                and now - j.progress_at > fraction * j.stall_after_s]
+
+    def stall_text(self, i: int) -> str:
+        job = self.jobs[i]
+        return (f"cell {job.name} has finished no epoch for "
+                f"{clock(time.monotonic() - job.progress_at)} (tracking.stall_after_s="
+                f"{job.stall_after_s:g}: then it is ended KILLED, resumable)")
 
     def stopped_line(self, signal_name: str, resume: str) -> str:
         """The one line a stopped sweep ends with."""
@@ -89,6 +111,8 @@ class SweepStatus:
         for state in ("failed", "interrupted"):
             if self.count(state):
                 parts[0] += f", {self.count(state)} {state}"
+        if self.stalled(STALL_NOTE):
+            parts[0] += f", {len(self.stalled(STALL_NOTE))} stalled"
         parts.append(f"epochs {sum(j.trained for j in self.jobs)} trained, "
                      f"{sum(j.loaded for j in self.jobs)} loaded")
         parts.append(f"{clock(time.monotonic() - self.started)} elapsed")

@@ -1,0 +1,89 @@
+"""Hostile use, round 3: a sweep that cannot start leaves no sweep behind; a read-only store is
+reported on and browsed (through a copy, nothing logged back); a cell that fails before its run
+exists is a FAILED run that says why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from emergence_lab.store import connection, records, sweeps
+from tests.conftest import ROOT, compose_cfg
+
+pytestmark = pytest.mark.slow
+
+TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
+REPORT = [sys.executable, str(ROOT / "scripts" / "report.py")]
+
+
+def test_a_sweep_that_cannot_start_leaves_no_parent_behind(tmp_path, store):
+    (tmp_path / "afile").touch()  # hydra.sweep.dir names a file: the sweep cannot start
+    proc = subprocess.run([*TRAIN, "-m", "dataset=digits", "trainer.epochs=1",
+                           f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path / 'afile'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and "Sweep not started" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sweeps.latest_sweep(store) is None  # nothing for make report to take for a sweep
+
+
+@pytest.fixture
+def read_only_store(tmp_path, store):
+    """A store with a finished sweep, seen through a read-only bind mount (root writes through
+    file permissions; a read-only mount stops it)."""
+    proc = subprocess.run([*TRAIN, "-m", "dataset=digits", "model.hidden=[16,8]",
+                           "trainer.epochs=2", "pruning=magnitude", "pruning.amount=0,0.5",
+                           "pruning.epoch=1", "tracking.progress=false", f"tracking.uri={store}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    source, view = tmp_path / "mlruns", tmp_path / "ro"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode != 0:
+        pytest.skip("no read-only bind mount here (needs root and mount)")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        yield f"sqlite:///{view / 'mlflow.db'}"
+    finally:
+        subprocess.run(["umount", str(view)])
+
+
+def test_a_read_only_store_is_reported_on_and_browsed(tmp_path, read_only_store):
+    before = sorted(p.name for p in (tmp_path / "ro").iterdir())
+    proc = subprocess.run([*REPORT, "--tracking-uri", read_only_store],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and "--no-log" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([*REPORT, "--tracking-uri", read_only_store, "--no-log", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reads a copy" in proc.stderr and (tmp_path / "out" / "report.md").is_file()
+    ui = subprocess.run([sys.executable, str(ROOT / "scripts" / "ui.py"), "--tracking-uri",
+                         read_only_store, "--print-only"], capture_output=True, text=True,
+                        timeout=120, cwd=tmp_path)
+    assert ui.returncode == 0 and "latest sweep:" in ui.stdout, ui.stderr
+    assert "browsing a copy" in ui.stderr
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == before  # not a file more
+
+
+def test_a_cell_that_fails_before_its_run_exists_is_a_failed_run_saying_why(tmp_path, store,
+                                                                              tiny_overrides):
+    """The job of a sweep whose data went missing after the sweep checked it (the job's own
+    preflight finds it): a FAILED run of the cell, under the sweep, with the reason."""
+    from emergence_lab.run.pipeline import train
+
+    data = tmp_path / "data"
+    data.mkdir()  # its files went away between the sweep's check and the job
+    cfg = compose_cfg([o for o in tiny_overrides if not o.startswith("dataset=")]
+                      + ["dataset=mnist", f"dataset.data_dir={data}", "dataset.sources=[]"])
+    parent = sweeps.open_sweep(store, "emergence", "emergence-x", "hash-x", {"sweep_dir": "x"})
+    with pytest.raises(Exception) as exc:
+        train(cfg, parent_run_id=parent, overrides=["dataset=mnist"])
+    run_id = exc.value.mlflow_run_id
+    run = connection.get_client(store).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("failed before its run existed:")
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["config_hash"]
+    assert [r.info.run_id for r in sweeps.sweep_children(store, parent)] == [run_id]
+    assert records.experiment_runs(store, "emergence")[0].info.run_id == run_id
