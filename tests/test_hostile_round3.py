@@ -87,3 +87,36 @@ def test_a_cell_that_fails_before_its_run_exists_is_a_failed_run_saying_why(tmp_
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["config_hash"]
     assert [r.info.run_id for r in sweeps.sweep_children(store, parent)] == [run_id]
     assert records.experiment_runs(store, "emergence")[0].info.run_id == run_id
+
+
+def test_a_table_of_a_million_rows_is_refused_up_front(tmp_path):
+    import time
+
+    path = tmp_path / "big.csv"
+    row = "r{},0,magnitude,0.5,5,{},0.9,0.88,0.3,1000,500000\n"
+    with path.open("w") as f:
+        f.write("run_id,seed,strategy,amount,prune_epoch,epoch,train_acc,test_acc,train_loss,E,"
+                "params\n")
+        f.writelines(row.format(i // 20, i % 20 + 1) for i in range(1_000_000))
+    start = time.monotonic()
+    proc = subprocess.run([*REPORT, "--from-table", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "1,000,000 rows" in proc.stderr and "200,000" in proc.stderr
+    assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
+
+
+def test_another_projects_experiments_are_left_alone(tmp_path, store):
+    """Runs another project logged to the same store (one tagged kind=sweep, as a sweep of
+    theirs might be) are neither taken for a sweep nor reported on."""
+    client = connection.get_client(store)
+    exp = client.create_experiment("their-project")
+    for tags in ({"kind": "sweep"}, {"model": "theirs"}):
+        client.set_terminated(client.create_run(exp, tags=tags).info.run_id)
+    assert sweeps.latest_sweep(store) is None
+    proc = subprocess.run([*REPORT, "--tracking-uri", store], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "no sweep in" in proc.stderr and "migrate" not in proc.stderr
+    proc = subprocess.run([*REPORT, "--tracking-uri", store, "--experiment", "their-project"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "another project's experiment, left alone" in proc.stderr
+    assert "migrate" not in proc.stderr and "Traceback" not in proc.stderr

@@ -30,6 +30,7 @@ SPARSITY, PARAMS = "pruning/sparsity", "params/nonzero"
 EMERGENCE_TIME, EPOCH_TIME, THREADS = "time/emergence_s", "time/epoch_s", "time/threads"
 DEAD_FRAC, ZERO_FRAC = "sparsity/dead_frac", "sparsity/zero_frac"
 PRETRAIN = "pretrain/"  # the prefix of a pretraining epoch's metrics
+MEASURE_ERROR_TAG = "measure_error"  # a run tag: why a setting's series could not be added
 COLLAPSED_TAG = "collapsed"  # a run tag: why its network collapsed (measure.baselines.collapse)
 
 # Runs logged before the settings keys: E at each θ of threshold.grid per activity mode (the

@@ -22,6 +22,9 @@ from emergence_lab.report.sections import folder_name, parent_fields, parent_not
 from emergence_lab.store import artifacts, connection, links, records, survey, sweeps
 
 ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
+# The most rows --from-table reports on: beyond, the claims' resampling takes longer than anyone
+# waits (measured: docs/performance.md); a table of more is refused before it is parsed.
+MAX_TABLE_ROWS = 200_000
 
 
 def _sweep_parent(uri: str, run_id: str):
@@ -60,7 +63,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             return build_report(copy, sweep, experiment, out, False, stop_rule, ui, setting,
                                 include_collapsed)
     if experiment:
-        runs, expected, name, exp_id = records.experiment_runs(uri, experiment), None, experiment, None
+        runs, expected, name, exp_id = _own_runs(uri, experiment), None, experiment, None
     else:
         parent = _sweep_parent(uri, sweep) if sweep else sweeps.latest_sweep(uri)
         if parent is None:
@@ -102,6 +105,18 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             records.log_series(uri, parent_id, {k: [(0, v)] for k, v in metrics.items()})
             records.set_run_tags(uri, parent_id, tags)
     return out_dir
+
+
+def _own_runs(uri: str, experiment: str) -> list:
+    """The experiment's training runs that this tool made (tag config_hash); a ReportError
+    when it holds runs but none of ours (another project's experiment, left alone)."""
+    runs = records.experiment_runs(uri, experiment)
+    own = [r for r in runs if "config_hash" in r.data.tags]
+    if runs and not own:
+        raise ReportError(f"experiment {experiment} holds {len(runs)} runs and none of "
+                          f"emergence-lab's (no run has the tag config_hash): another project's "
+                          f"experiment, left alone; name one of this tool's with --experiment")
+    return own
 
 
 def _read_only(uri: str, log_back: bool) -> bool:
@@ -156,6 +171,13 @@ def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[
     unless `out`."""
     file = Path(path)
     try:
+        with file.open("rb") as f:
+            rows = sum(1 for _ in f) - 1
+        if rows > MAX_TABLE_ROWS:
+            raise ReportError(f"--from-table {path}: {rows:,} rows, more than the "
+                              f"{MAX_TABLE_ROWS:,} a report reads in bounded time (a sweep of "
+                              f"2,000 runs of 40 epochs is 80,000 rows): report a part of it at "
+                              f"a time (one group, fewer epochs)")
         table = pd.read_csv(file)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ReportError(f"--from-table {path}: cannot be read as CSV ({exc})") from None

@@ -64,13 +64,33 @@ def add_settings(uri: str, run: Any, settings: Iterable[Setting]) -> str:
     files = stored_measurements(uri, run_id)
     if not files:
         return "unmeasured"
+    _check_complete(uri, run_id, files)
+    with tempfile.TemporaryDirectory() as tmp:  # every file read before anything is logged
+        folder = artifacts.download_folder(uri, run_id, record.FOLDER, tmp)
+        try:
+            computed = series(folder, files, todo)
+        except ValueError as exc:  # a truncated or tampered file: named as the store has it
+            raise ValueError(f"run {run_id}: {str(exc).replace(str(folder), record.FOLDER)}; its "
+                             f"E under another setting needs retraining (force=true)") from None
     token = ledger.owner_token()
     exp_id = run.info.experiment_id
     mine = [s for s in todo if ledger.set_once(
         uri, exp_id, f"measure.{run_id}.{stable_hash(keys.setting_keys(s)[0])}", token) == token]
     if not mine:
         return "taken"
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = artifacts.download_folder(uri, run_id, record.FOLDER, tmp)
-        records.log_series(uri, run_id, series(folder, files, mine))
+    wanted = {k for s in mine for k in keys.setting_keys(s)}
+    records.log_series(uri, run_id, {k: v for k, v in computed.items() if k in wanted})
     return "added"
+
+
+def _check_complete(uri: str, run_id: str, files: list[tuple[str, int, str]]) -> None:
+    """Every epoch the run logged E at has its stored measurement; else a ValueError naming the
+    missing files (a series with a gap is never logged)."""
+    logged = {step for step, _ in records.metric_history(uri, run_id, keys.E)}
+    stored = {epoch for phase, epoch, _ in files if phase == "epoch"}
+    missing = sorted(logged - stored)
+    if missing:
+        names = ", ".join(f"{record.FOLDER}/{record.file_name(e)}" for e in missing[:5])
+        raise ValueError(f"run {run_id} lacks the stored measurements of epochs {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''} ({names}): E under another "
+                         f"setting would have gaps; it needs retraining (force=true)")

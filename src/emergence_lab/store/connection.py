@@ -26,6 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from emergence_lab.procs import store_call  # noqa: E402
 from emergence_lab.store.schema_template import (  # noqa: E402, F401
+    default_next_to_store,
     from_template,
     schema_template,
     template_fault,
@@ -84,9 +85,12 @@ def _schema_ready(uri: str) -> None:
 
     path = Path(uri[len("sqlite:///"):])
     with FileLock(str(path.parent / ".schema.lock")):
+        new = not path.exists()
         from_template(path)
         # another process writing (a sweep beside this one) can hold the lock for a moment
         retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
+        if new:
+            default_next_to_store(path)
         _write_ahead_log(path)
 
 

@@ -87,3 +87,14 @@ def template_fault(template: Path) -> str | None:
     if not {"runs", "experiments", "metrics", "params", "tags"} <= tables or rows:
         return "not an empty MLflow schema"
     return None
+
+
+def default_next_to_store(path: Path) -> None:
+    """MLflow gives a new store's Default experiment an artifact folder under the current
+    directory (./mlruns/0), wherever the store is: a store made from elsewhere would scatter its
+    Default runs' files there. It is moved next to the store (its artifacts/0), as the tool's own
+    experiments are, while it holds no run."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0 AND "
+                   "NOT EXISTS (SELECT 1 FROM runs WHERE experiment_id = 0)",
+                   (str(path.resolve().parent / "artifacts" / "0"),))

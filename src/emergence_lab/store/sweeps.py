@@ -95,11 +95,13 @@ def record_launch(uri: str, run_id: str, cells: int, trained: int, skipped: int,
 
 
 def latest_sweep(uri: str) -> Any | None:
-    """The sweep parent most recently started or reopened in the store, or None."""
+    """The sweep parent most recently started or reopened in the store, or None. Another
+    project's runs tagged kind=sweep are not taken for one: ours carry sweep_hash."""
     client = get_client(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, filter_string="tags.kind = 'sweep'",
                               max_results=5000) if exps else []
+    runs = [r for r in runs if "sweep_hash" in r.data.tags]
 
     def opened(run: Any) -> float:
         return max(run.info.start_time / 1000, float(run.data.tags.get(OPENED_TAG, 0)))

@@ -221,7 +221,8 @@ class SweepCallback(Callback):
         if not self.grid:  # a search: every job that made a run is one of its cells
             self.jobs = [{"overrides": [r.data.tags.get("overrides", "")],
                           "config_hash": r.data.tags.get("config_hash")} for r in runs]
-        cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"}
+        cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"
+                 and not r.data.tags.get(mk.MEASURE_ERROR_TAG)}
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
         now = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"
                and (r.info.end_time or 0) / 1000 >= self.started}
@@ -249,6 +250,7 @@ class SweepCallback(Callback):
             elif j["config_hash"] in elsewhere:
                 lines.append(f"  {r.info.run_name}: being trained by {elsewhere[j['config_hash']]}")
             else:
-                lines.append(f"  {r.info.run_name} ({r.info.status}): {r.data.tags.get('error', '')}")
+                why = r.data.tags.get("error") or r.data.tags.get(mk.MEASURE_ERROR_TAG, "")
+                lines.append(f"  {r.info.run_name} ({r.info.status}): {why}")
         sys.exit(f"{len(missing)} of {len(self.jobs)} cells did not finish:\n" + "\n".join(lines)
                  + f"\nRedo with: {command_line()}")
