@@ -14,13 +14,15 @@ from emergence_lab.store.ledger import latest_entry, lease_holder, set_once
 T = TypeVar("T")
 
 
+MADE_BY_TAG, MADE_BY = "made_by", "emergence-lab"  # a sweep parent of this tool (not another's)
 PARENT_TAG = "mlflow.parentRunId"
 
 
 def start_sweep(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> str:
     """Create the parent run of a multirun; returns its id."""
     exp_id = ensure_experiment(uri, experiment)
-    run = get_client(uri).create_run(exp_id, run_name=name, tags={"kind": "sweep", **tags})
+    run = get_client(uri).create_run(exp_id, run_name=name,
+                                     tags={"kind": "sweep", MADE_BY_TAG: MADE_BY, **tags})
     return run.info.run_id
 
 
@@ -101,7 +103,8 @@ def latest_sweep(uri: str) -> Any | None:
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, filter_string="tags.kind = 'sweep'",
                               max_results=5000) if exps else []
-    runs = [r for r in runs if "sweep_hash" in r.data.tags]
+    runs = [r for r in runs if "sweep_hash" in r.data.tags
+            or r.data.tags.get(MADE_BY_TAG) == MADE_BY]
 
     def opened(run: Any) -> float:
         return max(run.info.start_time / 1000, float(run.data.tags.get(OPENED_TAG, 0)))
