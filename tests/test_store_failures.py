@@ -46,11 +46,40 @@ def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, st
     with caplog.at_level(logging.WARNING):
         out = pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
     assert out["test/acc"] > 0
-    assert f"prefix cache {cache} does not load" in caplog.text
-    assert list((tmp_path / "cache").glob(f"{cache.name}.corrupt-*"))
+    assert f"prefix cache {cache} is not trusted: its sha256" in caplog.text  # its digest
+    assert list((tmp_path / "cache").glob(f"{cache.name}.untrusted-*"))
     runs = {r.info.run_name: r for r in records.experiment_runs(store, "emergence")}
     pruned = runs["digits-mlp-magnitude0.5-bs32-seed0"]
     assert pruned.info.status == "FINISHED" and pruned.data.tags["prefix_cache"] == "miss"
+
+
+def test_an_edited_prefix_cache_is_not_trusted(tiny_overrides, store, tmp_path, caplog):
+    """A well-formed cache whose history was edited (test/acc 0.988 where the truth is lower)
+    is not logged as a run's own epochs: its digest is not the one the store recorded when it
+    was written, so it is moved aside, named, and computed again."""
+    import torch
+
+    pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0"]))
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    payload = torch.load(cache, weights_only=True)
+    truth = {epoch: m["test/acc"] for epoch, m in payload["history"]}
+    for _, metrics in payload["history"]:
+        metrics["test/acc"] = 0.988
+    torch.save(payload, cache)
+    with caplog.at_level(logging.WARNING):
+        pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
+    assert f"prefix cache {cache} is not trusted: its sha256" in caplog.text
+    assert list((tmp_path / "cache").glob(f"{cache.name}.untrusted-*"))
+    runs = {r.info.run_name: r for r in records.experiment_runs(store, "emergence")}
+    pruned = runs["digits-mlp-magnitude0.5-bs32-seed0"]
+    assert pruned.data.tags["prefix_cache"] == "miss"
+    logged = dict(records.metric_history(store, pruned.info.run_id, "test/acc"))
+    assert {e: logged[e] for e in truth} == truth and 0.988 not in logged.values()
+    caplog.clear()
+    (cache,) = (tmp_path / "cache").glob("*.pt")  # the one computed again: recorded, trusted
+    with caplog.at_level(logging.WARNING):
+        pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.7"]))
+    assert "not trusted" not in caplog.text
 
 
 def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, store, tmp_path):

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from emergence_lab.files import atomic_save
 from emergence_lab.procs import pid_alive
 from emergence_lab.prune.masks import freeze, prepare_for_state
+from emergence_lab.store import digests
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +128,40 @@ def _load_cache(path: Path) -> dict[str, Any] | None:
         return None
 
 
+@dataclass(frozen=True)
+class CacheCheck:
+    """Where a cache file's digest is recorded (store.digests) and which code version reads it:
+    a file whose digest or writer differs is not trusted."""
+
+    uri: str
+    experiment: str
+    code: str  # the commit and the state of the tree (identity.code_state)
+
+    def fault(self, key: str, path: Path) -> str | None:
+        return digests.fault(self.uri, self.experiment, f"cache.{key}", path, self.code)
+
+    def record(self, key: str, path: Path) -> None:
+        digests.record(self.uri, self.experiment, f"cache.{key}", path, self.code)
+
+
+def _trusted(path: Path, key: str, check: CacheCheck | None) -> dict[str, Any] | None:
+    """The cached payload when it is the one recorded; a file that is not (edited, written by
+    other code, unrecorded) is moved aside, named with what differs, and computed again."""
+    why = check.fault(key, path) if check is not None else None
+    if why is None:
+        return _load_cache(path)
+    aside = path.with_name(f"{path.name}.untrusted-{int(time.time())}")
+    os.replace(path, aside)
+    log.warning("prefix cache %s is not trusted: %s; moved to %s, computing it again", path, why,
+                aside.name)
+    return None
+
+
 def shared_prefix(cache_dir: str | Path, key: str,
-                  compute: Callable[[Callable[[], None]], dict[str, Any]], lend: bool = True
-                  ) -> tuple[dict[str, Any], bool]:
+                  compute: Callable[[Callable[[], None]], dict[str, Any]], lend: bool = True,
+                  check: CacheCheck | None = None) -> tuple[dict[str, Any], bool]:
     """The cached payload for `key`, computed by the first caller; (payload, was_cached).
+    `check`: the file is read only when its digest and writer are the ones recorded.
 
     A file lock serialises siblings: one trains, the others wait and then load its result.
     `compute(borrow)` should call `borrow()` between epochs: with `lend`, it sets torch's threads
@@ -151,7 +183,7 @@ def shared_prefix(cache_dir: str | Path, key: str,
             marker.unlink(missing_ok=True)
     try:
         if path.is_file():
-            payload = _load_cache(path)
+            payload = _trusted(path, key, check)
             if payload is not None:
                 return payload, True
         own = torch.get_num_threads()
@@ -165,6 +197,8 @@ def shared_prefix(cache_dir: str | Path, key: str,
         finally:
             torch.set_num_threads(own)
         atomic_save(payload, path)
+        if check is not None:
+            check.record(key, path)
         return payload, False
     finally:
         lock.release()

@@ -187,7 +187,8 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
         callbacks = [*cb.standard(run, c, Path(workdir)), last]
         try:
             with system_metrics(c.tracking.uri, run.run_id, c.tracking.system_metrics, resumed):
-                _train_branch(Setup(c, model, opt, data, probe, pretrain, ex), plan.events,
+                _train_branch(Setup(c, model, opt, data, probe, pretrain, ex,
+                                     f"{plan.commit} {plan.code_state}"), plan.events,
                               plan.device, run, callbacks, Path(workdir), checkpoint)
         finally:
             cb.close(callbacks)

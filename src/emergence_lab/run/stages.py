@@ -21,6 +21,7 @@ from emergence_lab.measure import keys
 from emergence_lab.prune.base import RESETS
 from emergence_lab.prune.masks import apply_masks, apply_pruning, current_masks
 from emergence_lab.run.checkpoint import (
+    CacheCheck,
     load_optimizer_state,
     optimizer_state,
     restore_state,
@@ -46,6 +47,7 @@ class Setup:
     probe: torch.Tensor
     pretrain: tuple[TensorData, torch.Tensor] | None  # pretraining data and its probe set
     ex: Execution | None = None  # how the steps run (compiled, channels-last, precision)
+    code: str = ""  # the code version training (commit, tree state): what cached files record
 
 
 def _state(s: Setup) -> dict[str, Any]:
@@ -103,8 +105,9 @@ def _start_fresh(s: Setup, events: Sequence[tuple[int, float]], device: torch.de
     key = prefix_key(c, [s.data.digest, s.pretrain[0].digest if s.pretrain else None], device)
     cache_dir = c.tracking.cache_dir or connection.default_cache_dir(c.tracking.uri)
     # Threads left to torch (num_threads 0) may be lent by waiting siblings; a pinned count stays.
+    check = CacheCheck(c.tracking.uri, c.tracking.experiment, s.code)
     payload, cached = shared_prefix(cache_dir, key, _prefix(s, upto, callbacks, branch),
-                                    lend=not c.trainer.num_threads)
+                                    lend=not c.trainer.num_threads, check=check)
     run.set_tags({"prefix_cache": "hit" if cached else "miss", "prefix_key": key})
     if cached:
         restore_state(payload, s.model, s.opt)
