@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_cancelled_job_interrupts_its_own_cell_and_the_rerun_resumes_it(cluster, tmp_path):
-    grid = ("pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=150")
+    grid = ("pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=1", "trainer.epochs=60")
     proc = sweep(cluster, tmp_path, "s", *grid)
     seen = wait_epochs(tmp_path, "s", jobs=1, epochs=2)
     victim = next(job for job, ev in seen.items()

@@ -62,3 +62,39 @@ def big_sweep(uri: str, levels: Sequence[float] = (0.0, 0.3, 0.5, 0.7), seeds: i
                             pe=pe, after=(900, 0.1, 0.3), sparsity=level)
             write_run(uri, parent, f"r{level}-{seed}", params(level, seed, pe=pe), curves)
     return parent
+
+
+def replicate(uri: str, parent: str, times: int) -> int:
+    """`times` copies of every child run of the sweep `parent`, as new cells of the same sweep
+    (new run ids; config_hash and name suffixed; seeds shifted past the originals'), copied
+    row by row inside an SQLite store (MLflow's own tables): a store of thousands of runs in a
+    second, for the report's scale test and benchmark. The number of runs the sweep then has."""
+    import sqlite3
+    import uuid
+
+    path = uri[len("sqlite:///"):]
+    with sqlite3.connect(path) as db:
+        children = [r for (r,) in db.execute(
+            "SELECT run_uuid FROM tags WHERE key = ? AND value = ?", (sweeps.PARENT_TAG, parent))]
+        top = max(int(float(v)) for (v,) in db.execute(
+            "SELECT value FROM params WHERE key = 'trainer.seed'")) + 1
+        columns = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")]
+                   for t in ("runs", "metrics", "latest_metrics", "params", "tags")}
+        for k in range(1, times + 1):
+            for old in children:
+                new = uuid.uuid4().hex
+                for table, cols in columns.items():
+                    out = [f":new AS {c}" if c == "run_uuid" else c for c in cols]
+                    if table == "runs":
+                        out = [c if c != "name" else "name || :suffix AS name" for c in out]
+                        out = [c if c != "artifact_uri" else
+                               "replace(artifact_uri, :old, :new) AS artifact_uri" for c in out]
+                    if table in ("tags", "params"):
+                        out = [c if c != "value" else
+                               "CASE WHEN key IN ('config_hash', 'mlflow.runName') THEN value || "
+                               ":suffix WHEN key = 'trainer.seed' THEN CAST(CAST(value AS INTEGER)"
+                               " + :shift AS TEXT) ELSE value END AS value" for c in out]
+                    db.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(out)} "
+                               f"FROM {table} WHERE run_uuid = :old",
+                               {"new": new, "old": old, "suffix": f"-x{k}", "shift": k * top})
+    return len(children) * (times + 1)

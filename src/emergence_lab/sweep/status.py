@@ -40,7 +40,7 @@ class SweepStatus:
 
     def update(self, i: int, event: dict[str, Any]) -> None:
         job, kind = self.jobs[i], event["kind"]
-        if kind in ("start", "epoch"):
+        if kind in ("start", "run", "epoch"):  # the stall clock runs from when it owns its run
             job.progress_at = time.monotonic()
         if kind == "start":
             job.state, job.name = "running", event["name"]
@@ -61,10 +61,11 @@ class SweepStatus:
 
     def stalled(self, fraction: float = 1.0) -> list[int]:
         """The running jobs that have finished no epoch for `fraction` of their
-        tracking.stall_after_s."""
+        tracking.stall_after_s since they own their run (one waiting for another process's
+        run, or loading its data, is not stalled)."""
         now = time.monotonic()
         return [i for i, j in enumerate(self.jobs) if j.state == "running" and j.stall_after_s
-                and now - j.progress_at > fraction * j.stall_after_s]
+                and j.run_id and now - j.progress_at > fraction * j.stall_after_s]
 
     def stall_text(self, i: int) -> str:
         job = self.jobs[i]
