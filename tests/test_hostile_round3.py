@@ -120,3 +120,24 @@ def test_another_projects_experiments_are_left_alone(tmp_path, store):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "another project's experiment, left alone" in proc.stderr
     assert "migrate" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_sweep_says_when_its_finished_cells_were_trained_by_other_code(tmp_path, store):
+    """Finished cells of another commit are reused, and the sweep says so in one line."""
+    from emergence_lab.config.identity import git_commit
+
+    sweep = [*TRAIN, "-m", "dataset=digits", "model.hidden=[16,8]", "trainer.epochs=1",
+             "pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=0",
+             "tracking.progress=false", f"tracking.uri={store}"]
+    first = subprocess.run(sweep, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(sweep, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "other code" not in again.stderr  # the same code: nothing to say
+    (run, *_) = records.experiment_runs(store, "emergence")
+    records.set_run_tags(store, run.info.run_id, {"git_commit": "0123456789abcdef",
+                                                  "git_state": "dirty:feedbeef0000"})
+    third = subprocess.run(sweep, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-2000:]
+    (line,) = [x for x in third.stderr.splitlines() if "other code" in x]
+    assert "1 of the 2 finished cells" in line and "0123456789 dirty:feedbeef0000" in line
+    assert git_commit()[:10] in line and "force=true retrains them" in line

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from emergence_lab.config import Config
 from emergence_lab.config.identity import (
+    code_state,
     config_hash,
     environment,
     git_commit,
@@ -66,6 +67,23 @@ log = logging.getLogger(__name__)
 ENVIRONMENT_FILE = "environment/requirements.txt"  # on the parent: the packages a sweep ran with
 CHECK_NOTE_CELLS = 8  # a sweep of more cells says what it checks before its first cell starts
 SIGNAL_GRACE_S = 30.0  # how long an interrupted launcher waits for its workers' runs to end
+
+
+def other_code_note(reused: list[Any]) -> None:
+    """One line when finished cells this sweep reuses were trained by other code (another
+    commit, or an edited tree): they are kept; force=true retrains them."""
+    here = (git_commit(), code_state())
+    other = {(r.data.tags.get("git_commit", "?"), r.data.tags.get("git_state", "")) for r in reused
+             if (r.data.tags.get("git_commit"), r.data.tags.get("git_state", "")) != here}
+    if other:
+        n = sum((r.data.tags.get("git_commit"), r.data.tags.get("git_state", "")) != here
+                for r in reused)
+        versions = ", ".join(f"{c[:10]}{' ' + st if st and st != 'clean' else ''}"
+                             for c, st in sorted(other)[:3])
+        print(f"note: {n} of the {len(reused)} finished cells this sweep reuses were trained by "
+              f"other code ({versions}{', ...' if len(other) > 3 else ''}; this is "
+              f"{here[0][:10]}{' ' + here[1] if here[1] not in ('', 'clean') else ''}): they are "
+              f"kept as they are; force=true retrains them", file=sys.stderr, flush=True)
 
 
 class SweepCallback(Callback):
@@ -190,6 +208,7 @@ class SweepCallback(Callback):
         first = jobs[0].tracking
         finished = sweeps.finished_cells(first.uri, first.experiment)
         hashes = {j["config_hash"] for j in self.jobs}
+        other_code_note([finished[h] for h in hashes if h in finished])
         for job in jobs:
             run = finished.get(config_hash(job))
             wanted = [mk.setting_keys(job.threshold.setting().with_counting(k))[0]
