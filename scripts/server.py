@@ -36,20 +36,9 @@ def main() -> int:
     ap.add_argument("--artifacts-destination", default="./mlruns/server-artifacts")
     ap.add_argument("--workers", default="2")
     args = ap.parse_args()
-    public = not serving.is_loopback(args.host)
-    auth = args.auth == "on" or (args.auth == "auto" and public)
-    env = dict(os.environ)
+    extra, env = serving.served(args.host, args.auth, Path(args.auth_dir), "make server")
     command = ["server", "--host", args.host, "--port", str(args.port), "--workers", args.workers,
-               "--artifacts-destination", args.artifacts_destination]
-    if public:  # the nodes reach it by this machine's name, which MLflow's defaults refuse
-        command += ["--allowed-hosts", serving.allowed_hosts()]
-    if public and not auth:
-        print(f"make server: {serving.open_warning(args.host)}", file=sys.stderr, flush=True)
-    if auth:
-        extra, hint = serving.auth_env(Path(args.auth_dir))
-        env.update(extra)
-        command += ["--app-name", serving.AUTH_APP]
-        print(f"make server: MLflow's basic-auth: {hint}", file=sys.stderr, flush=True)
+               "--artifacts-destination", args.artifacts_destination, *extra]
     store = args.backend_store_uri or subprocess.run(
         [str(ROOT / "scripts" / "postgres.sh"), "start", args.pgdata, args.pgport],
         capture_output=False, stdout=subprocess.PIPE, text=True, check=True).stdout.strip()

@@ -30,8 +30,8 @@ from emergence_lab.store import connection, links, serving, survey, sweeps
 
 def sweep_urls(uri: str, address: str) -> list[str]:
     """Lines naming the latest sweep's pages, or saying there is none yet."""
-    if connection.local_store_dir(uri) is not None and \
-            not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+    store = connection.sqlite_file(uri)
+    if store is not None and not store.is_file():
         return [f"no store at {uri} yet: make sweep first"]
     parent = sweeps.latest_sweep(uri)
     if parent is None:
@@ -54,9 +54,9 @@ def main() -> int:
     ap.add_argument("--auth-dir", default="mlruns/server-auth", help="the users' database")
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
-        if connection.local_store_dir(args.tracking_uri) is not None and Path(connection.resolve_uri(
-                args.tracking_uri)[len("sqlite:///"):]).is_file() and \
-                not connection.writable(args.tracking_uri):  # read-only: browse a copy
+        store = connection.sqlite_file(args.tracking_uri)
+        if store is not None and store.is_file() and not connection.writable(args.tracking_uri):
+            # read-only: browse a copy
             print(f"make ui: the store {args.tracking_uri} cannot be written: browsing a copy of "
                   f"it made now (what is changed in the UI is not kept)", file=sys.stderr)
             args.tracking_uri = stack.enter_context(survey.readable_copy(args.tracking_uri))
@@ -67,8 +67,8 @@ def serve(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     address = f"http://{shown}:{args.port}"
     try:
-        if connection.local_store_dir(args.tracking_uri) is None or Path(connection.resolve_uri(
-                args.tracking_uri)[len("sqlite:///"):]).is_file():
+        store = connection.sqlite_file(args.tracking_uri)
+        if store is None or store.is_file():
             connection.check_reachable(args.tracking_uri)
         urls = sweep_urls(args.tracking_uri, address)
     except Exception as exc:  # a store it cannot read: one line
@@ -83,7 +83,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     log = tempfile.NamedTemporaryFile(prefix="mlflow-ui-", suffix=".log", delete=False)
-    command, env = _served(args)
+    command, env = serving.served(args.host, args.auth, Path(args.auth_dir), "make ui")
     child = subprocess.Popen([mlflow, "ui", "--backend-store-uri", args.tracking_uri,
                               "--default-artifact-root", args.artifact_root,
                               "--host", args.host, "--port", str(args.port), *command],
@@ -112,23 +112,6 @@ def serve(args: argparse.Namespace) -> int:
     print(f"MLflow UI ready at {address} (Ctrl-C stops it; its log: {log.name}); what each "
           f"verdict on a sweep's page means: {CLAIMS_DOC}", flush=True)
     return child.wait()
-
-
-def _served(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """The UI's extra arguments and environment: a login (MLflow's basic-auth) where others
-    reach the address, or a warning where they reach it without one."""
-    public = not serving.is_loopback(args.host)
-    env = dict(os.environ)
-    if args.auth == "on" or (args.auth == "auto" and public):
-        extra, hint = serving.auth_env(Path(args.auth_dir))
-        env.update(extra)
-        print(f"make ui: MLflow's basic-auth: {hint}", file=sys.stderr, flush=True)
-        return ["--app-name", serving.AUTH_APP, *(["--allowed-hosts", serving.allowed_hosts()]
-                                                   if public else [])], env
-    if public:
-        print(f"make ui: {serving.open_warning(args.host)}", file=sys.stderr, flush=True)
-        return ["--allowed-hosts", serving.allowed_hosts()], env
-    return [], env
 
 
 def _taken(host: str, port: int) -> bool:

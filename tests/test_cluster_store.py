@@ -78,22 +78,13 @@ def test_a_refused_login_reads_as_one_line(monkeypatch):
 
 
 def test_make_ui_on_an_address_others_reach_asks_for_a_login(tmp_path, monkeypatch, capsys):
-    """make ui's MLflow on 0.0.0.0 runs MLflow's basic-auth app (the same as make server's,
-    whose logins tests/test_slurm.py exercises on a real server); on loopback it does not."""
-    import argparse
-    import importlib.util
-
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("ui_script", ROOT / "scripts" / "ui.py")
-    ui = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ui)
+    """make ui's and make server's MLflow on 0.0.0.0 run MLflow's basic-auth app (whose logins
+    tests/test_slurm.py exercises on a real server); on loopback they do not."""
     monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
-    args = argparse.Namespace(host="0.0.0.0", auth="auto", auth_dir=str(tmp_path / "auth"))
-    command, env = ui._served(args)
-    assert command[:2] == ["--app-name", "basic-auth"] and "--allowed-hosts" in command
+    command, env = serving.served("0.0.0.0", "auto", tmp_path / "auth", "make ui")
+    assert command[-2:] == ["--app-name", "basic-auth"] and "--allowed-hosts" in command
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == (tmp_path / "auth" / "admin.password").read_text()
-    assert "basic-auth" in capsys.readouterr().err
-    assert ui._served(argparse.Namespace(host="127.0.0.1", auth="auto", auth_dir="x"))[0] == []
-    command, _ = ui._served(argparse.Namespace(host="0.0.0.0", auth="off", auth_dir="x"))
+    assert "make ui: MLflow's basic-auth" in capsys.readouterr().err
+    assert serving.served("127.0.0.1", "auto", tmp_path / "x", "make ui")[0] == []
+    command, _ = serving.served("0.0.0.0", "off", tmp_path / "x", "make server")
     assert "--app-name" not in command and "without authentication" in capsys.readouterr().err

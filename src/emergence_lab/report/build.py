@@ -122,8 +122,8 @@ def _own_runs(uri: str, experiment: str) -> list:
 def _read_only(uri: str, log_back: bool) -> bool:
     """Whether the store is an SQLite file this process cannot write (then, with --no-log, the
     report reads a copy of it); a ReportError for a store that cannot be used."""
-    store = connection.local_store_dir(uri)
-    if store is not None and not Path(connection.resolve_uri(uri)[len("sqlite:///"):]).is_file():
+    store = connection.sqlite_file(uri)
+    if store is not None and not store.is_file():
         raise ReportError(f"no MLflow store at {uri}: run a sweep first (make sweep) "
                           "or pass --tracking-uri")
     if store is not None and not connection.writable(uri):

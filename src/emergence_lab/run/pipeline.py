@@ -41,9 +41,6 @@ from emergence_lab.store.system import system_metrics
 log = logging.getLogger(__name__)
 
 
-MEASURE_ERROR_TAG = keys.MEASURE_ERROR_TAG
-
-
 def _remeasure(c: Config, run: Any, name: str, data: TensorData) -> None:
     """A finished cell: add the configured analysis setting's series from its stored
     measurements, and the landscape's from its kept weights (no training)."""
@@ -54,12 +51,12 @@ def _remeasure(c: Config, run: Any, name: str, data: TensorData) -> None:
     try:
         done = remeasure.add_settings(c.tracking.uri, run, wanted)
     except ValueError as exc:  # stored measurements missing or unreadable: said, never a gap
-        records.set_run_tags(c.tracking.uri, run.info.run_id, {MEASURE_ERROR_TAG: str(exc)[:4000]})
+        records.set_run_tags(c.tracking.uri, run.info.run_id, {keys.MEASURE_ERROR_TAG: str(exc)[:4000]})
         events.emit("end", status="failed", error=str(exc))
         exc.mlflow_run_id = run.info.run_id
         raise
-    if MEASURE_ERROR_TAG in run.data.tags:  # measured now: the old complaint is gone
-        records.set_run_tags(c.tracking.uri, run.info.run_id, {MEASURE_ERROR_TAG: ""})
+    if keys.MEASURE_ERROR_TAG in run.data.tags:  # measured now: the old complaint is gone
+        records.set_run_tags(c.tracking.uri, run.info.run_id, {keys.MEASURE_ERROR_TAG: ""})
     if done == "unmeasured":
         _tell(f"{name}: run {run.info.run_id} was logged before runs stored their measurements: "
               f"E under {' and '.join(lacking)} needs retraining (force=true); its stored series "

@@ -56,6 +56,12 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The absolute path of an embedded SQLite store's file (which may not exist yet), None for
+    a server or another database; nothing is created."""
+    return Path(uri[len("sqlite:///"):]).resolve() if uri.startswith("sqlite:///") else None
+
+
 def local_store_dir(uri: str) -> Path | None:
     """The folder of an embedded SQLite store, None for a server or another database."""
     uri = resolve_uri(uri)

@@ -87,3 +87,22 @@ def allowed_hosts() -> str:
     names = {socket.gethostname(), socket.getfqdn()}
     return ",".join([*get_default_allowed_hosts(), *sorted(names),
                      *sorted(f"{n}:*" for n in names)])
+
+
+def served(host: str, auth: str, auth_dir: Path, who: str) -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment `mlflow server`/`mlflow ui` run with on `host`: MLflow's
+    basic-auth where `auth` is on, or auto and others reach the address (a warning where they
+    reach it without one), and this machine's names admitted off loopback. `who` prefixes the
+    lines it prints (make server, make ui)."""
+    import sys
+
+    public = not is_loopback(host)
+    args, env = (["--allowed-hosts", allowed_hosts()] if public else []), dict(os.environ)
+    if auth == "on" or (auth == "auto" and public):
+        extra, hint = auth_env(auth_dir)
+        env.update(extra)
+        print(f"{who}: MLflow's basic-auth: {hint}", file=sys.stderr, flush=True)
+        return [*args, "--app-name", AUTH_APP], env
+    if public:
+        print(f"{who}: {open_warning(host)}", file=sys.stderr, flush=True)
+    return args, env

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emergence_lab.store import sweeps
-from emergence_lab.store.connection import get_client
+from emergence_lab.store.connection import get_client, sqlite_file
 from emergence_lab.store.ledger import owner_alive
 
 
@@ -25,17 +25,10 @@ class Survey:
     epoch_s: float | None = None  # the median seconds of a finished run's last epoch
 
 
-def _sqlite_file(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    rest = uri[len("sqlite:///"):]
-    return Path(rest) if rest.startswith("/") else Path.cwd() / rest
-
-
 @contextlib.contextmanager
 def readable_copy(uri: str) -> Iterator[str | None]:
     """A URI to query: a copy of an SQLite store (None when there is no store yet), else `uri`."""
-    path = _sqlite_file(uri)
+    path = sqlite_file(uri)
     if path is None:
         yield uri
         return

@@ -73,11 +73,11 @@ def other_code_note(reused: list[Any]) -> None:
     """One line when finished cells this sweep reuses were trained by other code (another
     commit, or an edited tree): they are kept; force=true retrains them."""
     here = (git_commit(), code_state())
-    other = {(r.data.tags.get("git_commit", "?"), r.data.tags.get("git_state", "")) for r in reused
-             if (r.data.tags.get("git_commit"), r.data.tags.get("git_state", "")) != here}
+    made_by = [(r.data.tags.get("git_commit", "?"), r.data.tags.get("git_state", ""))
+               for r in reused]
+    other = set(made_by) - {here}
     if other:
-        n = sum((r.data.tags.get("git_commit"), r.data.tags.get("git_state", "")) != here
-                for r in reused)
+        n = sum(v != here for v in made_by)
         versions = ", ".join(f"{c[:10]}{' ' + st if st and st != 'clean' else ''}"
                              for c, st in sorted(other)[:3])
         print(f"note: {n} of the {len(reused)} finished cells this sweep reuses were trained by "

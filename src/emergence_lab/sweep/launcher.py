@@ -37,7 +37,7 @@ from emergence_lab.store import records
 from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
 from emergence_lab.sweep.jobs import command_line, offered, planned_epochs
-from emergence_lab.sweep.status import STALL_NOTE, Job, SweepStatus
+from emergence_lab.sweep.status import Job, SweepStatus
 from emergence_lab.sweep.worker import pool_size, worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,9 @@ class Pool:
             self.status.jobs[job].state = "interrupted"
         w.job = None
 
-    def _on_death(self, w: _Worker) -> None:
-        """A worker died with a job: its run FAILED (or KILLED when the sweep is stopping)."""
+    def _on_death(self, w: _Worker, stalled: str | None = None) -> None:
+        """A worker died with a job: its run FAILED (or KILLED when the sweep is stopping, or
+        when the launcher killed it for `stalled`, the reason: resumable)."""
         job, code = w.job, w.proc.exitcode
         w.job = None
         state = self.status.jobs[job]
@@ -179,14 +180,16 @@ class Pool:
                                       _return_value=None)
         if state.state in ("finished", "skipped", "failed", "interrupted"):
             return  # it died after its job had ended
-        why = f"worker killed by signal {-code} ({signal.Signals(-code).name})" if code and code < 0 \
-            else f"worker exited with code {code}"
-        stopping = self.signum is not None
-        state.state, state.error = ("interrupted" if stopping else "failed"), why
+        why = stalled or (f"worker killed by signal {-code} ({signal.Signals(-code).name})"
+                          if code and code < 0 else f"worker exited with code {code}")
+        killed = self.signum is not None or stalled is not None
+        state.state, state.error = ("interrupted" if killed else "failed"), why
         if state.run_id:
-            records.end_run(state.uri, state.run_id, "KILLED" if stopping else "FAILED", why,
+            records.end_run(state.uri, state.run_id, "KILLED" if killed else "FAILED", why,
                             only_running=True, owner=state.owner)
-        if not stopping:
+        if stalled is not None:
+            self.display.message(f"cell {state.name} ended KILLED (resumable): {why}")
+        elif not killed:
             self.display.message(self._failure_text(job))
 
     def _failure_text(self, job: int) -> str:
@@ -209,27 +212,17 @@ class Pool:
                 pass
 
     def _stalls(self) -> None:
-        """A job that finishes no epoch for a while is said (STALL_NOTE of its
+        """A job that finishes no epoch for a while is said (a quarter of its
         tracking.stall_after_s), then, at it, killed: its run KILLED (resumable), its worker
         replaced."""
-        for job in self.status.stalled(STALL_NOTE):
-            if not self.status.jobs[job].noted:
-                self.status.jobs[job].noted = True
-                self.display.message(self.status.stall_text(job))
-        for job in self.status.stalled():
-            state = self.status.jobs[job]
-            why = f"stalled: no epoch for {state.stall_after_s:g} s (tracking.stall_after_s)"
-            for w in [w for w in self.busy() if w.job == job]:
-                w.proc.kill()
-                w.proc.join(2)
-                w.job = None
-                self.returns[job] = JobReturn(overrides=self.job_overrides[job],
-                                              status=JobStatus.COMPLETED)
-                state.state, state.error = "interrupted", why
-                if state.run_id:
-                    records.end_run(state.uri, state.run_id, "KILLED", why, only_running=True,
-                                    owner=state.owner)
-                self.display.message(f"cell {state.name} ended KILLED (resumable): {why}")
+        for note in self.status.new_stall_notes():
+            self.display.message(note)
+        stalled = set(self.status.stalled())
+        for w in [w for w in self.busy() if w.job in stalled]:
+            limit = self.status.jobs[w.job].stall_after_s
+            w.proc.kill()
+            w.proc.join(2)
+            self._on_death(w, f"stalled: no epoch for {limit:g} s (tracking.stall_after_s)")
 
     def _kill_busy(self) -> None:
         for w in self.busy():

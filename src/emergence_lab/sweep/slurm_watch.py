@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from emergence_lab.store import records
 from emergence_lab.sweep import stop
 from emergence_lab.sweep.display import StatusDisplay
-from emergence_lab.sweep.status import STALL_NOTE, SweepStatus
+from emergence_lab.sweep.status import SweepStatus
 
 ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
@@ -103,10 +103,8 @@ class Watch:
     def _stalls(self) -> None:
         """A job that finishes no epoch for a while is said, then, at its
         tracking.stall_after_s, cancelled: its run KILLED (resumable)."""
-        for i in self.status.stalled(STALL_NOTE):
-            if not self.status.jobs[i].noted:
-                self.status.jobs[i].noted = True
-                self.display.message(self.status.stall_text(i))
+        for note in self.status.new_stall_notes():
+            self.display.message(note)
         for i in [i for i in self.status.stalled() if self.returns[i] is None]:
             self._end(i, "interrupted", f"stalled: no epoch for "
                                         f"{self.status.jobs[i].stall_after_s:g} s "
@@ -151,8 +149,7 @@ class Watch:
     def _lost(self, i: int, state: str | None, why: str) -> None:
         """A job that ended without a result: its run KILLED (cancelled, out of time,
         preempted: resumable) or FAILED, with the scheduler's reason."""
-        interrupted = state is not None and state.startswith(INTERRUPTED)
-        self._end(i, "interrupted" if interrupted else "failed", why)
+        self._end(i, "interrupted" if state and state.startswith(INTERRUPTED) else "failed", why)
 
     def _end(self, i: int, state: str, why: str) -> None:
         job = self.status.jobs[i]

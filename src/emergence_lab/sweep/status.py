@@ -40,7 +40,7 @@ class SweepStatus:
 
     def update(self, i: int, event: dict[str, Any]) -> None:
         job, kind = self.jobs[i], event["kind"]
-        if kind in ("start", "run", "epoch"):  # the stall clock runs from when it owns its run
+        if kind in ("run", "epoch"):  # the stall clock runs from when it owns its run
             job.progress_at = time.monotonic()
         if kind == "start":
             job.state, job.name = "running", event["name"]
@@ -67,11 +67,19 @@ class SweepStatus:
         return [i for i, j in enumerate(self.jobs) if j.state == "running" and j.stall_after_s
                 and j.run_id and now - j.progress_at > fraction * j.stall_after_s]
 
-    def stall_text(self, i: int) -> str:
-        job = self.jobs[i]
-        return (f"cell {job.name} has finished no epoch for "
-                f"{clock(time.monotonic() - job.progress_at)} (tracking.stall_after_s="
-                f"{job.stall_after_s:g}: then it is ended KILLED, resumable)")
+    def new_stall_notes(self) -> list[str]:
+        """A line for each job newly seen stalled (STALL_NOTE of its tracking.stall_after_s),
+        once per job."""
+        notes = []
+        for i in self.stalled(STALL_NOTE):
+            job = self.jobs[i]
+            if not job.noted:
+                job.noted = True
+                notes.append(f"cell {job.name} has finished no epoch for "
+                             f"{clock(time.monotonic() - job.progress_at)} (tracking."
+                             f"stall_after_s={job.stall_after_s:g}: then it is ended KILLED, "
+                             f"resumable)")
+        return notes
 
     def stopped_line(self, signal_name: str, resume: str) -> str:
         """The one line a stopped sweep ends with."""
