@@ -89,6 +89,35 @@ def test_a_cell_that_fails_before_its_run_exists_is_a_failed_run_saying_why(tmp_
     assert records.experiment_runs(store, "emergence")[0].info.run_id == run_id
 
 
+def test_either_launcher_records_a_job_that_died_before_its_run_existed(store, tiny_overrides):
+    """What both launchers do with a job that ended without a result (a worker or SLURM job
+    killed): a FAILED run of its cell when it had no run, never a second one, and none when the
+    sweep stopped it (it is resumable, not failed)."""
+    import dataclasses
+
+    from emergence_lab.run.plan import make_plan
+    from emergence_lab.sweep.status import Job, end_job_run
+
+    plan = make_plan(compose_cfg(tiny_overrides), None, [])
+    parent = sweeps.open_sweep(store, "emergence", "emergence-y", "hash-y", {"sweep_dir": "y"})
+    cell = dataclasses.asdict(dataclasses.replace(plan.cell(plan.tags()), parent_run_id=parent))
+    stopped = Job(["a=1"], state="running", cell=cell)
+    end_job_run(stopped, killed=True, why="the sweep was stopped (SIGTERM)")
+    done = Job(["a=2"], state="failed", cell=cell)  # its process recorded its failure itself
+    end_job_run(done, killed=False, why="worker killed by signal 9 (SIGKILL)")
+    assert stopped.run_id is None and done.run_id is None
+    assert sweeps.sweep_children(store, parent) == []
+    died = Job(["a=3"], state="running", cell=cell)
+    end_job_run(died, killed=False, why="SLURM job 7 ended OUT_OF_MEMORY")
+    run = connection.get_client(store).get_run(died.run_id)
+    assert (run.info.status, run.data.tags["error"]) == (
+        "FAILED", "failed before its run existed: SLURM job 7 ended OUT_OF_MEMORY")
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["config_hash"] == plan.identity
+    end_job_run(died, killed=False, why="again")  # it has a run now: that run, ended already
+    assert len(sweeps.sweep_children(store, parent)) == 1
+
+
 def test_a_table_of_a_million_rows_is_refused_up_front(tmp_path):
     import time
 

@@ -9,6 +9,7 @@ a cell `store/cells.py`'s, the stages `run/stages.py`'s and the loop `run/loop.p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -119,7 +120,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
     plan = make_plan(cfg, parent_run_id, overrides)
     c = plan.config
     events.emit("start", name=plan.name, epochs=c.trainer.epochs,
-                stall_after_s=c.tracking.stall_after_s)
+                stall_after_s=c.tracking.stall_after_s,
+                cell=dataclasses.asdict(plan.cell(plan.tags())))  # for a death before its run
     procs.stop_requested.clear()  # a pool worker's previous job may have been stopped
     procs.stopped_run_closed.clear()
     if c.trainer.num_threads:

@@ -20,6 +20,7 @@ the sweep made for it, and tells the launcher, over its pipe, what its job is do
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -33,11 +34,10 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from emergence_lab.store import records
 from emergence_lab.sweep import parent, stop
 from emergence_lab.sweep.display import StatusDisplay
 from emergence_lab.sweep.jobs import command_line, offered, planned_epochs
-from emergence_lab.sweep.status import Job, SweepStatus
+from emergence_lab.sweep.status import FINAL, Job, SweepStatus, end_job_run
 from emergence_lab.sweep.worker import pool_size, worker_context, worker_main, worker_threads
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,10 @@ class Pool:
             idle = [w for w in self.workers if w.job is None and w.proc.is_alive()]
             worker = idle[0] if idle else self._new_worker()
             worker.job = self.pending.popleft()
-            overrides = self.job_overrides[worker.job]
-            worker.send((worker.job, overrides, offered(overrides)))
+            overrides, plan = self.job_overrides[worker.job], offered(self.job_overrides[worker.job])
+            if plan is not None:  # what a failure before the job's run exists is recorded as
+                self.status.jobs[worker.job].cell = dataclasses.asdict(plan.cell(plan.tags()))
+            worker.send((worker.job, overrides, plan))
 
     def _new_worker(self) -> _Worker:
         self.workers = [w for w in self.workers if w.proc.is_alive()]
@@ -172,21 +174,20 @@ class Pool:
 
     def _on_death(self, w: _Worker, stalled: str | None = None) -> None:
         """A worker died with a job: its run FAILED (or KILLED when the sweep is stopping, or
-        when the launcher killed it for `stalled`, the reason: resumable)."""
+        when the launcher killed it for `stalled`, the reason: resumable); one that died before
+        its run existed, a FAILED run of its cell (status.end_job_run)."""
         job, code = w.job, w.proc.exitcode
         w.job = None
         state = self.status.jobs[job]
         self.returns[job] = JobReturn(overrides=self.job_overrides[job], status=JobStatus.COMPLETED,
                                       _return_value=None)
-        if state.state in ("finished", "skipped", "failed", "interrupted"):
+        if state.state in FINAL:
             return  # it died after its job had ended
         why = stalled or (f"worker killed by signal {-code} ({signal.Signals(-code).name})"
                           if code and code < 0 else f"worker exited with code {code}")
         killed = self.signum is not None or stalled is not None
+        end_job_run(state, killed, why)
         state.state, state.error = ("interrupted" if killed else "failed"), why
-        if state.run_id:
-            records.end_run(state.uri, state.run_id, "KILLED" if killed else "FAILED", why,
-                            only_running=True, owner=state.owner)
         if stalled is not None:
             self.display.message(f"cell {state.name} ended KILLED (resumable): {why}")
         elif not killed:

@@ -12,14 +12,12 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from emergence_lab.store import records
 from emergence_lab.sweep import stop
 from emergence_lab.sweep.display import StatusDisplay
-from emergence_lab.sweep.status import SweepStatus
+from emergence_lab.sweep.status import FINAL, SweepStatus, end_job_run
 
 ACTIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
-FINAL = ("finished", "skipped", "failed", "interrupted")
 INTERRUPTED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE")  # ended KILLED: resumable
 # a pending job with one of these reasons never starts as the cluster stands
 NEVER_STARTS = ("PartitionDown", "PartitionInactive", "PartitionNodeLimit", "PartitionTimeLimit",
@@ -154,9 +152,7 @@ class Watch:
     def _end(self, i: int, state: str, why: str) -> None:
         job = self.status.jobs[i]
         self.returns[i] = JobReturn(overrides=self.overrides[i], status=JobStatus.COMPLETED)
-        if job.run_id:
-            records.end_run(job.uri, job.run_id, "KILLED" if state == "interrupted" else "FAILED",
-                            why, only_running=True, owner=job.owner)
+        end_job_run(job, state == "interrupted", why)
         if job.state in FINAL:
             return  # it had ended its run itself
         if self.stopping and job.state == "waiting" and not job.run_id:

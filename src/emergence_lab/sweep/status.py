@@ -4,9 +4,16 @@ events its jobs emit (`run/events.py`), and the time left at the throughput meas
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
+from emergence_lab.errors import one_line
+from emergence_lab.store import cells, records
+
+log = logging.getLogger(__name__)
+
+FINAL = ("finished", "skipped", "failed", "interrupted")  # a job's states once it has ended
 STALL_NOTE = 0.25  # a job is shown stalled after this share of its tracking.stall_after_s
 
 
@@ -28,6 +35,24 @@ class Job:
     stall_after_s: float | None = None  # its tracking.stall_after_s (from its start event)
     progress_at: float = 0.0  # when it last started or finished an epoch (time.monotonic)
     noted: bool = False  # its stall was said
+    cell: dict[str, Any] | None = None  # its store.cells.Cell (a plan's or its start event's)
+
+
+def end_job_run(job: Job, killed: bool, why: str) -> None:
+    """The run of a job that ended without ending it: KILLED (resumable) or FAILED, with `why`.
+    A job that failed before its run existed (its worker killed in the preflight, a SLURM job
+    out of memory while loading its data) gets a FAILED run of its cell saying so
+    (store.cells.failed_cell), as a failure its own process caught does."""
+    if job.run_id:
+        records.end_run(job.uri, job.run_id, "KILLED" if killed else "FAILED", why,
+                        only_running=True, owner=job.owner)
+    elif not killed and job.cell is not None and job.state not in FINAL:
+        try:
+            job.run_id = cells.failed_cell(cells.Cell(**job.cell),
+                                           f"failed before its run existed: {why}")
+            job.uri = job.cell["uri"]
+        except Exception as exc:  # the store itself is the trouble: the sweep's end says it
+            log.warning("could not record the failed cell %s: %s", job.name, one_line(exc))
 
 
 @dataclasses.dataclass
@@ -44,6 +69,7 @@ class SweepStatus:
             job.progress_at = time.monotonic()
         if kind == "start":
             job.state, job.name = "running", event["name"]
+            job.cell = event.get("cell", job.cell)
             job.epochs = event.get("epochs", job.epochs)
             job.stall_after_s = event.get("stall_after_s")
         elif kind == "run":
