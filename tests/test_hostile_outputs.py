@@ -84,7 +84,7 @@ def test_a_report_stopped_while_it_writes_leaves_the_previous_one_whole(tmp_path
 
 
 def test_runs_of_two_code_versions_are_named_and_an_edited_tree_is_not_its_commit():
-    from emergence_lab.config.identity import code_state
+    from emergence_lab.config.code_version import code_state
     from emergence_lab.report.assemble import code_versions
 
     runs_ = pd.DataFrame({"git_commit": ["a" * 40, "a" * 40, "b" * 40],
@@ -95,3 +95,46 @@ def test_runs_of_two_code_versions_are_named_and_an_edited_tree_is_not_its_commi
     assert code_versions(runs_.iloc[[0]]) == []
     state = code_state()  # this checkout: clean in CI's fresh clone, dirty while editing
     assert state == "clean" or state.startswith("dirty:")
+
+
+def test_an_edit_anywhere_in_the_checkout_makes_the_code_dirty(tmp_path):
+    """git is asked from the package's own folder: an edit in another folder of the checkout (a
+    model's forward, a config) or a new file (a model added) must still make the tree dirty,
+    two edits two states; an ignored file does not."""
+    import subprocess
+
+    from emergence_lab.config.code_version import code_diff, code_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "pkg" / "config").mkdir(parents=True)
+    (tmp_path / "pkg" / "config" / "identity.py").write_text("x = 1\n")
+    (tmp_path / "models.py").write_text("def forward(x):\n    return x\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    here = tmp_path / "pkg" / "config"
+    assert code_state(here) == "clean" and code_diff(here) == ""
+    (tmp_path / "models.py").write_text("def forward(x):\n    return 2 * x\n")
+    first = code_state(here)
+    assert first.startswith("dirty:") and "return 2 * x" in code_diff(here)
+    (tmp_path / "models.py").write_text("def forward(x):\n    return 3 * x\n")
+    assert code_state(here).startswith("dirty:") and code_state(here) != first
+    git("commit", "-qam", "d")
+    assert code_state(here) == "clean"
+    (tmp_path / "pkg" / "new_model.py").write_text("class Net: ...\n")  # a model added
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    assert code_state(here).startswith("dirty:") and "class Net" in code_diff(here)
+    (tmp_path / ".gitignore").unlink()
+    (tmp_path / "pkg" / "new_model.py").unlink()
+    (tmp_path / "train.log").write_text("ignored\n")
+    git("add", "-f", "train.log")
+    git("commit", "-qm", "e")
+    (tmp_path / "pkg" / "ignored.log").write_text("x")
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    git("add", ".gitignore")
+    git("commit", "-qm", "f")
+    assert code_state(here) == "clean"  # an ignored file is no code
+    assert code_state(tmp_path.parent) == ""  # outside a checkout

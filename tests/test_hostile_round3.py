@@ -153,7 +153,7 @@ def test_another_projects_experiments_are_left_alone(tmp_path, store):
 
 def test_a_sweep_says_when_its_finished_cells_were_trained_by_other_code(tmp_path, store):
     """Finished cells of another commit are reused, and the sweep says so in one line."""
-    from emergence_lab.config.identity import git_commit
+    from emergence_lab.config.code_version import git_commit
 
     sweep = [*TRAIN, "-m", "dataset=digits", "model.hidden=[16,8]", "trainer.epochs=1",
              "pruning=magnitude", "pruning.amount=0,0.5", "pruning.epoch=0",

@@ -82,6 +82,67 @@ def test_an_edited_prefix_cache_is_not_trusted(tiny_overrides, store, tmp_path, 
     assert "not trusted" not in caplog.text
 
 
+def test_a_runs_stored_files_are_checked_against_the_digests_it_recorded(store, tmp_path, caplog):
+    """RunFiles records each file as stored, in tags of the run (a new tag per owner and past
+    MLflow's 8,000 characters); check_run_files names the run, the file and what differs, and
+    reads files stored before digests were recorded with a warning."""
+    from types import SimpleNamespace
+
+    from emergence_lab.store import digests
+
+    run_id = records.create_owned_run(store, "emergence", "r", {}, None, "me")
+    files = tmp_path / "files"
+    files.mkdir()
+    first = digests.RunFiles(store, run_id, "measurements", "c1 clean")
+    for i in range(120):  # about 80 characters each: two tags
+        (files / f"epoch_{i:04d}.pt").write_bytes(str(i).encode())
+        first.record(files / f"epoch_{i:04d}.pt")
+    (files / "epoch_0003.pt").write_bytes(b"3 again")  # a resumed owner stores one again
+    digests.RunFiles(store, run_id, "measurements", "c2 dirty:0123").record(files / "epoch_0003.pt")
+    tags = connection.get_client(store).get_run(run_id).data.tags
+    chunks = sorted(k for k in tags if k.startswith("digest.measurements."))
+    assert chunks == ["digest.measurements.1", "digest.measurements.2", "digest.measurements.3"]
+    assert all(len(tags[k]) <= 8000 for k in chunks)
+    held = digests.recorded(tags, "measurements")
+    assert len(held) == 120 and held["epoch_0003.pt"][1] == "c2 dirty:0123"
+    run = SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(tags=tags))
+    names = sorted(p.name for p in files.iterdir())
+    digests.check_run_files(run, "measurements", files, names)  # all as stored
+    (files / "epoch_0007.pt").write_bytes(b"8")
+    with pytest.raises(ValueError, match=f"run {run_id}: measurements/epoch_0007.pt is not the "
+                                         f"file it stored: its sha256 .* recorded when code c1 "
+                                         f"clean stored it"):
+        digests.check_run_files(run, "measurements", files, names)
+    (files / "epoch_0999.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="epoch_0999.pt is not the file it stored: no digest"):
+        digests.check_run_files(run, "measurements", files, ["epoch_0999.pt"])
+    old = SimpleNamespace(info=run.info, data=SimpleNamespace(tags={}))
+    with caplog.at_level(logging.WARNING):
+        digests.check_run_files(old, "measurements", files, names)
+    assert f"run {run_id} stored its measurements before runs recorded their digests" in caplog.text
+
+
+def test_edited_kept_weights_fail_a_landscape_only_cell(tiny_overrides, store, tmp_path):
+    """The weights a run keeps for its landscape are read back by a landscape-only sweep: one
+    that is not the file stored fails the cell naming it (tag measure_error), nothing logged."""
+    import torch
+
+    from emergence_lab.measure import keys
+
+    pipeline.train(compose_cfg(tiny_overrides))  # landscape=none keeps the weights
+    (run,) = records.experiment_runs(store, "emergence")
+    (weights,) = tmp_path.rglob(f"{run.info.run_id}/**/weights_epoch_0003.pt")
+    state = torch.load(weights, weights_only=True)
+    state["model"] = {k: v * 0 for k, v in state["model"].items()}
+    torch.save(state, weights)
+    with pytest.raises(ValueError, match="landscape/weights_epoch_0003.pt is not the file it "
+                                         "stored"):
+        pipeline.train(compose_cfg(tiny_overrides + ["landscape=curvature"]))
+    again = connection.get_client(store).get_run(run.info.run_id)
+    assert "landscape/weights_epoch_0003.pt" in again.data.tags[keys.MEASURE_ERROR_TAG]
+    assert not [k for k in again.data.metrics if k.startswith("landscape/")]
+
+
 def test_a_refused_checkpoint_fails_its_run_naming_file_and_run(tiny_overrides, store, tmp_path):
     pipeline.train(compose_cfg(tiny_overrides))
     (run,) = records.experiment_runs(store, "emergence")

@@ -13,9 +13,7 @@ import getpass
 import hashlib
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -198,26 +196,6 @@ def run_name(c: Config) -> str:
     return "-".join(parts) + f"-seed{c.trainer.seed}"
 
 
-def git_commit() -> str:
-    """The commit of the code, 'unknown' outside a git checkout."""
-    return _git("rev-parse", "HEAD") or "unknown"
-
-
-def code_state() -> str:
-    """'clean', or 'dirty:<digest>' when the checkout's tracked files differ from its commit
-    (the digest of the diff tells two edited trees apart), '' outside a git checkout: a run
-    from an edited tree must not look like its commit."""
-    if not _git("rev-parse", "HEAD"):
-        return ""
-    diff = _git("diff", "HEAD", "--", ".", strip=False)
-    return f"dirty:{hashlib.sha1(diff.encode()).hexdigest()[:12]}" if diff else "clean"
-
-
-def code_diff() -> str:
-    """The checkout's uncommitted changes to tracked files (git diff HEAD), '' for none."""
-    return _git("diff", "HEAD", "--", ".", strip=False)
-
-
 def source_name() -> str:
     """What MLflow shows as a run's Source: the entry script, as this process was started."""
     return os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
@@ -242,15 +220,6 @@ def environment() -> str:
                    if d.metadata["Name"]}, key=str.lower)
     return "\n".join([f"# python {sys.version.split()[0]} ({sys.platform})",
                       f"# torch {torch.__version__}, cuda {torch.version.cuda}", *pkgs]) + "\n"
-
-
-def _git(*args: str, strip: bool = True) -> str:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return (out.stdout.strip() if strip else out.stdout) if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from emergence_lab.measure.formula import stop_epoch
 from emergence_lab.run import events
 from emergence_lab.run.checkpoint import save_checkpoint
 from emergence_lab.run.loop import Callback, Epoch
-from emergence_lab.store import records
+from emergence_lab.store import digests, records
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,17 @@ class Measurements:
     """Store the epoch's measurement, what E is recomputed from under any setting
     (measure.record), as an artifact of the run."""
 
-    def __init__(self, run: records.Run, workdir: Path):
+    def __init__(self, run: records.Run, workdir: Path, code: str = ""):
         self.run, self.workdir = run, workdir
+        # read back under other settings: each file's digest recorded with the run
+        self.files = digests.RunFiles(run.client.tracking_uri, run.run_id, record.FOLDER, code)
 
     def __call__(self, e: Epoch) -> None:
         if keys.MEASUREMENT in e.metrics:
             path = self.workdir / record.file_name(e.epoch, e.phase)
             torch.save(e.metrics[keys.MEASUREMENT], path)
             self.run.log_artifact(path, record.FOLDER)
+            self.files.record(path)
             path.unlink()
 
 
@@ -178,10 +181,10 @@ class EarlyStop:
         return fired is not None
 
 
-def standard(run: records.Run, c: Config, workdir: Path) -> list[Callback]:
+def standard(run: records.Run, c: Config, workdir: Path, code: str = "") -> list[Callback]:
     """A run's callbacks, in order; checkpoints with trainer.checkpoints, early stopping with
-    trainer.stop_epsilon."""
-    out: list[Callback] = [OwnerCheck(run), Measurements(run, workdir), Metrics(run),
+    trainer.stop_epsilon. `code`: the code version (what its stored files record)."""
+    out: list[Callback] = [OwnerCheck(run), Measurements(run, workdir, code), Metrics(run),
                            BestSoFar(run), Progress(c)]
     if c.trainer.checkpoints:
         out.append(Checkpoints(run, workdir))

@@ -135,7 +135,7 @@ class CacheCheck:
 
     uri: str
     experiment: str
-    code: str  # the commit and the state of the tree (identity.code_state)
+    code: str  # the commit and the state of the tree (code_version.code_state)
 
     def fault(self, key: str, path: Path) -> str | None:
         return digests.fault(self.uri, self.experiment, f"cache.{key}", path, self.code)

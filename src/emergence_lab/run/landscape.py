@@ -18,7 +18,7 @@ from torch import nn
 from emergence_lab.config.groups import LandscapeConfig
 from emergence_lab.data import TensorData
 from emergence_lab.measure.landscape import MEASURES, measure_landscape
-from emergence_lab.store import artifacts, records
+from emergence_lab.store import artifacts, digests, records
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,15 @@ class LandscapeHook:
     the network as it is, outside the loop (the state before the first pruning step)."""
 
     def __init__(self, c: Any, model: nn.Module, data: TensorData, run: records.Run,
-                 workdir: Path):
+                 workdir: Path, code: str = ""):
         self.c, self.model, self.run, self.workdir = c, model, run, workdir
         self.lc: LandscapeConfig = c.landscape
         self.epochs = set(epochs_of(c)) if self.lc.measures or self.lc.keep_weights else set()
         self.batch = probe_batch(data, self.lc) if self.lc.measures and self.epochs else None
         self.done: set[int] = set()
+        # the kept weights are read back by a landscape-only sweep: their digests recorded
+        self.files = digests.RunFiles(run.client.tracking_uri, run.run_id, FOLDER, code) \
+            if self.lc.keep_weights and self.epochs else None
 
     def __call__(self, e: Any) -> None:
         if e.phase == "epoch":
@@ -98,6 +101,8 @@ class LandscapeHook:
         path = self.workdir / name
         write(path)
         self.run.log_artifact(path, FOLDER)
+        if self.files is not None and name.startswith("weights"):
+            self.files.record(path)
         path.unlink()
 
 
@@ -130,8 +135,9 @@ def add_landscape(c: Any, run: Any, data: TensorData, build: Any) -> str:
     series: dict[str, list[tuple[int, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for e in todo:
-            path = artifacts.download_artifact(uri, run_id, f"{FOLDER}/{_name('weights', e, 'pt')}",
-                                               tmp)
+            name = _name("weights", e, "pt")
+            path = artifacts.download_artifact(uri, run_id, f"{FOLDER}/{name}", tmp)
+            digests.check_run_files(run, FOLDER, path.parent, [name])
             model = build()
             restore_state(torch.load(path, map_location=data.x_train.device, weights_only=True),
                           model)

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab import procs
 from emergence_lab.config import Config
-from emergence_lab.config.identity import code_diff, flatten
+from emergence_lab.config.code_version import code_diff
+from emergence_lab.config.identity import flatten
 from emergence_lab.data import TensorData, load_dataset
 from emergence_lab.errors import one_line
 from emergence_lab.measure import keys
@@ -45,13 +46,13 @@ log = logging.getLogger(__name__)
 def _remeasure(c: Config, run: Any, name: str, data: TensorData) -> None:
     """A finished cell: add the configured analysis setting's series from its stored
     measurements, and the landscape's from its kept weights (no training)."""
-    _relandscape(c, run, name, data)
     t = c.threshold.setting()
     wanted = [t.with_counting(k) for k in COUNTINGS.names()]
     lacking = [s.describe() for s in wanted if keys.setting_keys(s)[0] not in run.data.metrics]
     try:
+        _relandscape(c, run, name, data)
         done = remeasure.add_settings(c.tracking.uri, run, wanted)
-    except ValueError as exc:  # stored measurements missing or unreadable: said, never a gap
+    except ValueError as exc:  # stored files missing, unreadable or not the ones stored: said
         records.set_run_tags(c.tracking.uri, run.info.run_id, {keys.MEASURE_ERROR_TAG: str(exc)[:4000]})
         events.emit("end", status="failed", error=str(exc))
         exc.mlflow_run_id = run.info.run_id
@@ -182,12 +183,11 @@ def _own_run(plan: RunPlan, got: ownership.Ownership, tags: dict[str, Any],
             data.x_train.shape[0], pretrain[0].x_train.shape[0] if pretrain else 0))
         opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                               weight_decay=t.weight_decay)
-        last = cb.Last()
-        callbacks = [*cb.standard(run, c, Path(workdir)), last]
+        last, code = cb.Last(), f"{plan.commit} {plan.code_state}"
+        callbacks = [*cb.standard(run, c, Path(workdir), code), last]
         try:
             with system_metrics(c.tracking.uri, run.run_id, c.tracking.system_metrics, resumed):
-                _train_branch(Setup(c, model, opt, data, probe, pretrain, ex,
-                                     f"{plan.commit} {plan.code_state}"), plan.events,
+                _train_branch(Setup(c, model, opt, data, probe, pretrain, ex, code), plan.events,
                               plan.device, run, callbacks, Path(workdir), checkpoint)
         finally:
             cb.close(callbacks)

@@ -19,10 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from emergence_lab.config import Config, validate
+from emergence_lab.config.code_version import code_state, git_commit
 from emergence_lab.config.identity import (
-    code_state,
     config_hash,
-    git_commit,
     run_name,
     source_name,
     user_name,
@@ -62,7 +61,7 @@ class RunPlan:
     events: tuple[tuple[int, float], ...]  # the pruning schedule: (epoch, rate) steps
     overrides: tuple[str, ...]
     parent_run_id: str | None
-    code_state: str = ""  # identity.code_state: clean, or dirty and the diff's digest
+    code_state: str = ""  # code_version.code_state: clean, or dirty and the digest of what differs
     preflighted: bool = False  # its network and data were checked (the sweep's callback did)
     source: str = ""  # the entry script (MLflow's Source)
     user: str = ""  # who runs it (MLflow's Created by)

@@ -19,7 +19,7 @@ from typing import Any
 from emergence_lab.config.identity import stable_hash
 from emergence_lab.measure import keys, record
 from emergence_lab.measure.setting import Setting
-from emergence_lab.store import artifacts, ledger, records
+from emergence_lab.store import artifacts, digests, ledger, records
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def add_settings(uri: str, run: Any, settings: Iterable[Setting]) -> str:
     _check_complete(uri, run_id, files)
     with tempfile.TemporaryDirectory() as tmp:  # every file read before anything is logged
         folder = artifacts.download_folder(uri, run_id, record.FOLDER, tmp)
+        digests.check_run_files(run, record.FOLDER, folder, [name for _, _, name in files])
         try:
             computed = series(folder, files, todo)
         except ValueError as exc:  # a truncated or tampered file: named as the store has it
@@ -94,3 +95,4 @@ def _check_complete(uri: str, run_id: str, files: list[tuple[str, int, str]]) ->
         raise ValueError(f"run {run_id} lacks the stored measurements of epochs {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''} ({names}): E under another "
                          f"setting would have gaps; it needs retraining (force=true)")
+

@@ -180,7 +180,7 @@ def _train_branch(s: Setup, events: Sequence[tuple[int, float]], device: torch.d
     """From epoch 0 (or a resumed checkpoint), prune-and-train segments (the plan's pruning
     schedule, `events`) to the last epoch."""
     c = s.c
-    hook = LandscapeHook(c, s.model, s.data, run, workdir)
+    hook = LandscapeHook(c, s.model, s.data, run, workdir, s.code)
     branch = Branch()
     if resume is None:
         epoch = _start_fresh(s, events, device, run, callbacks, branch)

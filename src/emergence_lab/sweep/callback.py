@@ -26,11 +26,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from emergence_lab.config import Config
+from emergence_lab.config.code_version import code_state, git_commit
 from emergence_lab.config.identity import (
-    code_state,
     config_hash,
     environment,
-    git_commit,
     source_name,
     stable_hash,
     user_name,

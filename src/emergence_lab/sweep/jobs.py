@@ -24,7 +24,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from emergence_lab.config import Config, validate
-from emergence_lab.config.identity import code_state, git_commit
+from emergence_lab.config.code_version import code_state, git_commit
 from emergence_lab.procs import stop_when_gone
 from emergence_lab.run.plan import RunPlan, plan_of
 
