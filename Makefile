@@ -61,16 +61,16 @@ BYTECODE = $(PY) -m compileall -q -j 0 src scripts tests >/dev/null
 
 test: $(STAMP)  ## the whole test suite (fast and slow), offline; prints the 15 slowest tests
 	@$(BYTECODE)
-	$(PY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile -m "not timing and not scale" --durations=15
+	$(PY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile -m "not timing" --durations=15
 	$(PY) -m pytest -q -m timing  # wall-clock bounds, measured with the machine to themselves
 
 test-fast: $(STAMP)  ## the fast tests only
 	@$(BYTECODE)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not scale"
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 bench: $(STAMP) data  ## performance ratios (epoch overhead, emergence share, shared sweep, report), to benchmarks/results/bench.json
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
-	$(PY) -m pytest -q -s -m scale  # the report over 2,000 runs: seconds per 1,000 runs
+	$(PY) -m pytest -q -s tests/test_report_scale.py  # the report over 2,000 runs: seconds per 1,000 runs
 
 docs: $(STAMP)  ## the documentation site on http://127.0.0.1:8000 (mkdocs-material, docs/)
 	$(VENV)/bin/mkdocs serve

@@ -37,7 +37,7 @@ from execution import execution_ratios  # noqa: E402
 
 from emergence_lab.report.build import build_report  # noqa: E402
 from emergence_lab.report.synthetic import big_sweep  # noqa: E402
-from emergence_lab.store import records  # noqa: E402
+from emergence_lab.store import histories, records  # noqa: E402
 
 
 def dataloader_epochs(c, device, epochs: int) -> list[float]:
@@ -127,7 +127,7 @@ def branch_epoch_s(uri: str, experiment: str, after: int) -> float:
     """Median seconds per training epoch after the pruning epoch, over an experiment's runs."""
     runs = [r.info.run_id for r in records.experiment_runs(uri, experiment)]
     return statistics.median(v for _, _, step, v in
-                             records.metric_histories(uri, runs, ["time/epoch_s"]) if step > after)
+                             histories.metric_histories(uri, runs, ["time/epoch_s"]) if step > after)
 
 
 def report_seconds() -> dict[str, float]:

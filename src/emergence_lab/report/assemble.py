@@ -22,7 +22,7 @@ from emergence_lab.report.analyses import (
 from emergence_lab.report.figures import group_figures, sensitivity_figure
 from emergence_lab.report.groups import completeness, dedupe
 from emergence_lab.report.table import per_run_table, summary_table
-from emergence_lab.store import ledger, records
+from emergence_lab.store import histories, ledger
 
 METRIC_KEYS = [mk.TEST_ACC, mk.TRAIN_ACC, mk.TEST_LOSS, mk.TRAIN_LOSS, mk.VAL_ACC, mk.VAL_LOSS, mk.E,
                mk.RELATIVE, mk.E_MAX, mk.E_AFTER, mk.RELATIVE_AFTER,
@@ -75,7 +75,7 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
              **{k: v for k, v in r.data.params.items() if not k.startswith(ledger.LEASE_PREFIX)}}
             for r in runs]
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(GRID_PREFIXES)})
-    hist = records.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
+    hist = histories.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     hist = pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])
     # a step logged twice (by a store written before runs had owners) counts once: the last
     return pd.DataFrame(rows), hist.drop_duplicates(["run_id", "key", "step"], keep="last")

@@ -24,7 +24,8 @@ from emergence_lab.store import artifacts, connection, links, records, survey, s
 ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
 # The most rows --from-table reports on: beyond, the claims' resampling takes longer than anyone
 # waits (measured: docs/performance.md); a table of more is refused before it is parsed.
-MAX_TABLE_ROWS = 50_000  # 40,000 rows (2,000 runs of 20 epochs) took 214 s on 2 cores
+MAX_TABLE_ROWS = 50_000  # 40,000 rows (2,000 runs of 20 epochs) take 48 s on 2 cores, 200,000
+# over 5 minutes (the claims' resampling and rank correlations grow faster than the rows)
 
 
 def _sweep_parent(uri: str, run_id: str):
@@ -175,8 +176,8 @@ def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[
             rows = sum(1 for _ in f) - 1
         if rows > MAX_TABLE_ROWS:
             raise ReportError(f"--from-table {path}: {rows:,} rows, more than the "
-                              f"{MAX_TABLE_ROWS:,} a report reads in minutes (2,000 runs of 20 "
-                              f"epochs, 40,000 rows, take about 4): report a part of it at a "
+                              f"{MAX_TABLE_ROWS:,} a report reads in about a minute (2,000 runs "
+                              f"of 20 epochs, 40,000 rows, take 48 s): report a part of it at a "
                               f"time (one group, fewer epochs)")
         table = pd.read_csv(file)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:

@@ -29,14 +29,14 @@ def log_ratio_after_prune(per_run: pd.DataFrame, hist: pd.DataFrame, key: str,
     values = np.log(logs(key) + 1 / logs(mk.PARAMS)) if params else np.log(logs(key) + offset)
     ctrl = per_run[per_run.level == 0].drop_duplicates(["group", "seed"]).set_index(
         ["group", "seed"]).run_id
+    by_run = {rid: v.droplevel(0) for rid, v in values.groupby(level=0, sort=False)}
     out = {}
     for rid, group, seed, pe in zip(per_run.run_id, per_run.group, per_run.seed,
                                     per_run.prune_epoch, strict=True):
         c = ctrl.get((group, seed))
-        if c is None or rid not in values.index.get_level_values(0):
+        if c is None or rid not in by_run:
             continue
-        mine, theirs = values.loc[rid], values.loc[c] if c in values.index.get_level_values(0) \
-            else pd.Series(dtype=float)
+        mine, theirs = by_run[rid], by_run.get(c, pd.Series(dtype=float))
         both = pd.concat([mine, theirs], axis=1, keys=["p", "c"]).dropna()
         both = both[both.index > pe]
         if len(both):

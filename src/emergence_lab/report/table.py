@@ -8,6 +8,7 @@ here reads a store or writes a file.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,9 +20,31 @@ from emergence_lab.report.groups import PAPER, label_runs, paper_protocol
 
 
 def curve(hist: pd.DataFrame, run_id: str, key: str) -> pd.Series:
-    """One metric of one run, indexed by step."""
-    rows = hist[(hist.run_id == run_id) & (hist.key == key)]
-    return rows.set_index("step")["value"].sort_index()
+    """One metric of one run, indexed by step (a history is split by run and key once: the
+    report reads tens of curves per run, and a filter of the whole history for each made the
+    report's time grow with the square of its runs)."""
+    got = _curves(hist).get((run_id, key))
+    if got is None:
+        return hist.iloc[:0].set_index("step")["value"]
+    return got.copy()
+
+
+_CURVES: dict[int, tuple[weakref.ref, int, dict[tuple[str, str], pd.Series]]] = {}
+
+
+def _curves(hist: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """The history's curves by (run_id, key), made once per history (histories are not changed
+    in place once read; one of another length is split again)."""
+    at = id(hist)
+    held = _CURVES.get(at)
+    if held is None or held[0]() is not hist or held[1] != len(hist):
+        rows = hist.sort_values(["run_id", "key", "step"], kind="stable")
+        steps, values = rows.step.to_numpy(), rows.value.to_numpy()
+        curves = {k: pd.Series(values[i], index=pd.Index(steps[i], name="step"), name="value")
+                  for k, i in rows.groupby(["run_id", "key"], sort=False).indices.items()}
+        held = (weakref.ref(hist, lambda _: _CURVES.pop(at, None)), len(hist), curves)
+        _CURVES[at] = held
+    return held[2]
 
 
 def epochs_to_reach(acc: pd.Series, target: float, after: int) -> float:

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -273,24 +272,6 @@ def experiment_runs(uri: str, experiment: str) -> list[Any]:
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
                               max_results=10000)
     return [r for r in runs if r.data.tags.get("kind") not in ("sweep", "report", "claims")]
-
-
-FETCH_WORKERS = 8  # below MLflow's SQLAlchemy pool (5 + 10 overflow): 16 threads exhausted it
-# on a report of 1,000 runs ("QueuePool limit of size 5 overflow 10 reached")
-
-
-def metric_histories(uri: str, run_ids: list[str], keys: list[str],
-                     workers: int = FETCH_WORKERS) -> list[tuple[str, str, int, float]]:
-    """(run_id, key, step, value) of many runs and metrics, fetched concurrently."""
-    client = get_client(uri)
-
-    def one(pair: tuple[str, str]) -> list[tuple[str, str, int, float]]:
-        rid, key = pair
-        return [(rid, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
-
-    pairs = [(rid, key) for rid in run_ids for key in keys]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [row for rows in pool.map(one, pairs) for row in rows]
 
 
 def set_note(uri: str, run_id: str, markdown: str) -> None:
