@@ -127,6 +127,10 @@ def test_an_edit_anywhere_in_the_checkout_makes_the_code_dirty(tmp_path):
     (tmp_path / "pkg" / "new_model.py").write_text("class Net: ...\n")  # a model added
     (tmp_path / ".gitignore").write_text("*.log\n")
     assert code_state(here).startswith("dirty:") and "class Net" in code_diff(here)
+    assert "b/pkg/new_model.py" in code_diff(here)  # a patch to apply from the root
+    twin = tmp_path.parent / f"{tmp_path.name}-twin"  # the same tree in another checkout
+    subprocess.run(["cp", "-a", str(tmp_path), str(twin)], check=True)
+    assert code_state(twin / "pkg" / "config") == code_state(here)
     (tmp_path / ".gitignore").unlink()
     (tmp_path / "pkg" / "new_model.py").unlink()
     (tmp_path / "train.log").write_text("ignored\n")

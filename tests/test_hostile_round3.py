@@ -116,6 +116,13 @@ def test_either_launcher_records_a_job_that_died_before_its_run_existed(store, t
     assert run.data.tags["config_hash"] == plan.identity
     end_job_run(died, killed=False, why="again")  # it has a run now: that run, ended already
     assert len(sweeps.sweep_children(store, parent)) == 1
+    from emergence_lab.sweep.status import SweepStatus
+
+    status = SweepStatus([Job(["a=4"])])  # a job that measures a FINISHED run again, then dies
+    status.update(0, {"kind": "start", "name": "n", "epochs": 3, "cell": cell})
+    status.update(0, {"kind": "finished_run", "run_id": "a-finished-run"})
+    end_job_run(status.jobs[0], killed=False, why="worker killed by signal 9 (SIGKILL)")
+    assert status.jobs[0].run_id is None and len(sweeps.sweep_children(store, parent)) == 1
 
 
 def test_a_table_of_a_million_rows_is_refused_up_front(tmp_path):

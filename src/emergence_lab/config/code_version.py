@@ -11,7 +11,9 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).parent  # the code's own checkout is asked about itself
-PATCH_FILE_LIMIT = 1 << 20  # an untracked file larger than this is named in the patch, not copied
+FILE_LIMIT = 1 << 20  # an untracked file larger than this counts by its name and size
+MAX_FILES = 1000  # untracked files past these count by name and size (a folder git should ignore)
+MAX_PATCH_FILES = 100  # untracked files copied into a run's patch (the rest are named)
 
 
 def git_commit(where: Path = HERE) -> str:
@@ -21,43 +23,55 @@ def git_commit(where: Path = HERE) -> str:
 
 def code_state(where: Path = HERE) -> str:
     """'clean', or 'dirty:<digest>' when the checkout's files (all of it, not only the folder of
-    `where`) differ from its commit: the digest of the diff and of the untracked files tells two
-    edited trees apart. '' outside a git checkout: a run from an edited tree must not look like
-    its commit."""
+    `where`) differ from its commit: the digest of the diff and of the untracked files (their
+    paths from the checkout's root, and their contents up to FILE_LIMIT: the same tree in two
+    checkouts is one state) tells two edited trees apart. '' outside a git checkout: a run from
+    an edited tree must not look like its commit."""
     if not _git("rev-parse", "HEAD", where=where):
         return ""
-    diff, untracked = _git("diff", "HEAD", "--", ":/", strip=False, where=where), _untracked(where)
+    diff, (top, untracked) = _git("diff", "HEAD", "--", ":/", strip=False, where=where), \
+        _untracked(where)
     if not diff and not untracked:
         return "clean"
     h = hashlib.sha1(diff.encode())
-    for path in untracked:
-        h.update(f"\0{path}\0".encode())
-        with path.open("rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
+    for i, name in enumerate(untracked):
+        h.update(f"\0{name}\0".encode())
+        try:
+            size = (top / name).stat().st_size
+            h.update(str(size).encode() if size > FILE_LIMIT or i >= MAX_FILES
+                     else (top / name).read_bytes())
+        except OSError:  # gone meanwhile (an editor's swap file): its name alone
+            h.update(b"?")
     return f"dirty:{h.hexdigest()[:12]}"
 
 
 def code_diff(where: Path = HERE) -> str:
     """The checkout's uncommitted changes (git diff HEAD, every folder) and its untracked files
-    as new files, '' for none: a patch that makes the commit into the tree that ran."""
+    as new files (the first MAX_PATCH_FILES of at most FILE_LIMIT; the others named), '' for
+    none: a patch that makes the commit into the tree that ran (git apply, from its root)."""
     parts = [_git("diff", "HEAD", "--", ":/", strip=False, where=where)]
-    for path in _untracked(where):
-        if path.stat().st_size > PATCH_FILE_LIMIT:
-            parts.append(f"# untracked {path.name}: {path.stat().st_size} bytes, not copied\n")
-            continue
-        out = subprocess.run(["git", "diff", "--no-index", "--", "/dev/null", str(path)],
-                             capture_output=True, text=True, cwd=where, timeout=10)
-        parts.append(out.stdout)  # exit code 1: the files differ, as they must
+    top, untracked = _untracked(where)
+    for i, name in enumerate(untracked):
+        try:
+            size = (top / name).stat().st_size
+            if size > FILE_LIMIT or i >= MAX_PATCH_FILES:
+                parts.append(f"# untracked {name}: {size} bytes, not copied\n")
+                continue
+            parts.append(subprocess.run(  # exit code 1: the files differ, as they must
+                ["git", "diff", "--no-index", "--", "/dev/null", name], capture_output=True,
+                text=True, cwd=top, timeout=10).stdout)
+        except (OSError, subprocess.SubprocessError):
+            parts.append(f"# untracked {name}: unreadable\n")
     return "".join(parts)
 
 
-def _untracked(where: Path) -> list[Path]:
-    """The checkout's files git neither tracks nor ignores (their paths, sorted)."""
+def _untracked(where: Path) -> tuple[Path, list[str]]:
+    """The checkout's root and the files git neither tracks nor ignores (paths from the root,
+    sorted)."""
     top = _git("rev-parse", "--show-toplevel", where=where)
     names = _git("ls-files", "--others", "--exclude-standard", "--full-name", "-z", "--", ":/",
                  strip=False, where=where)
-    return sorted(Path(top) / n for n in names.split("\0") if n and (Path(top) / n).is_file())
+    return Path(top), sorted(n for n in names.split("\0") if n and (Path(top) / n).is_file())
 
 
 def _git(*args: str, strip: bool = True, where: Path = HERE) -> str:

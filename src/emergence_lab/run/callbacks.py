@@ -62,8 +62,8 @@ class Measurements:
         if keys.MEASUREMENT in e.metrics:
             path = self.workdir / record.file_name(e.epoch, e.phase)
             torch.save(e.metrics[keys.MEASUREMENT], path)
+            self.files.record(path)  # first: a run killed between the two has no file unrecorded
             self.run.log_artifact(path, record.FOLDER)
-            self.files.record(path)
             path.unlink()
 
 

@@ -20,7 +20,8 @@ def set_sink(sink: Callable[[dict[str, Any]], None] | None) -> None:
 
 
 def emit(kind: str, **fields: Any) -> None:
-    """One event of the current job: log (path), start (name, epochs), run (run_id, uri), epoch
+    """One event of the current job: log (path), start (name, epochs, its cell), run (run_id,
+    uri: the run it owns), finished_run (run_id: the FINISHED run it measures again), epoch
     (epoch, loaded), note (text), end (status, error). A launcher that has gone away loses it,
     nothing else."""
     if _sink is not None:

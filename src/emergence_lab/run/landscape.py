@@ -100,9 +100,9 @@ class LandscapeHook:
     def _artifact(self, name: str, write) -> None:
         path = self.workdir / name
         write(path)
-        self.run.log_artifact(path, FOLDER)
         if self.files is not None and name.startswith("weights"):
-            self.files.record(path)
+            self.files.record(path)  # first: a run killed between the two has no file unrecorded
+        self.run.log_artifact(path, FOLDER)
         path.unlink()
 
 
@@ -133,11 +133,11 @@ def add_landscape(c: Any, run: Any, data: TensorData, build: Any) -> str:
 
     batch = probe_batch(data, lc)
     series: dict[str, list[tuple[int, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for e in todo:
-            name = _name("weights", e, "pt")
-            path = artifacts.download_artifact(uri, run_id, f"{FOLDER}/{name}", tmp)
-            digests.check_run_files(run, FOLDER, path.parent, [name])
+    with tempfile.TemporaryDirectory() as tmp:  # every file checked before anything is logged
+        names = [_name("weights", e, "pt") for e in todo]
+        paths = [artifacts.download_artifact(uri, run_id, f"{FOLDER}/{n}", tmp) for n in names]
+        digests.check_run_files(run, FOLDER, paths[0].parent, names)
+        for e, path in zip(todo, paths, strict=True):
             model = build()
             restore_state(torch.load(path, map_location=data.x_train.device, weights_only=True),
                           model)

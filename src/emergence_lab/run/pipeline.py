@@ -54,7 +54,6 @@ def _remeasure(c: Config, run: Any, name: str, data: TensorData) -> None:
         done = remeasure.add_settings(c.tracking.uri, run, wanted)
     except ValueError as exc:  # stored files missing, unreadable or not the ones stored: said
         records.set_run_tags(c.tracking.uri, run.info.run_id, {keys.MEASURE_ERROR_TAG: str(exc)[:4000]})
-        events.emit("end", status="failed", error=str(exc))
         exc.mlflow_run_id = run.info.run_id
         raise
     if keys.MEASURE_ERROR_TAG in run.data.tags:  # measured now: the old complaint is gone
@@ -142,8 +141,13 @@ def train(cfg: DictConfig, parent_run_id: str | None = None,
                 log.warning("could not record the failed cell: %s", one_line(store_error))
             events.emit("end", status="failed", error=reason)
         raise
-    if got.state == "skip":
-        _remeasure(c, got.run, plan.name, data)
+    if got.state == "skip":  # its cell has its run: a death from here on fails no cell
+        events.emit("finished_run", run_id=got.run.info.run_id)
+        try:
+            _remeasure(c, got.run, plan.name, data)
+        except Exception as exc:
+            events.emit("end", status="failed", error=str(exc))
+            raise
         events.emit("end", status="skipped")
         return dict(got.run.data.metrics)
     if got.state == "taken":

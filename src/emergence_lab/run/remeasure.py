@@ -95,4 +95,3 @@ def _check_complete(uri: str, run_id: str, files: list[tuple[str, int, str]]) ->
         raise ValueError(f"run {run_id} lacks the stored measurements of epochs {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''} ({names}): E under another "
                          f"setting would have gaps; it needs retraining (force=true)")
-

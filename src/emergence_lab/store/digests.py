@@ -67,12 +67,15 @@ class RunFiles:
 
     def __init__(self, uri: str, run_id: str, folder: str, code: str):
         self.uri, self.run_id, self.folder = uri, run_id, folder
-        tags = connection.get_client(uri).get_run(run_id).data.tags
+        client = connection.get_client(uri)
+        tags = connection.retry(lambda: client.get_run(run_id)).data.tags
         self.n = max((n for n, _ in _chunks(tags, folder)), default=0) + 1
         self.head, self.lines = f"code {code}", {}
 
     def record(self, path: Path, name: str | None = None) -> None:
-        """Record the file about to be stored (or just stored) as `name` (its own name)."""
+        """Record the file about to be stored as `name` (its own name); before storing it, so
+        that a run killed between the two leaves a record without a file (found missing), never
+        a file without a record."""
         name = name or path.name
         line = f"{name} {file_digest(path)}"
         if name not in self.lines and len(self.head) + sum(
@@ -101,7 +104,8 @@ def run_file_fault(held: Mapping[str, tuple[str, str]], name: str, path: Path) -
     """Why the file at `path` is not the `name` the run recorded (held: `recorded`); None when
     it is."""
     if name not in held:
-        return "no digest of it is recorded with the run (it was not stored by the run)"
+        return ("no digest of it is recorded with the run (stored by older code and the run "
+                "resumed since, or not stored by the run)")
     digest, code = held[name]
     actual = file_digest(path)
     if actual != digest:

@@ -146,7 +146,11 @@ class Watch:
 
     def _lost(self, i: int, state: str | None, why: str) -> None:
         """A job that ended without a result: its run KILLED (cancelled, out of time,
-        preempted: resumable) or FAILED, with the scheduler's reason."""
+        preempted: resumable) or FAILED, with the scheduler's reason. One whose end no one
+        knows (vanished, the controller silent) may still run: a FAILED run of its cell is
+        recorded only for a job that had one."""
+        if state is None:
+            self.status.jobs[i].cell = None
         self._end(i, "interrupted" if state and state.startswith(INTERRUPTED) else "failed", why)
 
     def _end(self, i: int, state: str, why: str) -> None:

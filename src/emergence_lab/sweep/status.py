@@ -72,6 +72,8 @@ class SweepStatus:
             job.cell = event.get("cell", job.cell)
             job.epochs = event.get("epochs", job.epochs)
             job.stall_after_s = event.get("stall_after_s")
+        elif kind == "finished_run":  # it measures a FINISHED run: no failed run is ever due
+            job.cell = None
         elif kind == "run":
             job.run_id, job.uri, job.owner = event["run_id"], event["uri"], event.get("owner")
         elif kind == "log":
