@@ -1,7 +1,8 @@
 """SLURM's limits through hydra/launcher=slurm on a real one-node cluster (scripts/slurm.sh):
 a signal to the submitter cancels every job and exits 143 with one line; a job past its wall
 time ends KILLED and is resumed; without accounting a job that vanishes fails its cell within
-a bound. Skipped, saying why, where SLURM cannot be installed."""
+a bound; a job killed before its run exists leaves a FAILED run of its cell. Skipped, saying
+why, where SLURM cannot be installed."""
 
 from __future__ import annotations
 
@@ -48,10 +49,11 @@ def test_a_signal_to_the_submitter_cancels_every_job_and_exits_143(cluster, tmp_
 
 
 def test_a_job_past_its_wall_time_ends_killed_and_is_resumed(cluster, tmp_path):
-    # one minute of wall time, SLURM's warning (SIGUSR2) 55 s before it: the controller sends
-    # it at its next check (every 30 s), long before the 2,000 epochs end
+    # one minute of wall time, SLURM's warning (SIGUSR2) 45 s before it: the controller sends
+    # it at its next check (every 30 s), 15 to 45 s in, long before the 2,000 epochs end and
+    # after the first epoch's checkpoint (55 s before it: 5 s in, under load before the first)
     grid = ("pruning=magnitude", "pruning.amount=0.5", "pruning.epoch=1", "trainer.epochs=2000",
-            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=55")
+            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45")
     code, out, err = finish(sweep(cluster, tmp_path, "s", *grid), timeout=150)
     assert code == 1 and "Traceback" not in err, err[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -84,3 +86,37 @@ def test_without_accounting_a_vanished_job_fails_its_cell_within_a_bound(cluster
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (run,) = cells(uri)
     assert run.info.status == "FAILED" and "vanished" in run.data.tags["error"]
+
+
+def test_a_job_killed_before_its_run_exists_leaves_a_failed_run_of_its_cell(cluster, tmp_path):
+    """The job's Python is killed (as the OOM killer would) while it has no run of its own: it
+    waits for the cell's run, which another live process (this test) holds. With accounting the
+    scheduler says FAILED, and the submitter records a FAILED run of the cell, from the cell its
+    job's start event named; the held run is left to its owner."""
+    from emergence_lab.run.plan import make_plan
+    from emergence_lab.store import cells as store_cells
+    from tests.conftest import compose_cfg
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    overrides = ["dataset=digits", "model.hidden=[32,16]", "trainer.batch_size=8",
+                 "trainer.device=cpu", "trainer.epochs=2", f"tracking.uri={uri}"]
+    plan = make_plan(compose_cfg(overrides), None, overrides)
+    held = store_cells.acquire(plan.cell(plan.tags()))
+    proc = sweep(cluster, tmp_path, "s", "trainer.epochs=2")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            e["kind"] == "note" and "being trained by" in e["text"]
+            for ev in events(tmp_path, "s").values() for e in ev):
+        time.sleep(0.3)
+    pids = subprocess.run(["pgrep", "-f", f"submitit.core._submit {tmp_path}"],
+                          capture_output=True, text=True).stdout.split()
+    assert pids, events(tmp_path, "s")
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    code, out, err = finish(proc, timeout=120)
+    assert code == 1 and "Traceback" not in err and "Redo with:" in err, err[-3000:]
+    failed = [r for r in cells(uri) if r.info.run_id != held.run_id]
+    assert [r.info.status for r in failed] == ["FAILED"], err[-3000:]
+    assert failed[0].data.tags["error"].startswith("failed before its run existed: SLURM job")
+    assert failed[0].data.tags["config_hash"] == plan.identity
+    assert [r.info.status for r in cells(uri) if r.info.run_id == held.run_id] == ["RUNNING"]
