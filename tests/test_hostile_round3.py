@@ -105,7 +105,9 @@ def test_either_launcher_records_a_job_that_died_before_its_run_existed(store, t
     end_job_run(stopped, killed=True, why="the sweep was stopped (SIGTERM)")
     done = Job(["a=2"], state="failed", cell=cell)  # its process recorded its failure itself
     end_job_run(done, killed=False, why="worker killed by signal 9 (SIGKILL)")
-    assert stopped.run_id is None and done.run_id is None
+    vanished = Job(["a=5"], state="running", cell=cell)  # a SLURM job no one knows has ended
+    end_job_run(vanished, killed=False, why="SLURM job 8 vanished", ended=False)
+    assert stopped.run_id is None and done.run_id is None and vanished.run_id is None
     assert sweeps.sweep_children(store, parent) == []
     died = Job(["a=3"], state="running", cell=cell)
     end_job_run(died, killed=False, why="SLURM job 7 ended OUT_OF_MEMORY")

@@ -48,10 +48,14 @@ def fault(uri: str, experiment: str, name: str, path: Path, code: str) -> str | 
     digest, _, by = held.partition(" ")
     if by != code:
         return f"written by code {by or '?'}, not by this code ({code})"
+    return _differs(path, digest, "when it was written")
+
+
+def _differs(path: Path, digest: str, when: str) -> str | None:
+    """What differs when the file's sha256 is not `digest` (recorded `when`); None when it is."""
     actual = file_digest(path)
-    if actual != digest:
-        return f"its sha256 {actual[:16]} is not the {digest[:16]} recorded when it was written"
-    return None
+    return None if actual == digest else \
+        f"its sha256 {actual[:16]} is not the {digest[:16]} recorded {when}"
 
 
 # A run's own stored files (its measurements, the weights its landscape keeps) are recorded as
@@ -72,20 +76,20 @@ class RunFiles:
         self.n = max((n for n, _ in _chunks(tags, folder)), default=0) + 1
         self.head, self.lines = f"code {code}", {}
 
-    def record(self, path: Path, name: str | None = None) -> None:
-        """Record the file about to be stored as `name` (its own name); before storing it, so
-        that a run killed between the two leaves a record without a file (found missing), never
-        a file without a record."""
-        name = name or path.name
-        line = f"{name} {file_digest(path)}"
-        if name not in self.lines and len(self.head) + sum(
-                len(x) + 1 for x in self.lines.values()) + len(line) + 1 > TAG_LIMIT:
-            self.n, self.lines = self.n + 1, {}
-        self.lines[name] = line
-        key, text = RUN_TAG.format(folder=self.folder, n=self.n), "\n".join(
-            [self.head, *self.lines.values()])
+    def record(self, path: Path) -> None:
+        """Record the file about to be stored (under its own name); before storing it, so that
+        a run killed between the two leaves a record without a file (found missing), never a
+        file without a record."""
+        line = f"{path.name} {file_digest(path)}"
+        if path.name not in self.lines and len(self._text()) + len(line) + 1 > TAG_LIMIT:
+            self.n, self.lines = self.n + 1, {}  # this tag is full: the next one
+        self.lines[path.name] = line
+        key, text = RUN_TAG.format(folder=self.folder, n=self.n), self._text()
         client = connection.get_client(self.uri)
         connection.retry(lambda: client.set_tag(self.run_id, key, text))
+
+    def _text(self) -> str:
+        return "\n".join([self.head, *self.lines.values()])
 
 
 def recorded(tags: Mapping[str, str], folder: str) -> dict[str, tuple[str, str]]:
@@ -107,11 +111,7 @@ def run_file_fault(held: Mapping[str, tuple[str, str]], name: str, path: Path) -
         return ("no digest of it is recorded with the run (stored by older code and the run "
                 "resumed since, or not stored by the run)")
     digest, code = held[name]
-    actual = file_digest(path)
-    if actual != digest:
-        return (f"its sha256 {actual[:16]} is not the {digest[:16]} recorded when code {code} "
-                f"stored it")
-    return None
+    return _differs(path, digest, f"when code {code} stored it")
 
 
 def check_run_files(run: Any, folder: str, where: Path, names: list[str]) -> None:

@@ -149,14 +149,13 @@ class Watch:
         preempted: resumable) or FAILED, with the scheduler's reason. One whose end no one
         knows (vanished, the controller silent) may still run: a FAILED run of its cell is
         recorded only for a job that had one."""
-        if state is None:
-            self.status.jobs[i].cell = None
-        self._end(i, "interrupted" if state and state.startswith(INTERRUPTED) else "failed", why)
+        self._end(i, "interrupted" if state and state.startswith(INTERRUPTED) else "failed", why,
+                  ended=state is not None)
 
-    def _end(self, i: int, state: str, why: str) -> None:
+    def _end(self, i: int, state: str, why: str, ended: bool = True) -> None:
         job = self.status.jobs[i]
         self.returns[i] = JobReturn(overrides=self.overrides[i], status=JobStatus.COMPLETED)
-        end_job_run(job, state == "interrupted", why)
+        end_job_run(job, state == "interrupted", why, ended)
         if job.state in FINAL:
             return  # it had ended its run itself
         if self.stopping and job.state == "waiting" and not job.run_id:

@@ -38,15 +38,16 @@ class Job:
     cell: dict[str, Any] | None = None  # its store.cells.Cell (a plan's or its start event's)
 
 
-def end_job_run(job: Job, killed: bool, why: str) -> None:
+def end_job_run(job: Job, killed: bool, why: str, ended: bool = True) -> None:
     """The run of a job that ended without ending it: KILLED (resumable) or FAILED, with `why`.
     A job that failed before its run existed (its worker killed in the preflight, a SLURM job
     out of memory while loading its data) gets a FAILED run of its cell saying so
-    (store.cells.failed_cell), as a failure its own process caught does."""
+    (store.cells.failed_cell), as a failure its own process caught does; not one whose end is
+    not known (`ended` false: a SLURM job vanished, or its controller silent, may still run)."""
     if job.run_id:
         records.end_run(job.uri, job.run_id, "KILLED" if killed else "FAILED", why,
                         only_running=True, owner=job.owner)
-    elif not killed and job.cell is not None and job.state not in FINAL:
+    elif ended and not killed and job.cell is not None and job.state not in FINAL:
         try:
             job.run_id = cells.failed_cell(cells.Cell(**job.cell),
                                            f"failed before its run existed: {why}")
