@@ -58,6 +58,14 @@ def test_a_request_no_node_can_meet_is_refused_before_any_run(cluster, tmp_path)
     assert "SLURM refuses the sweep's jobs" in line and "node configuration" in line
     assert "mem_gb=100000" in line and "cpus=" in line  # what was asked, what is offered
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    # a wall-time warning that SLURM may send as the job starts (up to 60 s early)
+    code, out, err = finish(sweep(cluster, tmp_path, "s", "trainer.epochs=1",
+                                  "hydra.launcher.timeout_min=1",
+                                  "hydra.launcher.signal_delay_s=45"), timeout=120)
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("Sweep not started")]
+    assert "signal_delay_s=45 with hydra.launcher.timeout_min=1" in line and "60 s" in line
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
 def test_jobs_outlive_a_submitter_killed_with_sigkill(cluster, tmp_path):

@@ -49,12 +49,14 @@ def test_a_signal_to_the_submitter_cancels_every_job_and_exits_143(cluster, tmp_
 
 
 def test_a_job_past_its_wall_time_ends_killed_and_is_resumed(cluster, tmp_path):
-    # one minute of wall time, SLURM's warning (SIGUSR2) 45 s before it: the controller sends
-    # it at its next check (every 30 s), 15 to 45 s in, long before the 2,000 epochs end and
-    # after the first epoch's checkpoint (55 s before it: 5 s in, under load before the first)
+    # two minutes of wall time, SLURM's warning (SIGUSR2) 40 s before it: SLURM sends it up to
+    # 60 s early (its next check, every 30 s, once end - 40 s - 30 s is past), so 20 to 50 s
+    # in: after the first epoch's checkpoint even under load, long before the epochs end
+    # (one minute and 45 s: at its first check after the start, 0 to 30 s in, at times
+    # before the job's run existed)
     grid = ("pruning=magnitude", "pruning.amount=0.5", "pruning.epoch=1", "trainer.epochs=2000",
-            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45")
-    code, out, err = finish(sweep(cluster, tmp_path, "s", *grid), timeout=150)
+            "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=40")
+    code, out, err = finish(sweep(cluster, tmp_path, "s", *grid), timeout=200)
     assert code == 1 and "Traceback" not in err, err[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (run,) = cells(uri)

@@ -77,12 +77,31 @@ def _request(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={params.get(k)}" for k in keys)
 
 
+EARLY_BY_S = 60  # SLURM may send the --signal warning this much earlier than asked (man sbatch)
+
+
+def _check_warning(timeout_min: Any, signal_delay_s: Any) -> None:
+    """The wall-time warning (SIGUSR2, `signal_delay_s` before the wall time, and up to 60 s
+    earlier: SLURM's event resolution) cannot reach a job as it starts, before it has trained
+    an epoch; a ValueError otherwise."""
+    if timeout_min is None or signal_delay_s is None:
+        return
+    if signal_delay_s + EARLY_BY_S >= timeout_min * 60:
+        raise ValueError(
+            f"hydra.launcher.signal_delay_s={signal_delay_s} with hydra.launcher.timeout_min="
+            f"{timeout_min}: SLURM sends its wall-time warning (SIGUSR2) that long before the "
+            f"wall time and up to {EARLY_BY_S} s earlier still (man sbatch, --signal), so it "
+            f"could end each job as it starts; make timeout_min * 60 more than signal_delay_s "
+            f"+ {EARLY_BY_S} (for example timeout_min={(signal_delay_s + EARLY_BY_S) // 60 + 1})")
+
+
 def check_request(launcher: DictConfig, own: tuple[str, ...]) -> None:
     """The jobs' request is one the cluster can satisfy (`sbatch --test-only` of the script
     submitit would submit), or a ValueError with SLURM's reason and what the cluster offers.
     `own`: the launcher's fields that are not submitit's."""
     params = {k: v for k, v in OmegaConf.to_container(launcher, resolve=True).items()
               if k != "_target_" and k not in own}
+    _check_warning(params.get("timeout_min"), params.get("signal_delay_s"))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "check.sh"
         script.write_text(executor({**params, "submitit_folder": tmp})
