@@ -3,6 +3,7 @@ module and YAMLs on Hydra's search path) run a real two-cell sweep; nothing in s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from emergence_lab.store import records
+from emergence_lab.store import records, sweeps
 from tests.conftest import ROOT
 
 PLUGIN = '''
@@ -28,6 +29,8 @@ class TaylorConfig(PruningConfig):
 
 
 def taylor(model, p, rate, masks, batch):
+    if __import__("os").environ.get("TAYLOR_BROKEN"):
+        raise RuntimeError("taylor is broken in this run")
     weights = target_weights(model, p)
     loss = batch.loss(model(batch.x), batch.y)
     grads = __import__("torch").autograd.grad(loss, list(weights.values()))
@@ -95,6 +98,16 @@ def test_a_strategy_and_a_rule_from_outside_src_run_a_sweep(tmp_path):
     # the plugin's rule is the run's analysis setting: its E series is logged beside the paper's
     assert any("mean_abs" in k for k in runs["0.5"].data.metrics), sorted(runs["0.5"].data.metrics)
     assert src_state() == before  # nothing in src/ or conf/ was touched
+    # the same sweep forced, with the strategy failing: the cell's older FINISHED run does not
+    # hide its forced run's failure: the sweep fails and lists the cell, and its launch is
+    # recorded with one failed cell (the parent stays FINISHED: each cell has a finished run)
+    out = subprocess.run(cmd + ["force=true"], cwd=tmp_path, env={**env, "TAYLOR_BROKEN": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "1 of 2 cells did not finish" in out.stderr and "taylor is broken" in out.stderr
+    assert "Redo with:" in out.stderr
+    launch = json.loads(sweeps.latest_sweep(store).data.tags[sweeps.LAUNCH_TAG])
+    assert (launch["cells"], launch["trained"], launch["failed"]) == (2, 1, 1), launch
 
 
 def test_a_plugin_that_cannot_be_imported_is_one_clear_error(monkeypatch):

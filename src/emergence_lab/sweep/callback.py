@@ -239,14 +239,15 @@ class SweepCallback(Callback):
         if not self.grid:  # a search: every job that made a run is one of its cells
             self.jobs = [{"overrides": [r.data.tags.get("overrides", "")],
                           "config_hash": r.data.tags.get("config_hash")} for r in runs]
-        cells = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"
+        # a cell is what its latest run says (sweep_runs: oldest first): a forced run that
+        # failed is not hidden by the cell's older FINISHED one
+        latest = {r.data.tags.get("config_hash"): r for r in runs}
+        cells = {h for h, r in latest.items() if r.info.status == "FINISHED"
                  and not r.data.tags.get(mk.MEASURE_ERROR_TAG)}
         missing = [j for j in self.jobs if j["config_hash"] not in cells]
-        now = {r.data.tags.get("config_hash") for r in runs if r.info.status == "FINISHED"
-               and (r.info.end_time or 0) / 1000 >= self.started}
+        now = {h for h in cells if (latest[h].info.end_time or 0) / 1000 >= self.started}
         sweeps.record_launch(self.uri, self.run_id, len(self.jobs), len(now),
                              len(cells - now), len(missing), self._took())
-        latest = {r.data.tags.get("config_hash"): r for r in runs}  # sweep_runs: oldest first
         elsewhere = {h: owner for h, r in latest.items() if h not in cells
                      for alive, owner in [ledger.owner_alive(r, self.stale_after_s)] if alive}
         if not missing:
