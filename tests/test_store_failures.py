@@ -53,6 +53,22 @@ def test_a_corrupt_prefix_cache_is_moved_aside_and_recomputed(tiny_overrides, st
     assert pruned.info.status == "FINISHED" and pruned.data.tags["prefix_cache"] == "miss"
 
 
+def test_a_folder_where_the_prefix_cache_goes_is_moved_aside(tiny_overrides, store, tmp_path,
+                                                            caplog):
+    """Not a failure of every cell that shares the prefix, forever, with a temporary file left
+    behind at each try: the folder is moved aside, named, and the prefix computed again."""
+    pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0"]))
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    cache.unlink()
+    cache.mkdir()
+    with caplog.at_level(logging.WARNING):
+        out = pipeline.train(compose_cfg(tiny_overrides + BRANCHES + ["pruning.amount=0.5"]))
+    assert out["test/acc"] > 0 and cache.is_file()
+    assert f"prefix cache {cache} is not a file; moved to {cache.name}.untrusted-" in caplog.text
+    assert [p.is_dir() for p in (tmp_path / "cache").glob(f"{cache.name}.untrusted-*")] == [True]
+    assert not list((tmp_path / "cache").glob(f".{cache.name}.*"))  # no temporary file left
+
+
 def test_an_edited_prefix_cache_is_not_trusted(tiny_overrides, store, tmp_path, caplog):
     """A well-formed cache whose history was edited (test/acc 0.988 where the truth is lower)
     is not logged as a run's own epochs: its digest is not the one the store recorded when it
@@ -228,3 +244,13 @@ def test_a_collapsed_run_is_tagged_warned_and_left_out_of_the_claims(tiny_overri
     counted = build_report(store, sweep=parent, out=str(tmp_path / "all"), log_back=False,
                            include_collapsed=True)
     assert runs["10"].info.run_id in set(pd.read_csv(counted / "epochs.csv").run_id)
+
+
+def test_a_save_that_fails_leaves_no_temporary_file(tmp_path):
+    from emergence_lab.files import atomic_save
+
+    target = tmp_path / "x.pt"
+    target.mkdir()  # the rename into place fails
+    with pytest.raises(IsADirectoryError):
+        atomic_save({"a": 1}, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]

@@ -186,6 +186,11 @@ def shared_prefix(cache_dir: str | Path, key: str,
             payload = _trusted(path, key, check)
             if payload is not None:
                 return payload, True
+        elif path.exists():  # a folder (or a device) where the cache file goes
+            aside = path.with_name(f"{path.name}.untrusted-{int(time.time())}")
+            os.replace(path, aside)
+            log.warning("prefix cache %s is not a file; moved to %s, computing it again", path,
+                        aside.name)
         own = torch.get_num_threads()
 
         def borrow() -> None:
