@@ -26,6 +26,12 @@ def test_a_sweep_that_cannot_start_leaves_no_parent_behind(tmp_path, store):
     assert proc.returncode != 0 and "Sweep not started" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sweeps.latest_sweep(store) is None  # nothing for make report to take for a sweep
+    from mlflow.entities import ViewType
+
+    client = connection.get_client(store)
+    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    gone = client.search_runs(exps, "tags.kind = 'sweep'", run_view_type=ViewType.ALL)
+    assert [(r.info.status, r.info.lifecycle_stage) for r in gone] == [("FAILED", "deleted")]
 
 
 @pytest.fixture

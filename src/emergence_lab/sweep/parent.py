@@ -53,15 +53,15 @@ def end(status: str) -> None:
 def discard() -> None:
     """The sweep did not start (its folder or its artifacts could not be written): a parent
     with no cell under it is deleted, so that it never becomes 'the latest sweep'; one that
-    has cells (a rerun's) ends FAILED."""
+    has cells (a rerun's) ends FAILED. Either way it is not left RUNNING (deleted runs are
+    still listed by MLflow's "deleted" view and kept until `mlflow gc`)."""
     p = current()
     if p is None:
         return
-    if sweeps.sweep_children(p.uri, p.run_id):
-        end("FAILED")
-        return
-    p.ended = True
-    records.delete_run(p.uri, p.run_id)
+    has_cells = bool(sweeps.sweep_children(p.uri, p.run_id))
+    end("FAILED")
+    if not has_cells:
+        records.delete_run(p.uri, p.run_id)
 
 
 def leave_open() -> None:
