@@ -48,13 +48,18 @@ case "$cmd" in
     else
       pass=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
     fi
+    case "$pass" in
+      *"
+"*) echo "postgres.sh: EMERGENCE_LAB_PG_PASSWORD holds a line break; choose one without" >&2; exit 2 ;;
+    esac
     (umask 077 && printf '%s' "$pass" > "$secret")
     if [ "$(id -u)" = 0 ]; then chown postgres "$secret"; fi
     if [ -z "$(echo "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'" | sql)" ]; then
       echo "CREATE ROLE mlflow LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" | sql
     fi
-    # the password through standard input, never a command line
-    printf "ALTER ROLE mlflow PASSWORD '%s'" "$pass" | sql
+    # the password through standard input, never a command line, as an SQL literal (quotes
+    # doubled: a password is never read as SQL)
+    printf "ALTER ROLE mlflow PASSWORD '%s'" "$(printf '%s' "$pass" | sed "s/'/''/g")" | sql
     if [ -z "$(echo "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | sql)" ]; then
       echo "CREATE DATABASE mlflow OWNER mlflow" | sql
     fi
@@ -64,7 +69,9 @@ case "$cmd" in
       umask 077
       touch "$pgpass"
       grep -v "^127.0.0.1:$port:mlflow:mlflow:" "$pgpass" > "$pgpass.new" || true
-      printf '127.0.0.1:%s:mlflow:mlflow:%s\n' "$port" "$pass" >> "$pgpass.new"
+      # .pgpass escapes ':' and '\' with a backslash
+      printf '127.0.0.1:%s:mlflow:mlflow:%s\n' "$port" \
+        "$(printf '%s' "$pass" | sed -e 's/\\/\\\\/g' -e 's/:/\\:/g')" >> "$pgpass.new"
       mv "$pgpass.new" "$pgpass"
       chmod 600 "$pgpass"
     ) 9>"/tmp/emergence-lab-pgpass.lock"

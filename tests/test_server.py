@@ -106,6 +106,17 @@ def test_the_postgresql_store_lets_no_one_in_without_the_password_and_mlflow_is_
             owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE "
                                  "datname = 'mlflow'").fetchone()
             assert owner == ("mlflow",)
+        # a password that is SQL, and holds what .pgpass escapes: it is only ever a password
+        hostile = "x'; ALTER ROLE mlflow SUPERUSER; --:\\pw"
+        subprocess.run([script, "stop", pgdata], timeout=120, check=True)
+        env = {**os.environ, "EMERGENCE_LAB_PG_PASSWORD": hostile,
+               "PGPASSFILE": str(tmp_path / "pgpass")}
+        subprocess.run([script, "start", pgdata, port], capture_output=True, text=True,
+                       timeout=600, check=True, env=env)
+        for login in ({"password": hostile}, {"passfile": str(tmp_path / "pgpass")}):
+            with psycopg.connect(conninfo, connect_timeout=10, **login) as conn:
+                row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'mlflow'")
+                assert row.fetchone() == (False,)
     finally:
         subprocess.run([script, "stop", pgdata], timeout=120)
         shutil.rmtree(pgdata, ignore_errors=True)
