@@ -62,6 +62,38 @@ def test_the_report_uploads_only_the_files_it_wrote(store, tmp_path):
     assert not uploaded & {".env", "big.bin"}
 
 
+def test_a_sweep_named_with_escapes_and_a_heading_prints_and_notes_as_text(store, tmp_path):
+    """A name that would retitle the terminal, clear it and forge a line of the ending, and a
+    heading for the MLflow note: in the console, ending.txt, report.md and the sweep's note
+    each is one line of text."""
+    import subprocess
+    import sys
+
+    from emergence_lab.report.synthetic import branch, params, write_run
+    from tests.conftest import ROOT
+
+    name = "ESC\x1b]0;pwned\x07\x1b[2J\r\nFAKE: all claims supported\n# HEADING " + SCRIPT
+    parent = sweeps.start_sweep(store, "synthetic", "s", {})
+    curve = branch([0.1, 0.5, 0.6, 0.7, 0.8], [100, 90, 80, 70, 60], [0.1] * 5, pe=2)
+    for seed in (0, 1):
+        write_run(store, parent, f"c{seed}", params(0.0, seed), curve)
+        write_run(store, parent, f"p{seed}", params(0.5, seed), curve)
+    client = connection.get_client(store)
+    client.update_run(parent, name=name)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--tracking-uri",
+                           store, "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for text in (proc.stdout, proc.stderr, (tmp_path / "r" / "ending.txt").read_text(),
+                 (tmp_path / "r" / "report.md").read_text()):
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+        assert not [x for x in text.splitlines() if x.startswith(("FAKE", "# HEADING"))]
+    assert "ESC\\x1b]0;pwned" in proc.stdout  # named, as text
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert "\x1b" not in note and SCRIPT not in note and "\n# HEADING" not in note
+    assert "\nFAKE" not in note
+
+
 def test_a_report_stopped_while_it_writes_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     import pytest
 

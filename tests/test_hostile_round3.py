@@ -147,6 +147,20 @@ def test_a_table_of_a_million_rows_is_refused_up_front(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "1,000,000 rows" in proc.stderr and "50,000" in proc.stderr
     assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
+    # the same rows gzipped, or with CR line endings (pandas reads both), and a stream
+    # with no end: each refused as quickly, not read for minutes into gigabytes
+    import gzip
+
+    (tmp_path / "big.csv.gz").write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    (tmp_path / "cr.csv").write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    for table, said in (("big.csv.gz", "1,000,000 rows"), ("cr.csv", "1,000,000 rows"),
+                        ("/dev/zero", "not a regular file")):
+        start = time.monotonic()
+        proc = subprocess.run([*REPORT, "--from-table", str(tmp_path / table), "--out",
+                               str(tmp_path / "out")], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2 and said in proc.stderr, (table, proc.stderr[-2000:])
+        assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
 
 
 def test_another_projects_experiments_are_left_alone(tmp_path, store):

@@ -13,7 +13,7 @@ from emergence_lab.measure import keys as mk
 from emergence_lab.measure.counting import COUNTINGS
 from emergence_lab.measure.keys import RELATIVE_THETA_KEYS, THETA_KEYS
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report import decompose, landscape, tidy, verdicts
+from emergence_lab.report import decompose, landscape, safe, tidy, verdicts
 from emergence_lab.report.analyses import (
     calibration,
     stopping_comparison,
@@ -74,6 +74,7 @@ def load_runs(uri: str, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
              **{t: r.data.tags.get(t, "") for t in tags},
              **{k: v for k, v in r.data.params.items() if not k.startswith(ledger.LEASE_PREFIX)}}
             for r in runs]
+    rows = [{k: safe.printable(v) for k, v in row.items()} for row in rows]  # a store's text
     grid = sorted({k for r in runs for k in r.data.metrics if k.startswith(GRID_PREFIXES)})
     hist = histories.metric_histories(uri, [r.info.run_id for r in runs], METRIC_KEYS + grid)
     hist = pd.DataFrame(hist, columns=["run_id", "key", "step", "value"])

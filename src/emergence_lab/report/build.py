@@ -13,7 +13,7 @@ import pandas as pd
 
 from emergence_lab.measure import keys as mk
 from emergence_lab.measure.setting import Setting
-from emergence_lab.report import tidy
+from emergence_lab.report import safe, tidy
 from emergence_lab.report.assemble import ReportError, build, load_runs
 from emergence_lab.report.ending import ending
 from emergence_lab.report.landscape import load_planes, plane_figure
@@ -24,6 +24,7 @@ from emergence_lab.store import artifacts, connection, links, records, survey, s
 ENDING_FILE = "ending.txt"  # what `make sweep` prints at its end (scripts/report.py)
 # The most rows --from-table reports on: beyond, the claims' resampling takes longer than anyone
 # waits (measured: docs/performance.md); a table of more is refused before it is parsed.
+MAX_TABLE_BYTES = 100 * 2**20  # 50,000 rows of the tidy table's columns: under 10 MB
 MAX_TABLE_ROWS = 50_000  # 40,000 rows (2,000 runs of 20 epochs) take 48 s on 2 cores, 200,000
 # over 5 minutes (the claims' resampling and rank correlations grow faster than the rows)
 
@@ -74,7 +75,7 @@ def build_report(uri: str, sweep: str | None = None, experiment: str | None = No
             expected = None  # a sweep recorded before cells had hashes: no missing-cell check
         hashes = [j["config_hash"] for j in expected or []]
         runs = sweeps.sweep_runs(uri, parent.info.run_id, hashes)
-        name, exp_id = parent.info.run_name, parent.info.experiment_id
+        name, exp_id = safe.printable(parent.info.run_name), parent.info.experiment_id
     parent_id = None if experiment else parent.info.run_id
     if not runs:
         raise ReportError(f"no runs for {'experiment ' + experiment if experiment else name} in {uri}")
@@ -166,21 +167,34 @@ def _add_planes(rep, uri: str) -> None:
             rep.figures[group]["landscape_plane"] = plane_figure(planes, group)
 
 
+def _read_table(file: Path, path: str) -> pd.DataFrame:
+    """The table, its rows counted first as pandas reads them (compressed, any line ending) and
+    refused past MAX_TABLE_ROWS; only a regular file of at most MAX_TABLE_BYTES is read (not
+    /dev/zero, a pipe, a 10 GB file). Its text values made printable (safe.printable)."""
+    if not file.is_file():
+        raise ReportError(f"--from-table {path}: not a regular file (a CSV file, or one "
+                          f"compressed: .gz, .bz2, .zip, .xz)")
+    if file.stat().st_size > MAX_TABLE_BYTES:
+        raise ReportError(f"--from-table {path}: {file.stat().st_size / 2**20:,.0f} MB, more "
+                          f"than the {MAX_TABLE_BYTES // 2**20} MB a table of "
+                          f"{MAX_TABLE_ROWS:,} rows needs: report a part of it at a time")
+    rows = sum(len(c) for c in pd.read_csv(file, usecols=[0], chunksize=100_000))
+    if rows > MAX_TABLE_ROWS:
+        raise ReportError(f"--from-table {path}: {rows:,} rows, more than the "
+                          f"{MAX_TABLE_ROWS:,} a report reads in about a minute (2,000 runs "
+                          f"of 20 epochs, 40,000 rows, take 48 s): report a part of it at a "
+                          f"time (one group, fewer epochs)")
+    return pd.read_csv(file).map(safe.printable)
+
+
 def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[float, int] = (
         0.0, 3), setting: Setting | None = None) -> Path:
     """The whole report from a tidy table (tidy.py), with no MLflow store: reports/<file stem>/
     unless `out`."""
     file = Path(path)
     try:
-        with file.open("rb") as f:
-            rows = sum(1 for _ in f) - 1
-        if rows > MAX_TABLE_ROWS:
-            raise ReportError(f"--from-table {path}: {rows:,} rows, more than the "
-                              f"{MAX_TABLE_ROWS:,} a report reads in about a minute (2,000 runs "
-                              f"of 20 epochs, 40,000 rows, take 48 s): report a part of it at a "
-                              f"time (one group, fewer epochs)")
-        table = pd.read_csv(file)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        table = _read_table(file, path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
         raise ReportError(f"--from-table {path}: cannot be read as CSV ({exc})") from None
     try:
         runs, hist, unpaired = tidy.from_table(table, f"--from-table {path}")

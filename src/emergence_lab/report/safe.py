@@ -11,6 +11,15 @@ import re
 import pandas as pd
 
 FORMULA = re.compile(r"^(=|@|\t|\r|[+-](?![\d.]))")  # what spreadsheets evaluate (OWASP)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a terminal's escapes, line breaks, NUL
+
+
+def printable(value: object) -> object:
+    """A value read from a store or a table, as one printable line: control characters (an
+    escape sequence a terminal would run, a line break that forges a line) written as \\xNN."""
+    if not isinstance(value, str):
+        return value
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
 
 
 def csv_cell(value: object) -> object:

@@ -202,12 +202,12 @@ def parent_note(rep: Report, report_link: str, compare_link: str | None = None) 
     table = verdict_table(verdicts.headline(rep.tests), len(rep.figures) > 1)
     compare = [f"[Compare emergence/E and test/acc across the runs]({compare_link}) (one curve "
                f"a run; the run names say the pruning level)"] if compare_link else []
-    return "\n\n".join([f"**{one_sentence(rep)}**",
+    return "\n\n".join([f"**{safe.md_text(one_sentence(rep))}**",
                          safe.for_markdown(table).to_markdown(index=False) if not table.empty
                          else "(no verdicts)",
                          *compare,
                          f"Full report: [report.html]({report_link}) (artifact report/ of run "
-                         f"report-{rep.name})"])
+                         f"report-{safe.md_text(rep.name)})"])
 
 
 def _key_part(text: str) -> str:
