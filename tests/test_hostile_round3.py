@@ -199,3 +199,29 @@ def test_a_sweep_says_when_its_finished_cells_were_trained_by_other_code(tmp_pat
     (line,) = [x for x in third.stderr.splitlines() if "other code" in x]
     assert "1 of the 2 finished cells" in line and "0123456789 dirty:feedbeef0000" in line
     assert git_commit()[:10] in line and "force=true retrains them" in line
+
+
+def test_ctrl_c_while_the_report_loads_its_libraries_is_one_line(tmp_path, store):
+    """SIGINT while report.py is still importing (pandas, torch, MLflow: seconds on a busy
+    machine): one line and exit 130, not a traceback out of an import."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([*REPORT, "--tracking-uri", store, "--out", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    maps = f"/proc/{proc.pid}/maps"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # numpy loaded: imports under way
+        try:
+            if "_multiarray_umath" in open(maps).read():
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["report: interrupted before it began; nothing was written"]
+    assert not (tmp_path / "r").exists()
