@@ -71,6 +71,21 @@ def test_a_seed_with_no_control_is_listed_as_unpaired_never_guessed(tmp_path):
     assert claims.loc["costs_accuracy", "n"] == 2  # seeds 0 and 1 only
 
 
+def test_an_empty_optional_value_is_named_in_the_report_never_dropped_silently(tmp_path):
+    """train_loss is optional, but a run that has it at every other epoch and not at one: the
+    report names the run and the epoch (that epoch is left out of what reads train_loss)."""
+    from tests.fixtures.tables import CONTROL, levels, runs
+
+    table = runs(levels(CONTROL), seeds=2, epochs=6, pe=2)
+    table = table.assign(train_loss=table.train_loss.where(table.index != 3))
+    table.to_csv(tmp_path / "t.csv", index=False)
+    row = table.iloc[3]
+    out = build_report_from_table(str(tmp_path / "t.csv"), str(tmp_path / "out"))
+    text = (out / "report.md").read_text()
+    assert "Empty values in the table" in text
+    assert f"{row.run_id}: train_loss empty at epoch {int(row.epoch)}" in text
+
+
 def test_from_table_on_the_command_line(tmp_path):
     path = _table(tmp_path, lambda d: d.drop(columns="E"))
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--from-table", path,
@@ -144,6 +159,14 @@ def test_a_control_only_sweep_says_nothing_was_pruned(tmp_path):
     (lambda t: t.assign(amount=t.amount.where(t.index != 7, 1.5)), "amount must be a fraction"),
     (lambda t: t.assign(prune_epoch=t.prune_epoch.where(t.index != 1, 99)),
      "prune_epoch is after the run's last epoch"),
+    # a per-run value that one row of the run contradicts: not read from whichever comes first
+    (lambda t: t.assign(prune_epoch=t.prune_epoch.where(t.index != 1, 1)),
+     "prune_epoch differs from the run's first row"),
+    (lambda t: t.assign(amount=t.amount.where(t.index != 8, 0.5)),
+     "amount differs from the run's first row"),
+    (lambda t: t.assign(seed=t.seed.where(t.index != 3, 7)), "seed differs from the run's"),
+    (lambda t: t.assign(strategy=t.strategy.where(t.index != 9, "random")),
+     "strategy differs from the run's first row"),
 ])
 def test_a_table_is_validated_whole_and_the_error_names_the_row(change, message):
     from emergence_lab.report.tidy import TableError, from_table

@@ -3,7 +3,7 @@ the θ sensitivity, the sparsity and stopping analyses, the calibration (`build`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -150,7 +150,8 @@ def _collapsed(runs: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, list[st
 def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
           expected_jobs: list[list[str]] | None, stop_rule: tuple[float, int] = (0.0, 3),
           ui: str | None = None, setting: Setting | None = None, labelled: bool = False,
-          unpaired: Sequence[str] = (), include_collapsed: bool = False) -> Report:
+          table_gaps: Mapping[str, list[str]] | None = None, include_collapsed: bool = False
+          ) -> Report:
     """All tables, verdicts and figures of a report (no I/O), E read in `setting` (the paper's
     by default). `labelled`: the runs come from a tidy table (see per_run_table). Collapsed
     runs (tag `collapsed`) are listed apart and left out unless `include_collapsed`."""
@@ -167,7 +168,7 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
     gaps = completeness(runs, expected_jobs, per_run) | {
         "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist),
-        "unpaired": list(unpaired), "collapsed": collapsed,
+        **(table_gaps or {}), "collapsed": collapsed,
         "code_versions": code_versions(runs[runs.run_id.isin(per_run.run_id)])}
     finished = per_run[~per_run.run_id.isin(runs.run_id[runs.stopped_early_at.astype(bool)])]
     sens = verdicts.sensitivity(per_run, stored, sensitivity_keys(stored))

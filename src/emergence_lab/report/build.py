@@ -197,12 +197,12 @@ def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
         raise ReportError(f"--from-table {path}: cannot be read as CSV ({exc})") from None
     try:
-        runs, hist, unpaired = tidy.from_table(table, f"--from-table {path}")
+        runs, hist, table_gaps = tidy.from_table(table, f"--from-table {path}")
     except tidy.TableError as exc:
         raise ReportError(str(exc)) from None
     out_dir = Path(out) if out else Path("reports") / folder_name(file.stem)
     _check_writable(out_dir, "--out" if out else "the report folder")
     rep = build(file.stem, runs, hist, None, stop_rule, None, setting, labelled=True,
-                unpaired=unpaired)
+                table_gaps=table_gaps)
     _write_whole(rep, out_dir)
     return out_dir

@@ -51,6 +51,8 @@ def _gaps(gaps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
          gaps.get("never_near_zero", [])),
         ("Unpaired runs (no control of their seed: not compared, not guessed)",
          gaps.get("unpaired", [])),
+        ("Empty values in the table (those epochs left out of what reads the column)",
+         gaps.get("empty_values", [])),
         ("Collapsed runs (units dead, accuracy at or below chance: left out of every table and "
          "claim unless --include-collapsed)", gaps.get("collapsed", [])),
         ("Code versions: these runs were made by more than one version of the code (commit, and "

@@ -98,12 +98,31 @@ def _check_whole(table: pd.DataFrame, source: str) -> None:
     fail(table.duplicated(["run_id", "epoch"]), "a second row for the same run and epoch")
     last = table.groupby("run_id").epoch.transform("max")
     fail(table.prune_epoch > last, "prune_epoch is after the run's last epoch")
+    for col in ("seed", "strategy", "amount", "prune_epoch", "group", *AXES):
+        if col in table:  # one value a run: not read from whichever row comes first
+            values = table[col].astype(str)
+            first = values.groupby(table.run_id).transform("first")
+            fail(values != first, f"{col} differs from the run's first row ({col} is one value "
+                                  f"a run)")
+
+
+def _empty_values(table: pd.DataFrame) -> list[str]:
+    """Optional measured columns (train_loss, val_acc) empty at some epochs of a run that has
+    them at others: each named, for the report to say (left out of what reads them)."""
+    out = []
+    for col in (c for c in METRICS if c not in MEASURED and c in table):
+        has = table[col].notna().groupby(table.run_id).transform("any")
+        for run, rows in table[has & table[col].isna()].groupby("run_id"):
+            out.append(f"{run}: {col} empty at epoch {', '.join(map(str, rows.epoch.astype(int)))}"
+                       f" (left out of what reads it)")
+    return out
 
 
 def from_table(table: pd.DataFrame, source: str = "the table"
-               ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(runs labelled as the report's per_run_table takes them, hist, unpaired runs) from a
-    tidy table; a TableError names a missing column or a bad value with its row."""
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
+    """(runs labelled as the report's per_run_table takes them, hist, what the report says of
+    the table: unpaired runs, empty values) from a tidy table; a TableError names a missing
+    column or a bad value with its row."""
     missing = [c for c in REQUIRED if c not in table]
     if missing:
         raise TableError(f"{source}: missing column {missing[0]!r} (a tidy table has "
@@ -154,4 +173,5 @@ def from_table(table: pd.DataFrame, source: str = "the table"
                       value_name="value").dropna(subset=["value"])
     hist = hist.assign(key=hist.key.map(keys)).rename(columns={"epoch": "step"})
     hist["step"] = hist.step.astype(int)
-    return runs, hist[["run_id", "key", "step", "value"]].reset_index(drop=True), unpaired
+    return (runs, hist[["run_id", "key", "step", "value"]].reset_index(drop=True),
+            {"unpaired": unpaired, "empty_values": _empty_values(table)})
