@@ -173,4 +173,14 @@ def test_an_edit_anywhere_in_the_checkout_makes_the_code_dirty(tmp_path):
     git("add", ".gitignore")
     git("commit", "-qm", "f")
     assert code_state(here) == "clean"  # an ignored file is no code
+    outside = tmp_path.parent / f"{tmp_path.name}-models"  # models linked in from elsewhere
+    outside.mkdir()
+    (outside / "__init__.py").write_text("EXTRA = 1\n")
+    (tmp_path / "pkg" / "extra").symlink_to(outside)
+    linked = code_state(here)
+    assert linked.startswith("dirty:") and "pkg/extra" in code_diff(here)
+    (tmp_path / "pkg" / "extra").unlink()
+    (tmp_path / "pkg" / "extra").symlink_to(tmp_path)  # another target, another state
+    assert code_state(here).startswith("dirty:") and code_state(here) != linked
+    (tmp_path / "pkg" / "extra").unlink()
     assert code_state(tmp_path.parent) == ""  # outside a checkout

@@ -7,6 +7,7 @@ ignore (a new model or data set is one new file: it makes the tree dirty too).""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def code_state(where: Path = HERE) -> str:
     for i, name in enumerate(untracked):
         h.update(f"\0{name}\0".encode())
         try:
+            if (top / name).is_symlink():  # what git would store of it: its target
+                h.update(f"link:{os.readlink(top / name)}".encode())
+                continue
             size = (top / name).stat().st_size
             h.update(str(size).encode() if size > FILE_LIMIT or i >= MAX_FILES
                      else (top / name).read_bytes())
@@ -53,6 +57,9 @@ def code_diff(where: Path = HERE) -> str:
     top, untracked = _untracked(where)
     for i, name in enumerate(untracked):
         try:
+            if (top / name).is_symlink():  # its target (a folder of code is not copied)
+                parts.append(f"# untracked link {name} -> {os.readlink(top / name)}\n")
+                continue
             size = (top / name).stat().st_size
             if size > FILE_LIMIT or i >= MAX_PATCH_FILES:
                 parts.append(f"# untracked {name}: {size} bytes, not copied\n")
@@ -71,7 +78,8 @@ def _untracked(where: Path) -> tuple[Path, list[str]]:
     top = _git("rev-parse", "--show-toplevel", where=where)
     names = _git("ls-files", "--others", "--exclude-standard", "--full-name", "-z", "--", ":/",
                  strip=False, where=where)
-    return Path(top), sorted(n for n in names.split("\0") if n and (Path(top) / n).is_file())
+    return Path(top), sorted(n for n in names.split("\0") if n and (
+        (Path(top) / n).is_file() or (Path(top) / n).is_symlink()))  # a link to a folder too
 
 
 def _git(*args: str, strip: bool = True, where: Path = HERE) -> str:
