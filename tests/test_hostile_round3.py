@@ -199,6 +199,16 @@ def test_a_sweep_says_when_its_finished_cells_were_trained_by_other_code(tmp_pat
     (line,) = [x for x in third.stderr.splitlines() if "other code" in x]
     assert "1 of the 2 finished cells" in line and "0123456789 dirty:feedbeef0000" in line
     assert git_commit()[:10] in line and "force=true retrains them" in line
+    # the report: each run's code version in runs.csv, and the mix named in report.md
+    import pandas as pd
+
+    from emergence_lab.report.build import build_report
+
+    out = build_report(store, out=str(tmp_path / "report"), log_back=False)
+    commits = pd.read_csv(out / "runs.csv").set_index("run_id")["commit"]
+    assert commits[run.info.run_id] == "0123456789ab (dirty:feedbeef0000)"
+    assert commits.drop(run.info.run_id).str.startswith(git_commit()[:12]).all()
+    assert "made by more than one version of the code" in (out / "report.md").read_text()
 
 
 def test_ctrl_c_while_the_report_loads_its_libraries_is_one_line(tmp_path, store):

@@ -124,14 +124,22 @@ def read_in(hist: pd.DataFrame, setting: Setting) -> pd.DataFrame:
     return pd.concat([rest, moved], ignore_index=True)
 
 
+def versions(runs: pd.DataFrame) -> pd.Series:
+    """Each run's code version: its commit (12 digits) and, for an edited tree, its state ('' for
+    a run that did not record it)."""
+    if "git_commit" not in runs:
+        return pd.Series("", index=runs.index)
+    state = runs.get("git_state", pd.Series("", index=runs.index)).fillna("").astype(str)
+    return runs.git_commit.fillna("").astype(str).str[:12] + state.map(
+        lambda s: f" ({s})" if s and s != "clean" else "")
+
+
 def code_versions(runs: pd.DataFrame) -> list[str]:
     """One line per code version when the compared runs were made by more than one (a commit,
     and whether its tree was edited: git_state); [] when they agree or did not record it."""
     if "git_commit" not in runs:
         return []
-    state = runs.get("git_state", pd.Series("", index=runs.index)).fillna("").astype(str)
-    version = runs.git_commit.fillna("").astype(str).str[:12] + state.map(
-        lambda s: f" ({s})" if s and s != "clean" else "")
+    version = versions(runs)
     counts = version[runs.git_commit.fillna("").astype(str) != ""].value_counts()
     if len(counts) < 2:
         return []
@@ -160,6 +168,7 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
     runs, duplicates = dedupe(runs)
     runs, collapsed = _collapsed(runs, include_collapsed)
     per_run = per_run_table(runs, hist, labelled)
+    per_run["commit"] = per_run.run_id.map(dict(zip(runs.run_id, versions(runs), strict=True)))
     if per_run.empty and collapsed:
         raise ReportError(f"every FINISHED run of {name} collapsed, nothing to compare (pass "
                           f"--include-collapsed to count them anyway): " + "; ".join(collapsed[:3]))
