@@ -254,3 +254,25 @@ def test_a_save_that_fails_leaves_no_temporary_file(tmp_path):
     with pytest.raises(IsADirectoryError):
         atomic_save({"a": 1}, target)
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+@pytest.mark.slow
+def test_a_cache_moved_aside_is_said_on_the_sweeps_console(tmp_path):
+    """Not only in the job's log: the sweep's own output names the cache file and where it went."""
+    import subprocess
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "dataset=digits",
+             "model.hidden=[16,8]", "trainer.epochs=2", "pruning=magnitude", "pruning.epoch=1",
+             "tracking.progress=false", f"tracking.uri={store}",
+             f"tracking.cache_dir={tmp_path / 'cache'}"]
+    first = subprocess.run([*sweep, "pruning.amount=0"], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])
+    again = subprocess.run([*sweep, "pruning.amount=0.5"], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"prefix cache {cache} is not trusted" in again.stderr, again.stderr[-2000:]
+    assert f"moved to {cache.name}.untrusted-" in again.stderr

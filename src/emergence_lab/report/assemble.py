@@ -168,13 +168,13 @@ def build(name: str, runs: pd.DataFrame, hist: pd.DataFrame,
     runs, duplicates = dedupe(runs)
     runs, collapsed = _collapsed(runs, include_collapsed)
     per_run = per_run_table(runs, hist, labelled)
-    per_run["commit"] = per_run.run_id.map(dict(zip(runs.run_id, versions(runs), strict=True)))
     if per_run.empty and collapsed:
         raise ReportError(f"every FINISHED run of {name} collapsed, nothing to compare (pass "
                           f"--include-collapsed to count them anyway): " + "; ".join(collapsed[:3]))
     if per_run.empty:
         raise ReportError(f"no FINISHED runs in {name}: nothing to compare; "
                           + "; ".join(completeness(runs, expected_jobs, per_run)["failed_runs"][:5]))
+    per_run["commit"] = per_run.run_id.map(dict(zip(runs.run_id, versions(runs), strict=True)))
     gaps = completeness(runs, expected_jobs, per_run) | {
         "duplicates": duplicates, "never_near_zero": verdicts.never_near_zero(per_run, hist),
         **(table_gaps or {}), "collapsed": collapsed,

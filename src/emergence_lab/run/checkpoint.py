@@ -18,6 +18,7 @@ from torch import nn
 from emergence_lab.files import atomic_save
 from emergence_lab.procs import pid_alive
 from emergence_lab.prune.masks import freeze, prepare_for_state
+from emergence_lab.run import events
 from emergence_lab.store import digests
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,19 @@ def _load_cache(path: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, refused pickle, ...: whatever torch raises
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        os.replace(path, aside)
-        log.warning("prefix cache %s does not load (%s: %s); moved to %s, computing it again",
-                    path, type(exc).__name__, str(exc).splitlines()[0][:200], aside)
+        _move_aside(path, "corrupt", f"does not load ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]})")
         return None
+
+
+def _move_aside(path: Path, tag: str, why: str) -> None:
+    """A cache file (or what stands where it goes) moved aside as <name>.<tag>-<time>, said in
+    the job's log and on the sweep's console (a note)."""
+    aside = path.with_name(f"{path.name}.{tag}-{int(time.time())}")
+    os.replace(path, aside)
+    message = f"prefix cache {path} {why}; moved to {aside.name}, computing it again"
+    log.warning(message)
+    events.emit("note", text=message)
 
 
 @dataclass(frozen=True)
@@ -150,10 +159,7 @@ def _trusted(path: Path, key: str, check: CacheCheck | None) -> dict[str, Any] |
     why = check.fault(key, path) if check is not None else None
     if why is None:
         return _load_cache(path)
-    aside = path.with_name(f"{path.name}.untrusted-{int(time.time())}")
-    os.replace(path, aside)
-    log.warning("prefix cache %s is not trusted: %s; moved to %s, computing it again", path, why,
-                aside.name)
+    _move_aside(path, "untrusted", f"is not trusted: {why}")
     return None
 
 
@@ -187,10 +193,7 @@ def shared_prefix(cache_dir: str | Path, key: str,
             if payload is not None:
                 return payload, True
         elif path.exists():  # a folder (or a device) where the cache file goes
-            aside = path.with_name(f"{path.name}.untrusted-{int(time.time())}")
-            os.replace(path, aside)
-            log.warning("prefix cache %s is not a file; moved to %s, computing it again", path,
-                        aside.name)
+            _move_aside(path, "untrusted", "is not a file")
         own = torch.get_num_threads()
 
         def borrow() -> None:
