@@ -65,7 +65,8 @@ def test_a_worker_killed_before_its_run_exists_leaves_a_failed_run_of_its_cell(t
         os.kill(pid, signal.SIGKILL)
     out = seen + proc.communicate(timeout=120)[0]
     assert proc.returncode == 1, out[-3000:]
-    assert "failed: worker killed by signal 9" in out and "Redo with: " in out, out[-3000:]
+    assert f"cell {plan.name} failed: worker killed by signal 9" in out, out[-3000:]
+    assert "Redo with: " in out
     assert "Traceback" not in out
     sweep = sweeps.latest_sweep(store).info.run_id
     failed = sweeps.sweep_children(store, sweep)

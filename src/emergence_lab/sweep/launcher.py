@@ -195,7 +195,7 @@ class Pool:
 
     def _failure_text(self, job: int) -> str:
         state = self.status.jobs[job]
-        name = state.name or " ".join(self.job_overrides[job])
+        name = state.name or (state.cell or {}).get("name") or " ".join(self.job_overrides[job])
         text = f"cell {name} failed: {state.error.splitlines()[0] if state.error else '?'}"
         tail = _log_tail(state.log)
         return text + ("".join(f"\n    {line}" for line in tail) if tail else "")
