@@ -7,28 +7,21 @@ By default the most recent sweep of the embedded store, written to reports/<swee
 logged back to MLflow as a run tagged kind=report. Exit code 2, with one line: a store it
 cannot use (unreachable, corrupt, full), no store, or no runs.
 """
+# ruff: noqa: E402  (the imports after procs.quiet_while_loading take seconds)
 
+from emergence_lab import procs
+
+procs.quiet_while_loading("report")  # Ctrl-C in the seconds the imports below take: one line
+
+import argparse
 import os
-import signal
 import sys
 
-
-def _interrupted_early(signum, frame):  # Ctrl-C while the libraries load: one line, no traceback
-    sys.stderr.write("report: interrupted before it began; nothing was written\n")
-    sys.stderr.flush()
-    os._exit(130)
-
-
-signal.signal(signal.SIGINT, _interrupted_early)
-
-import argparse  # noqa: E402  (after the handler: the imports below take seconds)
-
-from emergence_lab import procs  # noqa: E402
-from emergence_lab.errors import one_line  # noqa: E402
-from emergence_lab.measure.setting import Setting  # noqa: E402
-from emergence_lab.registry import load_plugins  # noqa: E402
-from emergence_lab.report.assemble import ReportError  # noqa: E402
-from emergence_lab.report.build import ENDING_FILE, build_report, build_report_from_table  # noqa: E402
+from emergence_lab.errors import one_line
+from emergence_lab.measure.setting import Setting
+from emergence_lab.registry import load_plugins
+from emergence_lab.report.assemble import ReportError
+from emergence_lab.report.build import ENDING_FILE, build_report, build_report_from_table
 
 
 def parse_setting(text: str) -> Setting:
@@ -75,7 +68,7 @@ def main() -> int:
     except ValueError as exc:
         print(f"report: --setting {args.setting}: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here: KeyboardInterrupt
+    procs.loaded()  # from here: KeyboardInterrupt
     try:
         if args.from_table:
             out = build_report_from_table(args.from_table, args.out,

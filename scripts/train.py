@@ -9,6 +9,11 @@ A cell that already FINISHED is skipped and an interrupted one resumes (force=tr
 In a sweep, a failing run is marked FAILED and the other cells go on; the command then lists
 the failures and exits non-zero.
 """
+# ruff: noqa: E402  (the imports after procs.quiet_while_loading take seconds)
+
+from emergence_lab import procs
+
+procs.quiet_while_loading("train", "nothing was started")  # Ctrl-C during the imports below
 
 import logging
 import os
@@ -20,7 +25,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from emergence_lab import procs
 from emergence_lab.config import register_configs
 from emergence_lab.errors import fail, one_line
 from emergence_lab.measure import keys as mk
@@ -68,4 +72,5 @@ def single_run_error(exc: Exception, run_id: str | None, uri: str) -> str:
 
 
 if __name__ == "__main__":
+    procs.loaded()  # from here the sweep's and the run's own handlers
     procs.run_and_exit(main)  # without the interpreter's teardown: seconds with torch loaded

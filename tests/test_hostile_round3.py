@@ -211,16 +211,21 @@ def test_a_sweep_says_when_its_finished_cells_were_trained_by_other_code(tmp_pat
     assert "made by more than one version of the code" in (out / "report.md").read_text()
 
 
-def test_ctrl_c_while_the_report_loads_its_libraries_is_one_line(tmp_path, store):
-    """SIGINT while report.py is still importing (pandas, torch, MLflow: seconds on a busy
-    machine): one line and exit 130, not a traceback out of an import."""
+@pytest.mark.parametrize("script, args, said", [
+    ("report", ["--out", "r"], "nothing was written"),
+    ("train", ["-m", "dataset=digits", "trainer.epochs=1"], "nothing was started")])
+def test_ctrl_c_while_a_command_loads_its_libraries_is_one_line(tmp_path, store, script, args,
+                                                                said):
+    """SIGINT while report.py or train.py is still importing (pandas, torch, MLflow, Hydra:
+    seconds on a busy machine): one line and exit 130, not a traceback out of an import."""
     import os
     import signal
     import time
 
-    proc = subprocess.Popen([*REPORT, "--tracking-uri", store, "--out", str(tmp_path / "r")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *args,
+                             f"{'--tracking-uri=' if script == 'report' else 'tracking.uri='}"
+                             f"{store}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
     maps = f"/proc/{proc.pid}/maps"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:  # numpy loaded: imports under way
@@ -233,5 +238,5 @@ def test_ctrl_c_while_the_report_loads_its_libraries_is_one_line(tmp_path, store
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines() == ["report: interrupted before it began; nothing was written"]
-    assert not (tmp_path / "r").exists()
+    assert err.strip().splitlines() == [f"{script}: interrupted before it began; {said}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no report, no store, no outputs

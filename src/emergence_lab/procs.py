@@ -65,6 +65,23 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(reason)
 
 
+def quiet_while_loading(command: str, what: str = "nothing was written") -> None:
+    """Ctrl-C while a command line still loads its libraries (seconds: torch, MLflow, Hydra):
+    one line and exit 130, nothing begun, instead of a traceback out of an import. Installed
+    before those imports; `loaded()` gives SIGINT back to KeyboardInterrupt."""
+    def interrupted(signum: int, frame: Any) -> None:
+        sys.stderr.write(f"{command}: interrupted before it began; {what}\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def loaded() -> None:
+    """The libraries are loaded: Ctrl-C raises KeyboardInterrupt again (see quiet_while_loading)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def stop_on_signals(also: dict[int, str] | None = None) -> None:
     """SIGINT and SIGTERM stop this process's job: the first raises KeyboardInterrupt (its run
     ends KILLED, resumable), at once or, during a store call, when that returns; later ones are
