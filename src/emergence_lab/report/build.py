@@ -184,7 +184,9 @@ def _read_table(file: Path, path: str) -> pd.DataFrame:
                           f"{MAX_TABLE_ROWS:,} a report reads in about a minute (2,000 runs "
                           f"of 20 epochs, 40,000 rows, take 48 s): report a part of it at a "
                           f"time (one group, fewer epochs)")
-    return pd.read_csv(file).map(safe.printable)
+    table = pd.read_csv(file)
+    text = table.select_dtypes(exclude="number").columns
+    return table.assign(**{c: table[c].map(safe.printable) for c in text})
 
 
 def build_report_from_table(path: str, out: str | None = None, stop_rule: tuple[float, int] = (

@@ -127,7 +127,8 @@ class Pool:
             worker.job = self.pending.popleft()
             overrides, plan = self.job_overrides[worker.job], offered(self.job_overrides[worker.job])
             if plan is not None:  # what a failure before the job's run exists is recorded as
-                self.status.jobs[worker.job].cell = dataclasses.asdict(plan.cell(plan.tags()))
+                job = self.status.jobs[worker.job]
+                job.cell, job.name = dataclasses.asdict(plan.cell(plan.tags())), plan.name
             worker.send((worker.job, overrides, plan))
 
     def _new_worker(self) -> _Worker:
@@ -195,7 +196,7 @@ class Pool:
 
     def _failure_text(self, job: int) -> str:
         state = self.status.jobs[job]
-        name = state.name or (state.cell or {}).get("name") or " ".join(self.job_overrides[job])
+        name = state.name or " ".join(self.job_overrides[job])
         text = f"cell {name} failed: {state.error.splitlines()[0] if state.error else '?'}"
         tail = _log_tail(state.log)
         return text + ("".join(f"\n    {line}" for line in tail) if tail else "")
